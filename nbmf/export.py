@@ -1,0 +1,154 @@
+"""Float (QAT-trained) torch model -> integer runtime parameters -> codec artifact.
+
+Scales come from the model's own QAT observers (``ActQuant.amax``), so the integers reproduce what
+training saw. Imports torch: used by training/export only, never by decoding.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from nbmf.models.config import ATTN_LOGIT_UNITS, GATE_UNITS, ModelConfig
+from nbmf.models.quant import NORM_SCALE, QMAX
+
+RESIDUAL_SCALE = 2.0**-10  # residual stream: int64 in units of 1/1024 (fine enough to be lossless in practice)
+HEAD_UNITS = 64  # logits become integers in 1/64 nat
+HEAD_LUT_ONE = 1 << 20  # frequency of the most likely token; every token keeps at least 1
+HEAD_LUT_NATS = 24
+ATTN_LUT_ONE = 1 << 15
+ATTN_LUT_NATS = 12
+
+
+def multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-point (M, s) with M in [2**30, 2**31) so that x * real ~= (x * M + 2**(s-1)) >> s."""
+    shape = np.shape(real)
+    real = np.atleast_1d(np.asarray(real, dtype=np.float64))
+    if np.any(real <= 0):
+        raise ValueError("requantization multipliers must be positive")
+    exp = np.floor(np.log2(real)).astype(np.int64)
+    shift = 30 - exp
+    m = np.round(real * np.exp2(shift.astype(np.float64))).astype(np.int64)
+    over = m >= (1 << 31)
+    m[over] //= 2
+    shift[over] -= 1
+    if np.any(shift < 1) or np.any(shift > 62):
+        raise ValueError("requantization multiplier out of range")
+    return m.reshape(shape), shift.reshape(shape)
+
+
+def quantize_rows(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row (output channel): (int8 weights, float scales)."""
+    w = w.detach().double().numpy()
+    scale = np.maximum(np.abs(w).max(axis=1), 1e-8) / QMAX
+    return np.clip(np.round(w / scale[:, None]), -QMAX, QMAX).astype(np.int8), scale
+
+
+def _lut(fn, scale_in: float, scale_out: float) -> np.ndarray:
+    x = torch.arange(-127, 128, dtype=torch.float64) * scale_in
+    return np.clip(np.round(fn(x).numpy() / scale_out), -QMAX, QMAX).astype(np.int64)
+
+
+def integer_params(model) -> dict[str, np.ndarray]:
+    """The integer runtime's parameter arrays for a trained ``CausalModel``."""
+    cfg: ModelConfig = model.cfg
+    d = cfg.d_model
+    p: dict[str, list | np.ndarray] = {k: [] for k in (
+        "wo", "wo_m", "wo_s", "w1", "w1_m", "w1_s", "act_lut", "w2", "w2_m", "w2_s",
+        "qkv", "qkv_m", "qkv_s", "score_m", "score_s", "slopes",
+        "taps", "taps_m", "taps_s", "dilation", "conv_lut", "zc", "zc_m", "zc_s", "sig_lut")}
+    mixer_type, mixer_idx, counts = [], [], {"attention": 0, "conv": 0, "recurrent": 0}
+
+    def linear(layer, s_in: float, s_out: np.ndarray | float, name: str):
+        w, s_w = quantize_rows(layer.folded_weight())
+        m, s = multiplier(s_in * s_w / s_out)
+        p[name].append(w)
+        p[name + "_m"].append(m)
+        p[name + "_s"].append(s)
+
+    def scale_of(q) -> float:
+        if float(q.amax) <= 0:
+            raise ValueError("an activation was never observed: train (or calibrate) before export")
+        return float(q.amax) / QMAX
+
+    for layer, (block, kind) in enumerate(zip(model.blocks, cfg.mixers())):
+        mx = block.mixer
+        mixer_type.append({"attention": 0, "conv": 1, "recurrent": 2}[kind])
+        mixer_idx.append(counts[kind])
+        counts[kind] += 1
+        if kind == "attention":
+            s_q, s_k, s_v = scale_of(mx.q_quant), scale_of(mx.k_quant), scale_of(mx.v_quant)
+            linear(mx.qkv, NORM_SCALE, np.repeat([s_q, s_k, s_v], d), "qkv")
+            m, s = multiplier(s_q * s_k / math.sqrt(mx.d_head) * ATTN_LOGIT_UNITS)
+            p["score_m"].append(m)
+            p["score_s"].append(s)
+            p["slopes"].append(np.round(mx.slopes.double().numpy() * ATTN_LOGIT_UNITS).astype(np.int64))
+            s_y = s_v
+        elif kind == "conv":
+            taps, s_t = quantize_rows(mx.taps.t())  # per channel across taps
+            s_c, s_a = scale_of(mx.conv_quant), scale_of(mx.act_quant)
+            m, s = multiplier(NORM_SCALE * s_t / s_c)
+            p["taps"].append(taps.T.copy())
+            p["taps_m"].append(m)
+            p["taps_s"].append(s)
+            p["dilation"].append(cfg.dilation(layer))
+            p["conv_lut"].append(_lut(F.gelu, s_c, s_a))
+            s_y = s_a
+        else:
+            s_z, s_c = scale_of(mx.z_quant), scale_of(mx.c_quant)
+            linear(mx.zc, NORM_SCALE, np.repeat([s_z, s_c], d), "zc")
+            x = torch.arange(-127, 128, dtype=torch.float64) * s_z
+            p["sig_lut"].append(np.round(torch.sigmoid(x).numpy() * GATE_UNITS).astype(np.int64))
+            s_y = s_c
+        linear(mx.out, s_y, RESIDUAL_SCALE, "wo")
+        mlp = block.mlp
+        s_pre, s_act = scale_of(mlp.pre_quant), scale_of(mlp.act_quant)
+        linear(mlp.up, NORM_SCALE, s_pre, "w1")
+        p["act_lut"].append(_lut(F.gelu, s_pre, s_act))
+        linear(mlp.down, s_act, RESIDUAL_SCALE, "w2")
+
+    def stack(name, shape, dtype):
+        return np.stack(p[name]).astype(dtype) if p[name] else np.zeros(shape, dtype)
+
+    h = cfg.mlp_mult * d
+    out = {
+        "emb": np.round(model.embed.weight.detach().double().numpy() / RESIDUAL_SCALE).astype(np.int64),
+        "norm_k": np.array(round(math.sqrt(d) / NORM_SCALE * 256), dtype=np.int64),
+        "mixer_type": np.array(mixer_type, np.int64),
+        "mixer_idx": np.array(mixer_idx, np.int64),
+        "wo": stack("wo", (0, d, d), np.int8), "wo_m": stack("wo_m", (0, d), np.int64), "wo_s": stack("wo_s", (0, d), np.int64),
+        "w1": stack("w1", (0, h, d), np.int8), "w1_m": stack("w1_m", (0, h), np.int64), "w1_s": stack("w1_s", (0, h), np.int64),
+        "act_lut": stack("act_lut", (0, 255), np.int64),
+        "w2": stack("w2", (0, d, h), np.int8), "w2_m": stack("w2_m", (0, d), np.int64), "w2_s": stack("w2_s", (0, d), np.int64),
+        "qkv": stack("qkv", (0, 3 * d, d), np.int8), "qkv_m": stack("qkv_m", (0, 3 * d), np.int64),
+        "qkv_s": stack("qkv_s", (0, 3 * d), np.int64),
+        "score_m": stack("score_m", (0,), np.int64), "score_s": stack("score_s", (0,), np.int64),
+        "slopes": stack("slopes", (0, cfg.n_heads), np.int64),
+        "attn_lut": np.round(ATTN_LUT_ONE * np.exp(-np.arange(ATTN_LUT_NATS * ATTN_LOGIT_UNITS) / ATTN_LOGIT_UNITS)).astype(np.int64),
+        "taps": stack("taps", (0, cfg.kernel_size, d), np.int8), "taps_m": stack("taps_m", (0, d), np.int64),
+        "taps_s": stack("taps_s", (0, d), np.int64), "dilation": stack("dilation", (0,), np.int64),
+        "conv_lut": stack("conv_lut", (0, 255), np.int64),
+        "zc": stack("zc", (0, 2 * d, d), np.int8), "zc_m": stack("zc_m", (0, 2 * d), np.int64),
+        "zc_s": stack("zc_s", (0, 2 * d), np.int64), "sig_lut": stack("sig_lut", (0, 255), np.int64),
+    }
+    wh, s_h = quantize_rows(model.head.folded_weight())
+    out["wh"] = wh
+    out["wh_m"], out["wh_s"] = multiplier(NORM_SCALE * s_h * HEAD_UNITS)
+    lut = np.round(HEAD_LUT_ONE * np.exp(-np.arange(HEAD_LUT_NATS * HEAD_UNITS) / HEAD_UNITS))
+    out["head_lut"] = np.maximum(lut, 1).astype(np.int64)
+    return out
+
+
+def export_artifact(model, cfg: ModelConfig, tokenizer, out_dir: str | Path, version: str,
+                    metrics: dict | None = None, data_hash: str = "", training: dict | None = None) -> Path:
+    """Write an int8 integer-runtime artifact directory (weights, tokenizer, manifest with sha256s)."""
+    from nbmf.artifact import write_artifact
+    from nbmf.runtime.intmodel import IntModel
+
+    model = model.eval()
+    int_model = IntModel(cfg, integer_params(model))
+    return write_artifact(out_dir, version=version, cfg=cfg, int_model=int_model, tokenizer=tokenizer,
+                          metrics=metrics or {}, data_hash=data_hash, training=training or {})

@@ -1,0 +1,140 @@
+"""Byte-level BPE whose ids map back to the exact input bytes.
+
+Training and encoding use Hugging Face ``tokenizers`` (byte-level BPE: all 256 bytes are in the
+vocabulary, so any input is representable). Decoding never goes through ``tokenizers``: each id maps
+to its byte string, so invalid UTF-8 and every byte sequence round-trip exactly. Input that is not
+valid UTF-8 is coded one byte-token per byte.
+
+>>> tok = Tokenizer.train([b"hello world", b"hello there"] * 50, vocab_size=300)
+>>> raw = "hello, wörld \\U0001f600".encode()
+>>> tok.decode(tok.encode(raw)) == raw
+True
+>>> tok.decode(tok.encode(b"\\xff\\xfe\\x00")) == b"\\xff\\xfe\\x00"
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+FILENAME = "tokenizer.json"
+
+
+@lru_cache(maxsize=1)
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in character for every byte (what ByteLevel BPE vocabularies hold)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + n)] = b
+            n += 1
+    return chars
+
+
+class Tokenizer:
+    """A trained byte-level BPE: ``encode(bytes) -> ids``, ``decode(ids) -> bytes``."""
+
+    def __init__(self, hf_tokenizer):
+        from tokenizers import Tokenizer as _  # noqa: F401  (fail early with a clear import error)
+
+        self._hf = hf_tokenizer
+        alphabet = _byte_alphabet()
+        vocab = hf_tokenizer.get_vocab()
+        self.vocab_size = len(vocab)
+        if sorted(vocab.values()) != list(range(self.vocab_size)):
+            raise ValueError("tokenizer ids must be dense 0..V-1")
+        self._pieces: list[bytes] = [b""] * self.vocab_size
+        self._byte_id = np.zeros(256, dtype=np.int32)
+        for piece, i in vocab.items():
+            self._pieces[i] = bytes(alphabet[c] for c in piece)
+        for i, piece in enumerate(self._pieces):
+            if len(piece) == 1:
+                self._byte_id[piece[0]] = i
+        if sum(len(p) == 1 for p in self._pieces) != 256:
+            raise ValueError("a byte-level tokenizer must hold all 256 single bytes")
+
+    @classmethod
+    def train(cls, records: Iterable[bytes], vocab_size: int = 2048) -> "Tokenizer":
+        """Learn merges from raw records (UTF-8 text; invalid records are skipped)."""
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[],
+            show_progress=False,
+        )
+
+        def texts():
+            for raw in records:
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+
+        hf.train_from_iterator(texts(), trainer=trainer)
+        return cls(hf)
+
+    def encode(self, raw: bytes) -> np.ndarray:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._byte_id[np.frombuffer(raw, dtype=np.uint8)]
+        return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def encode_batch(self, raws: list[bytes]) -> list[np.ndarray]:
+        """Many records at once (``tokenizers`` parallelizes valid UTF-8 across threads)."""
+        texts, where = [], []
+        out: list[np.ndarray | None] = [None] * len(raws)
+        for i, raw in enumerate(raws):
+            try:
+                texts.append(raw.decode("utf-8"))
+                where.append(i)
+            except UnicodeDecodeError:
+                out[i] = self.encode(raw)
+        for i, enc in zip(where, self._hf.encode_batch(texts, add_special_tokens=False)):
+            out[i] = np.asarray(enc.ids, dtype=np.int32)
+        return out  # type: ignore[return-value]
+
+    def decode(self, ids) -> bytes:
+        return b"".join(self._pieces[int(i)] for i in ids)
+
+    def piece(self, i: int) -> bytes:
+        return self._pieces[i]
+
+    def piece_lengths(self) -> np.ndarray:
+        """Bytes per id (int32), for the decoder's stop condition."""
+        return np.array([len(p) for p in self._pieces], dtype=np.int32)
+
+    def to_json(self) -> str:
+        return self._hf.to_str()
+
+    @classmethod
+    def from_json(cls, text: str) -> "Tokenizer":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return cls(HFTokenizer.from_str(text))
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / FILENAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Tokenizer":
+        return cls.from_json((Path(directory) / FILENAME).read_text(encoding="utf-8"))
+
+    def sha256(self) -> str:
+        return "sha256:" + hashlib.sha256(json.dumps(json.loads(self.to_json()), sort_keys=True).encode()).hexdigest()
