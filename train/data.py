@@ -1,0 +1,192 @@
+"""Training data: a collected Parquet dataset (or corpus JSONL) -> Ray Datasets -> per-worker token windows.
+
+Rows everywhere are ``{"raw": bytes, "kind": 0|1|2, "fidelity": 0|1}`` with ``raw`` as
+``nbmf.payload.to_raw`` defines it (UTF-8 text, or ``json.dumps(data, ensure_ascii=False)``), so
+training sees exactly the bytes the codec will code. The driver builds one Ray Dataset per split;
+Ray Train streams each worker its shard (``ray.train.get_dataset_shard``), and the worker tokenizes
+it with the driver's tokenizer and cuts it into windows (``nbmf.models.batching``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+KINDS = {"text": 0, "json": 1, "bytes": 2}
+FIDELITIES = {"lossless": 0, "semantic": 1}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    raw: bytes
+    kind: int  # 0 text, 1 json, 2 bytes
+    fidelity: int  # 0 lossless, 1 semantic
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the records come from: ``parquet`` (a collected dataset dir) or ``jsonl`` (corpus files)."""
+
+    kind: str
+    path: Path
+    test_share: float = 0.5  # jsonl without test.jsonl: share of val.jsonl (by id hash) held out as test
+
+    def jsonl_file(self, split: str) -> Path:
+        if split == "test" and (self.path / "test.jsonl").exists():
+            return self.path / "test.jsonl"
+        return self.path / ("train.jsonl" if split == "train" else "val.jsonl")
+
+
+def resolve_source(source: str | Path, test_share: float = 0.5) -> Source:
+    path = Path(source).expanduser().resolve()
+    if (path / "manifest.json").is_file() and any(path.rglob("*.parquet")):
+        return Source("parquet", path, test_share)
+    if (path / "train.jsonl").is_file() and (path / "val.jsonl").is_file():
+        return Source("jsonl", path, test_share)
+    raise FileNotFoundError(
+        f"data source {path} is neither a collected dataset (manifest.json + Parquet shards: run "
+        "`nbmf collect`) nor a directory with train.jsonl and val.jsonl (like data/sample)")
+
+
+def _held_out(record_id: str, share: float) -> bool:
+    h = hashlib.sha256(b"test\x00" + record_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64 < share
+
+
+def corpus_row(record: dict) -> Row:
+    from nbmf.models.batching import corpus_raw
+
+    raw, kind = corpus_raw(record)
+    return Row(str(record.get("id", "")), raw, int(kind), 0)
+
+
+def _jsonl_rows(src: Source, split: str) -> Iterator[Row]:
+    path = src.jsonl_file(split)
+    carve = split in ("val", "test") and not (src.path / "test.jsonl").exists()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = corpus_row(json.loads(line))
+            if carve and _held_out(row.id, src.test_share) != (split == "test"):
+                continue
+            yield row
+
+
+def _as_int(value, table: dict) -> int:
+    if isinstance(value, (bytes, str)):
+        text = value.decode() if isinstance(value, bytes) else value
+        return table[text]
+    return int(value)
+
+
+def _parquet_rows(src: Source, split: str, include_semantic: bool) -> Iterator[Row]:
+    from nbmf.data.dataset import read_records
+
+    for r in read_records(src.path, split=split, columns=("id", "kind", "fidelity", "raw"),
+                          include_semantic=include_semantic):
+        yield Row(str(r["id"]), bytes(r["raw"]), _as_int(r["kind"], KINDS), _as_int(r["fidelity"], FIDELITIES))
+
+
+def iter_rows(src: Source, split: str, limit: int = 0, include_semantic: bool = False) -> Iterator[Row]:
+    """The split's rows in a fixed order (the first ``limit`` if > 0)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rows = _jsonl_rows(src, split) if src.kind == "jsonl" else _parquet_rows(src, split, include_semantic)
+    for i, row in enumerate(rows):
+        if limit and i >= limit:
+            return
+        yield row
+
+
+def ray_dataset(src: Source, split: str, limit: int = 0, include_semantic: bool = False):
+    """A Ray Dataset of the split's rows (columns raw, kind, fidelity)."""
+    import ray.data
+
+    if src.kind == "parquet" and not limit:
+        from nbmf.data.dataset import ray_dataset as collected
+
+        ds = collected(src.path, split, columns=("kind", "fidelity", "raw"), include_semantic=include_semantic)
+        return ds.map_batches(_normalize_batch, batch_format="numpy")
+    import pyarrow as pa
+
+    rows = list(iter_rows(src, split, limit, include_semantic))
+    table = pa.table({
+        "raw": pa.array([r.raw for r in rows], pa.binary()),
+        "kind": pa.array([r.kind for r in rows], pa.int8()),
+        "fidelity": pa.array([r.fidelity for r in rows], pa.int8()),
+    })
+    return ray.data.from_arrow(table)
+
+
+def _normalize_batch(batch: dict) -> dict:
+    """Collected rows name kind and fidelity ("json", "lossless"); training uses their integer ids."""
+    kind = np.array([_as_int(k, KINDS) for k in batch["kind"]], dtype=np.int8)
+    fid = np.array([_as_int(f, FIDELITIES) for f in batch["fidelity"]], dtype=np.int8)
+    return {"raw": batch["raw"], "kind": kind, "fidelity": fid}
+
+
+def data_hash(src: Source) -> str:
+    """Content identity of the training data (recorded in checkpoints and artifact manifests)."""
+    if src.kind == "parquet":
+        from nbmf.data.dataset import load_manifest
+
+        return str(load_manifest(src.path)["content_hash"])
+    h = hashlib.sha256()
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
+        f = src.path / name
+        if f.exists():
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def semantic_form(raw: bytes, kind: int) -> bytes | None:
+    """The canonical (semantic-fidelity) bytes of a record, or None for bytes payloads."""
+    from nbmf.models.batching import semantic_raw
+
+    if kind == KINDS["text"]:
+        data = raw.decode("utf-8", "surrogatepass")
+    elif kind == KINDS["json"]:
+        data = json.loads(raw.decode("utf-8", "surrogatepass"))
+    else:
+        return None
+    return semantic_raw({"data": data})[0]
+
+
+def _picked(raw: bytes, seed: int, share: float) -> bool:
+    h = hashlib.sha256(f"{seed}\x00semantic\x00".encode() + raw).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64 < share
+
+
+def shard_windows(batches, tokenizer, model_cfg, semantic_share: float = 0.0, seed: int = 0):
+    """Token windows of one worker's shard: ``(windows, raw_bytes, records)``.
+
+    ``batches`` yields numpy dicts (``raw``, ``kind``, ``fidelity``), e.g. a DataIterator's
+    ``iter_batches(batch_format="numpy")``. A share of lossless records, picked by a hash of their
+    bytes (the same on every restart), is also added in its semantic form.
+    """
+    from nbmf.models.batching import record_windows
+
+    samples: list[tuple[bytes, int, int]] = []
+    raw_bytes = records = 0
+    for batch in batches:
+        for raw, kind, fid in zip(batch["raw"], batch["kind"], batch["fidelity"]):
+            raw, kind, fid = bytes(raw), int(kind), int(fid)
+            samples.append((raw, kind, fid))
+            raw_bytes += len(raw)
+            records += 1
+            if semantic_share and fid == 0 and _picked(raw, seed, semantic_share):
+                canon = semantic_form(raw, kind)
+                if canon is not None:
+                    samples.append((canon, kind, 1))
+    ids = tokenizer.encode_batch([s[0] for s in samples]) if samples else []
+    windows = [w for (_, kind, fid), x in zip(samples, ids) for w in record_windows(x, kind, fid, model_cfg)]
+    return windows, raw_bytes, records

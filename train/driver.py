@@ -1,0 +1,217 @@
+"""The training job's driver: config -> tokenizer -> Ray Datasets -> TorchTrainer -> codec artifact.
+
+    python -m train --config train/configs/tiny.yaml [key=value ...] [--resume]
+    ray job submit --working-dir . -- python -m train --config train/configs/tiny.yaml run.storage_path=/abs/runs
+
+Without a running cluster ``python -m train`` starts a local Ray; inside ``ray job submit`` (or with
+RAY_ADDRESS set, or a ``ray start`` cluster on this machine) it joins that cluster.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbmf.config import ConfigError, to_dict
+from train.config import TrainJobConfig, load
+from train.data import Source, data_hash, iter_rows, ray_dataset, resolve_source
+
+
+def init_ray(**kwargs) -> None:
+    """Join the running cluster if there is one (job submission, RAY_ADDRESS, `ray start`), else start one."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**kwargs)
+        return
+    try:
+        ray.init(address="auto", **kwargs)
+    except ConnectionError:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
+        ray.init(**kwargs)
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def storage_of(cfg: TrainJobConfig) -> str:
+    """Absolute local storage path (relative ones resolve against the current directory) or a URI."""
+    path = cfg.run.storage_path
+    if is_uri(path):
+        return path
+    if not Path(path).is_absolute() and os.environ.get("RAY_JOB_SUBMISSION_ID"):
+        print(f"warning: run.storage_path={path!r} is relative, so results land inside this job's temporary "
+              "working directory; pass an absolute path or a URI to keep them", file=sys.stderr)
+    return str(Path(path).expanduser().resolve())
+
+
+def local_run_dir(storage: str, name: str) -> Path:
+    """Where this node keeps the run's local files (W&B, fault marker, artifact copy)."""
+    if is_uri(storage):
+        return Path("runs").resolve() / name
+    return Path(storage) / name
+
+
+def train_tokenizer(src: Source, vocab_size: int, records: int):
+    from nbmf.tokenizer import Tokenizer
+
+    t = time.time()
+    tok = Tokenizer.train((r.raw for r in iter_rows(src, "train", records)), vocab_size=vocab_size)
+    print(f"tokenizer: {tok.vocab_size} ids from {records or 'all'} train records in {time.time() - t:.1f}s",
+          flush=True)
+    return tok
+
+
+@dataclass
+class Prepared:
+    """What every run of one data source shares: fixed val rows for bench numbers, the data hash."""
+
+    source: Source
+    bench_rows: list[dict]
+    data_hash: str
+
+
+def prepare(cfg: TrainJobConfig) -> Prepared:
+    src = resolve_source(cfg.data.source, cfg.data.test_share)
+    rows = [{"raw": r.raw, "kind": r.kind} for r in iter_rows(src, "val", cfg.export.bench_records)]
+    return Prepared(src, rows, data_hash(src))
+
+
+def datasets(cfg: TrainJobConfig, src: Source) -> dict:
+    return {"train": ray_dataset(src, "train", cfg.data.train_records, cfg.data.include_semantic),
+            "val": ray_dataset(src, "val", cfg.data.val_records, cfg.data.include_semantic)}
+
+
+def with_vocab(cfg: TrainJobConfig, vocab_size: int) -> TrainJobConfig:
+    """The config with the model's output alphabet set to the tokenizer's real size."""
+    if cfg.model.vocab_size == vocab_size:
+        return cfg
+    print(f"note: the tokenizer learned {vocab_size} ids (asked {cfg.model.vocab_size}); the model uses {vocab_size}",
+          flush=True)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab_size))
+
+
+def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_json: str, prepared: Prepared,
+                  wandb_group: str = "", callbacks=(), marker_dir: Path | None = None):
+    """The TorchTrainer of one training run (a `python -m train` job or one Tune trial)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from train.loop import train_loop_per_worker
+
+    local = local_run_dir(storage, name)
+    wandb_dir = cfg.wandb.dir or str(local / "wandb")
+    loop_config = {
+        "job": to_dict(cfg),
+        "tokenizer": tokenizer_json,
+        "run_name": name,
+        "marker_dir": str(marker_dir or local),
+        "data_hash": prepared.data_hash,
+        "bench_rows": prepared.bench_rows,
+        "wandb": {"project": cfg.wandb.project, "group": wandb_group or cfg.wandb.group or name, "name": name,
+                  "mode": cfg.wandb.mode, "directory": str(Path(wandb_dir).resolve())},
+    }
+    s = cfg.scaling
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                     resources_per_worker=dict(s.resources_per_worker),
+                                     placement_strategy=s.placement_strategy),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
+                             callbacks=list(callbacks)),
+        datasets=datasets(cfg, prepared.source),
+    )
+
+
+def copy_artifact(result, dest: Path) -> Path | None:
+    """Copy the exported artifact out of the final checkpoint (local or cloud storage) to ``dest``."""
+    from train.checkpoint import ARTIFACT
+
+    if result.checkpoint is None:
+        return None
+    with result.checkpoint.as_directory() as d:
+        src = Path(d) / ARTIFACT
+        if not src.is_dir():
+            return None
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src, dest)
+    return dest
+
+
+def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False) -> dict:
+    """Train (or continue) the run ``name``; returns its summary (final metrics, artifact path)."""
+    from nbmf.tokenizer import Tokenizer
+
+    storage = storage_of(cfg)
+    local = local_run_dir(storage, name)
+    tok_file = local / "tokenizer.json"
+    if local.exists() and not resume and any(local.iterdir()):
+        raise SystemExit(f"run {name!r} already exists in {storage}: pass --resume to continue it, "
+                         "or choose another run.name")
+    if resume and not local.exists() and not is_uri(storage):
+        raise SystemExit(f"nothing to resume: no run {name!r} in {storage}")
+    prepared = prepare(cfg)
+    if tok_file.exists():
+        tok = Tokenizer.load(local)
+    else:
+        tok = train_tokenizer(prepared.source, cfg.model.vocab_size, cfg.data.tokenizer_records)
+        local.mkdir(parents=True, exist_ok=True)
+        tok.save(local)
+    cfg = with_vocab(cfg, tok.vocab_size)
+    init_ray()
+    trainer = build_trainer(cfg, name=name, storage=storage, tokenizer_json=tok.to_json(), prepared=prepared)
+    t0 = time.time()
+    result = trainer.fit()
+    summary = {"run": name, "storage": storage, "seconds": round(time.time() - t0, 1),
+               "metrics": {k: v for k, v in (result.metrics or {}).items()},
+               "checkpoint": result.checkpoint.path if result.checkpoint else None}
+    artifact = copy_artifact(result, local / "artifact") if cfg.export.enabled else None
+    summary["artifact"] = str(artifact) if artifact else None
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "result.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML preset, e.g. train/configs/tiny.yaml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run named by run.name (same storage) from its latest checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
+    args = p.parse_args(argv)
+    try:
+        cfg = load(args.config, args.overrides)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.print_config:
+        from nbmf.config import dump_yaml
+
+        print(dump_yaml(cfg), end="")
+        return 0
+    if args.resume and not cfg.run.name:
+        print("--resume needs the run to continue: add run.name=<name> (see `ls <storage_path>`)", file=sys.stderr)
+        return 2
+    name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    summary = run_training(cfg, name=name, resume=args.resume)
+    m = summary["metrics"]
+    print(json.dumps({"run": name, "step": m.get("step"), "val_bpb": m.get("val_bpb"),
+                      "bench_ratio": m.get("bench_ratio"), "bench_decode_ms_p95": m.get("bench_decode_ms_p95"),
+                      "artifact": summary["artifact"], "seconds": summary["seconds"]}), flush=True)
+    return 0
