@@ -1,0 +1,353 @@
+"""Record sources for `nbmf collect`: corpus JSONL, JSON arrays, text/markdown, directories, L2.
+
+Every source is a generator of `Record` (one memory record, raw bytes per `nbmf.payload.to_raw`)
+and `BadLine` (something that could not be read: counted and reported, never fatal). Files are read
+incrementally, so an input of any size streams through in bounded memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+TYPES = ("conversation", "document", "structured")
+FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".md")
+L2_PREFIX = "l2://"
+
+Progress = Callable[[int], None]  # called with the number of bytes (or rows) just consumed
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    group: str
+    type: str  # conversation | document | structured
+    domain: str
+    source: str
+    kind: str  # text | json | bytes
+    fidelity: str  # lossless | semantic
+    raw: bytes
+    origin: str  # file:line or l2:id
+    truncated: bool = False  # semantic legacy preview shorter than the original
+
+
+@dataclass(frozen=True)
+class BadLine:
+    origin: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    group_key: str = "id"  # dotted path into a JSON record; falls back to the record id
+    chunk_bytes: int = 2048  # target UTF-8 bytes of a .txt/.md chunk
+    max_element_bytes: int = 64 << 20  # a JSON array element larger than this is reported bad
+
+
+def infer_type(data) -> str:
+    if isinstance(data, str):
+        return "document"
+    if isinstance(data, dict) and isinstance(data.get("messages"), list):
+        return "conversation"
+    return "structured"
+
+
+def _raw(data) -> tuple[bytes, str]:
+    from nbmf.payload import to_raw
+
+    raw, kind = to_raw(data)
+    return raw, kind.name.lower()
+
+
+def _dotted(obj, path: str):
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def record_from_json(obj, origin: str, default_source: str, opts: SourceOptions) -> Record | BadLine:
+    """A corpus-format record ({"id", "domain", "type", "data", "metadata": {"source"}}) -> Record."""
+    if not isinstance(obj, dict) or "data" not in obj:
+        return BadLine(origin, "not a corpus record: a JSON object with a 'data' field is required")
+    data = obj["data"]
+    rtype = obj.get("type") or infer_type(data)
+    if rtype not in TYPES:
+        return BadLine(origin, f"unknown record type {rtype!r}; expected one of {', '.join(TYPES)}")
+    rid = obj.get("id")
+    rid = str(rid) if rid not in (None, "") else origin
+    group = _dotted(obj, opts.group_key) if opts.group_key != "id" else rid
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    raw, kind = _raw(data)
+    return Record(
+        id=rid,
+        group=str(group) if group not in (None, "") else rid,
+        type=rtype,
+        domain=str(obj.get("domain") or "general"),
+        source=str(meta.get("source") or default_source),
+        kind=kind,
+        fidelity="lossless",
+        raw=raw,
+        origin=origin,
+    )
+
+
+def iter_jsonl(path: Path, opts: SourceOptions, progress: Progress) -> Iterator[Record | BadLine]:
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            progress(len(line))
+            origin = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield BadLine(origin, f"invalid UTF-8 at byte {e.start}")
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield BadLine(origin, f"invalid JSON: {e.msg} at column {e.colno}")
+                continue
+            yield record_from_json(obj, origin, path.stem, opts)
+
+
+def iter_json_array(path: Path, opts: SourceOptions, progress: Progress,
+                    chunk_chars: int = 1 << 20) -> Iterator[Record | BadLine]:
+    """Stream the elements of a top-level JSON array without loading the file.
+
+    Elements are parsed with JSONDecoder.raw_decode from a sliding buffer; an element that ends
+    exactly at the buffer end is re-parsed after more input arrives (a number may continue). A
+    syntax error cannot be resynchronised inside an array, so it ends the file (one BadLine)."""
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+    f = open(path, "rb")
+    buf, pos, base_line, eof, index = "", 0, 1, False, 0
+
+    def fill() -> None:
+        nonlocal buf, pos, base_line, eof
+        chunk = f.read(chunk_chars)
+        progress(len(chunk))
+        eof = not chunk
+        base_line += buf.count("\n", 0, pos)
+        buf = buf[pos:] + utf8.decode(chunk, final=eof)
+        pos = 0
+
+    def skip_ws() -> None:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n\ufeff":
+                pos += 1
+            if pos < len(buf) or eof:
+                return
+            fill()
+
+    def here() -> str:
+        return f"{path}:{base_line + buf.count(chr(10), 0, pos)}"
+
+    try:
+        with f:
+            skip_ws()
+            if buf[pos:pos + 1] != "[":
+                yield BadLine(here(), "invalid JSON array: the file must start with '['")
+                return
+            pos += 1
+            skip_ws()
+            if buf[pos:pos + 1] == "]":
+                return
+            while True:
+                skip_ws()
+                while True:
+                    try:
+                        obj, end = decoder.raw_decode(buf, pos)
+                        if end < len(buf) or eof:
+                            break
+                    except json.JSONDecodeError as e:
+                        if eof or len(buf) - pos > opts.max_element_bytes:
+                            yield BadLine(here(), f"invalid JSON in array element {index}: {e.msg}; rest of file skipped")
+                            return
+                    fill()
+                origin = here()
+                pos = end
+                yield record_from_json(obj, origin, path.stem, opts)
+                index += 1
+                skip_ws()
+                c = buf[pos:pos + 1]
+                pos += 1
+                if c == "]":
+                    skip_ws()
+                    if pos < len(buf):
+                        yield BadLine(here(), "invalid JSON array: data after the closing ']'")
+                    return
+                if c != ",":
+                    yield BadLine(here(), f"invalid JSON array: expected ',' or ']' after element {index - 1}")
+                    return
+    except UnicodeDecodeError as e:
+        yield BadLine(here(), f"invalid UTF-8 ({e.reason}); rest of file skipped")
+
+
+def _paragraphs(path: Path, progress: Progress, bad: list[BadLine]) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, lines) per paragraph: maximal runs of non-blank lines."""
+    para: list[str] = []
+    start = 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            progress(len(line))
+            try:
+                text = line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                bad.append(BadLine(f"{path}:{lineno}", f"invalid UTF-8 at byte {e.start}; line skipped"))
+                continue
+            if text.strip():
+                if not para:
+                    start = lineno
+                para.append(text)
+            elif para:
+                yield start, para
+                para = []
+    if para:
+        yield start, para
+
+
+def chunk_text(paragraphs: Iterator[tuple[int, list[str]]], target: int) -> Iterator[tuple[int, str]]:
+    """Greedy chunks of whole paragraphs toward `target` UTF-8 bytes; a paragraph over 2x the
+    target is cut at line boundaries instead (a line is never cut)."""
+    def pieces():
+        for start, lines in paragraphs:
+            if sum(len(l.encode()) + 1 for l in lines) <= 2 * target:
+                yield start, "\n".join(lines)
+                continue
+            acc, size, first = [], 0, start
+            for i, line in enumerate(lines):
+                n = len(line.encode()) + 1
+                if acc and size + n > target:
+                    yield first, "\n".join(acc)
+                    acc, size, first = [], 0, start + i
+                acc.append(line)
+                size += n
+            if acc:
+                yield first, "\n".join(acc)
+
+    chunk: list[str] = []
+    size, first = 0, 0
+    for start, piece in pieces():
+        n = len(piece.encode())
+        if chunk and size + 2 + n > target:
+            yield first, "\n\n".join(chunk)
+            chunk, size = [], 0
+        if not chunk:
+            first = start
+        chunk.append(piece)
+        size += n + (2 if len(chunk) > 1 else 0)
+    if chunk:
+        yield first, "\n\n".join(chunk)
+
+
+def iter_text(path: Path, rel: str, source: str, opts: SourceOptions,
+              progress: Progress) -> Iterator[Record | BadLine]:
+    """.txt/.md -> document records; the file is the group (a document never spans splits)."""
+    bad: list[BadLine] = []
+    for i, (line, text) in enumerate(chunk_text(_paragraphs(path, progress, bad), opts.chunk_bytes)):
+        yield from bad
+        bad.clear()
+        raw, kind = _raw(text)
+        yield Record(id=f"{rel}#{i}", group=rel, type="document", domain="general", source=source,
+                     kind=kind, fidelity="lossless", raw=raw, origin=f"{path}:{line}")
+    yield from bad
+
+
+def iter_l2(path: str, progress: Progress, registry=None) -> Iterator[Record | BadLine]:
+    """Decode every blob of an SQLite L2 store through the codec registry (legacy included)."""
+    from nbmf.data.store import SQLiteL2Store
+    from nbmf.errors import NBMFError
+    from nbmf.payload import canonical, to_raw
+    from nbmf.registry import Registry
+
+    reg = registry or Registry.default()
+    with SQLiteL2Store(path, read_only=True) as store:
+        for row in store.iter():
+            progress(1)
+            origin = f"l2:{row.id}"
+            try:
+                res = reg.decode_result(row.blob)
+            except NBMFError as e:
+                yield BadLine(origin, f"{type(e).__name__}: {e}")
+                continue
+            semantic = res.fidelity.name.lower() == "semantic"
+            if semantic and isinstance(res.payload, str):
+                # Semantic text (or a legacy preview, possibly of JSON, possibly truncated) is kept
+                # exactly as decoded: re-canonicalizing could alter a truncated preview.
+                raw, kind = res.payload.encode("utf-8", "surrogatepass"), "text"
+            elif semantic:
+                raw, kind = canonical(res.payload, res.kind), res.kind.name.lower()
+            else:
+                raw, k = to_raw(res.payload, res.kind)
+                kind = k.name.lower()
+            rtype = row.record_class if row.record_class in TYPES else infer_type(res.payload)
+            yield Record(id=row.id, group=row.id, type=rtype, domain=row.domain or "general",
+                         source=f"l2:{Path(path).name}", kind=kind,
+                         fidelity="semantic" if semantic else "lossless", raw=raw, origin=origin,
+                         truncated=bool(getattr(res, "truncated", False)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One command-line source: a file, a directory or an L2 store."""
+
+    spec: str
+
+    @property
+    def is_l2(self) -> bool:
+        return self.spec.startswith(L2_PREFIX)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.spec[len(L2_PREFIX):]) if self.is_l2 else Path(self.spec)
+
+    def check(self) -> None:
+        """Raise FileNotFoundError / ValueError for a source that cannot be read at all."""
+        p = self.path
+        if not p.exists():
+            raise FileNotFoundError(f"source {self.spec} does not exist")
+        if not self.is_l2 and p.is_file() and p.suffix.lower() not in FILE_SUFFIXES:
+            raise ValueError(f"source {self.spec}: unsupported file type {p.suffix!r}; "
+                             f"use {', '.join(FILE_SUFFIXES)}, a directory, or l2:///path/to/store.sqlite")
+
+    def files(self) -> list[Path]:
+        p = self.path
+        if p.is_file():
+            return [p]
+        out = []
+        for root, dirs, names in os.walk(p):
+            dirs.sort()
+            out += [Path(root) / n for n in sorted(names) if Path(n).suffix.lower() in FILE_SUFFIXES]
+        return out
+
+    def total(self) -> int:
+        """Progress total: bytes of input files, or rows of an L2 store."""
+        if self.is_l2:
+            from nbmf.data.store import SQLiteL2Store
+
+            with SQLiteL2Store(self.path, read_only=True) as store:
+                return store.count()
+        return sum(f.stat().st_size for f in self.files())
+
+    def iter(self, opts: SourceOptions, progress: Progress, registry=None) -> Iterator[Record | BadLine]:
+        if self.is_l2:
+            yield from iter_l2(str(self.path), progress, registry)
+            return
+        base = self.path if self.path.is_dir() else self.path.parent
+        name = self.path.stem if self.path.is_file() else self.path.name
+        for f in self.files():
+            suffix = f.suffix.lower()
+            if suffix == ".jsonl":
+                yield from iter_jsonl(f, opts, progress)
+            elif suffix == ".json":
+                yield from iter_json_array(f, opts, progress)
+            else:
+                yield from iter_text(f, f.relative_to(base).as_posix(), name, opts, progress)
