@@ -59,8 +59,16 @@ class NeuralCodec:
     def encode_raw(self, raw: bytes, kind, fidelity=0) -> bytes:
         return self.encode_many([(raw, kind)], fidelity=fidelity)[0]
 
-    def encode_many(self, items, fidelity=0) -> list[bytes]:
-        """Bodies for [(raw, kind), ...]: one kernel call computes every record's tables."""
+    def encode_many(self, items, fidelity=0, verify: bool = False) -> list[bytes | None]:
+        """Bodies for [(raw, kind), ...]: one kernel call computes every record's tables.
+
+        ``verify=True`` decodes every body once before returning it (range decoder and detokenizer
+        against the model's tables for the decoded prefix) and returns None for a body that does not
+        give back its record. The tables are the encode pass's own: while decoded tokens equal the
+        encoded ones the prefixes are equal, and the integer runtime is a pure function of the prefix
+        (bit-exact across processes, batches and threads: tests/nbmf/test_neural.py), so re-running the
+        model would give the same integers. ``decode_raw`` remains the independent full decode.
+        """
         ids = self.tokenizer.encode_batch([bytes(raw) for raw, _ in items])
         seqs = [self._sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
         lengths = [len(s) for s in seqs]
@@ -68,15 +76,22 @@ class NeuralCodec:
         tokens = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
         slots = np.repeat(np.arange(len(items)), lengths)
         freqs = self.model.step(state, tokens, slots)
-        out, start = [], 0
-        for x, n in zip(ids, lengths):
-            if n == 0 or len(x) == 0:
-                out.append(b"")
+        out: list[bytes | None] = []
+        start = 0
+        for x, n, (raw, _) in zip(ids, lengths, items):
+            if n == 0:
+                out.append(b"" if len(raw) == 0 else None)
                 continue
-            encoder = constriction.stream.queue.RangeEncoder()
-            encoder.encode(x.astype(np.int32), _FAMILY, freqs[start : start + n].astype(np.float64))
-            out.append(_body(encoder.get_compressed()))
+            table = freqs[start : start + n].astype(np.float64)
             start += n
+            encoder = constriction.stream.queue.RangeEncoder()
+            encoder.encode(x.astype(np.int32), _FAMILY, table)
+            body = _body(encoder.get_compressed())
+            if verify:
+                back = constriction.stream.queue.RangeDecoder(_words(body)).decode(_FAMILY, table)
+                if not np.array_equal(back, x) or self.tokenizer.decode(back) != bytes(raw):
+                    body = None
+            out.append(body)
         return out
 
     # -- decode ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ WEIGHTS = ("wo", "w1", "w2", "qkv", "taps", "zc", "wh")
 class State:
     """Caches of a batch of records (slot-indexed), updated in place by ``IntModel.step``."""
 
-    kcache: np.ndarray  # int16 [n_attention_layers, batch, window, d]
+    kcache: np.ndarray  # int16 [n_attention_layers, batch, d, window] (ring buffer over positions)
     vcache: np.ndarray
     rstate: np.ndarray  # int64 [n_recurrent_layers, batch, d]
     chist: np.ndarray  # int16 [n_conv_layers, batch, history, d]
@@ -67,8 +67,8 @@ class IntModel:
     def new_state(self, batch: int) -> State:
         d, w = self.cfg.d_model, self.cfg.context
         return State(
-            kcache=np.zeros((self.n_attn, batch, w, d), np.int16),
-            vcache=np.zeros((self.n_attn, batch, w, d), np.int16),
+            kcache=np.zeros((self.n_attn, batch, d, w), np.int16),
+            vcache=np.zeros((self.n_attn, batch, d, w), np.int16),
             rstate=np.zeros((self.n_rec, batch, d), np.int64),
             chist=np.zeros((self.n_conv, batch, self.history, d), np.int16),
             pos=np.zeros(batch, np.int64),

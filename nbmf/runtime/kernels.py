@@ -41,16 +41,16 @@ def _isqrt(n):
 
 @njit(cache=True)
 def _norm(r, out, k):
-    """out = clamp(round(r * k / (256 * isqrt(sum r^2))))): r / rms(r) on the int8 grid of 1/20."""
+    """out = r / rms(r) on the int8 grid of 1/20: r * k / (256 * isqrt(sum r^2)), one division per vector."""
     ss = np.int64(0)
     for c in range(r.shape[0]):
         ss += r[c] * r[c]
     if ss == 0:
         out[:] = 0
         return
-    den = _isqrt(ss) * 256
+    inv = (k << 32) // (_isqrt(ss) * 256)  # < 2**40 as k < 2**17; |r| < 2**22 keeps r * inv < 2**62
     for c in range(r.shape[0]):
-        out[c] = _clamp8((2 * r[c] * k + den) // (2 * den))
+        out[c] = _clamp8((r[c] * inv + (np.int64(1) << 31)) >> 32)
 
 
 @njit(cache=True)
@@ -81,7 +81,7 @@ def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
     n_layers = mixer_type.shape[0]
     n_heads = slopes.shape[1] if slopes.shape[0] > 0 else 1
     dh = d // n_heads
-    window = kcache.shape[2]
+    window = kcache.shape[3]
     hist = chist.shape[2]
     hidden = w1.shape[1]
     vocab = wh.shape[0]
@@ -91,7 +91,8 @@ def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
     acc = np.zeros(max(3 * d, hidden, vocab), np.int32)
     g = np.zeros(hidden, np.int16)
     scores = np.zeros(window, np.int64)
-    mix = np.zeros(d, np.int64)
+    s32 = np.zeros(window, np.int32)
+    e32 = np.zeros(window, np.int32)
     for j in range(tokens.shape[0]):
         b = slots[j]
         p = pos[b]
@@ -104,35 +105,37 @@ def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
             if t == ATTN:
                 _matvec(qkv[i], h, acc)
                 ring = p % window
+                kc = kcache[i, b]  # [d, window]: positions contiguous, so the loops below vectorize
+                vc = vcache[i, b]
                 for c in range(d):
                     h[c] = _clamp8(_requant(np.int64(acc[c]), qkv_m[i, c], qkv_s[i, c]))  # q (reuses h)
-                    kcache[i, b, ring, c] = _clamp8(_requant(np.int64(acc[d + c]), qkv_m[i, d + c], qkv_s[i, d + c]))
-                    vcache[i, b, ring, c] = _clamp8(_requant(np.int64(acc[2 * d + c]), qkv_m[i, 2 * d + c], qkv_s[i, 2 * d + c]))
-                n_ctx = min(p + 1, window)
+                    kc[c, ring] = _clamp8(_requant(np.int64(acc[d + c]), qkv_m[i, d + c], qkv_s[i, d + c]))
+                    vc[c, ring] = _clamp8(_requant(np.int64(acc[2 * d + c]), qkv_m[i, 2 * d + c], qkv_s[i, 2 * d + c]))
+                n_ctx = min(p + 1, window)  # ring slots 0..n_ctx-1 hold the last n_ctx positions
+                # int32 is exact here: |q.k| <= dh * 127**2 and sum(e * v) <= window * 2**15 * 127 < 2**31
                 for hd in range(n_heads):
-                    lo = hd * dh
+                    for w in range(n_ctx):
+                        s32[w] = 0
+                    for c in range(hd * dh, (hd + 1) * dh):
+                        qc = np.int32(h[c])
+                        for w in range(n_ctx):
+                            s32[w] += qc * np.int32(kc[c, w])
                     best = np.int64(-(1 << 62))
-                    for back in range(n_ctx):
-                        slot = (p - back) % window
-                        a = np.int64(0)
-                        for c in range(lo, lo + dh):
-                            a += np.int64(h[c]) * np.int64(kcache[i, b, slot, c])
-                        sc = _requant(a, score_m[i], score_s[i]) - slopes[i, hd] * back
-                        scores[back] = sc
+                    for w in range(n_ctx):
+                        back = (p - w) % window
+                        sc = _requant(np.int64(s32[w]), score_m[i], score_s[i]) - slopes[i, hd] * back
+                        scores[w] = sc
                         best = max(best, sc)
                     total = np.int64(0)
-                    for c in range(lo, lo + dh):
-                        mix[c] = 0
-                    for back in range(n_ctx):
-                        e = attn_lut[min(best - scores[back], attn_lut.shape[0] - 1)]
-                        if e == 0:
-                            continue
+                    for w in range(n_ctx):
+                        e = np.int32(attn_lut[min(best - scores[w], attn_lut.shape[0] - 1)])
+                        e32[w] = e
                         total += e
-                        slot = (p - back) % window
-                        for c in range(lo, lo + dh):
-                            mix[c] += e * np.int64(vcache[i, b, slot, c])
-                    for c in range(lo, lo + dh):
-                        y[c] = _clamp8((2 * mix[c] + total) // (2 * total))
+                    for c in range(hd * dh, (hd + 1) * dh):
+                        m = np.int32(0)
+                        for w in range(n_ctx):
+                            m += e32[w] * np.int32(vc[c, w])
+                        y[c] = _clamp8((2 * np.int64(m) + total) // (2 * total))
             elif t == CONV:
                 ring = p % hist
                 for c in range(d):

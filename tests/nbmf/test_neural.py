@@ -1,0 +1,170 @@
+"""The neural codec: exact round trips, batch invariance, code length vs cross-entropy, artifact checks."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nbmf.codecs.neural import load_codec
+from nbmf.errors import ArtifactError, CorruptBlobError
+from nbmf.models.batching import corpus_raw
+from nbmf.testing import sample_records
+
+ROOT = Path(__file__).resolve().parents[2]
+VAL = ROOT / "data" / "sample" / "val.jsonl"
+
+
+@pytest.fixture(scope="session", params=["transformer", "cnn", "recurrent", "hybrid"])
+def family_codec(request, tmp_path_factory):
+    from nbmf.testing import tiny_artifact
+
+    path = tiny_artifact(tmp_path_factory.mktemp(request.param) / "v1", family=request.param, steps=12)
+    return load_codec(path)
+
+
+@pytest.fixture(scope="session")
+def val_items():
+    return [corpus_raw(r) for r in sample_records(VAL, limit=60)]
+
+
+def test_every_family_round_trips_and_batches_identically(family_codec, val_items):
+    items = val_items[:24]
+    bodies = family_codec.encode_many(items)
+    assert [family_codec.encode_raw(raw, kind) for raw, kind in items[:5]] == bodies[:5]
+    decoded = family_codec.decode_many([(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)])
+    assert decoded == [raw for raw, _ in items]
+    one_by_one = [family_codec.decode_raw(b, kind, len(raw)) for b, (raw, kind) in zip(bodies[:6], items[:6])]
+    assert one_by_one == [raw for raw, _ in items[:6]]
+
+
+@pytest.fixture(scope="session")
+def codec(tmp_path_factory):
+    from nbmf.testing import tiny_artifact
+
+    return load_codec(tiny_artifact(tmp_path_factory.mktemp("tiny") / "v1", steps=30))
+
+
+def test_code_length_is_within_one_percent_of_cross_entropy(codec, val_items):
+    for raw, kind in val_items[:20]:
+        body_bits = 8 * len(codec.encode_raw(raw, kind))
+        assert body_bits <= 1.01 * codec.cross_entropy_bits(raw, kind) + 8 * 4
+
+
+@pytest.mark.parametrize("fidelity", [0, 1])
+def test_fidelity_conditions_the_model(codec, fidelity):
+    raw = b'{"role": "user", "content": "hello there"}'
+    body = codec.encode_raw(raw, 1, fidelity=fidelity)
+    assert codec.decode_raw(body, 1, len(raw), fidelity=fidelity) == raw
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(lambda s: s.encode("utf-8", "surrogatepass"))))
+def test_any_bytes_round_trip(codec, raw):
+    body = codec.encode_raw(raw, 2)
+    assert codec.decode_raw(body, 2, len(raw)) == raw
+
+
+def test_wrong_length_or_garbage_body_is_an_error_not_wrong_data(codec, val_items):
+    raw, kind = val_items[0]
+    body = codec.encode_raw(raw, kind)
+    with pytest.raises(CorruptBlobError):
+        codec.decode_raw(body, kind, 0)
+    # a body decoded against a length it was not written for either fails or, never silently, returns
+    # other bytes: the blob checksum (nbmf.blob) is what rejects corruption before the codec runs.
+    out = None
+    try:
+        out = codec.decode_raw(body, kind, len(raw) + 7)
+    except CorruptBlobError:
+        pass
+    assert out != raw
+
+
+def test_tampered_artifact_is_refused(codec, tmp_path):
+    bad = tmp_path / "v1"
+    shutil.copytree(codec.path, bad)
+    weights = bad / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="modified or corrupted"):
+        load_codec(bad)
+    (bad / "weights.safetensors").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_codec(bad)
+
+
+def test_manifest_describes_the_artifact(codec):
+    m = json.loads((codec.path / "manifest.json").read_text())
+    assert m["version"] == "v1" and m["encoder_id"] == 1
+    assert m["architecture"]["family"] == "transformer"
+    assert set(m["files"]) == {"weights.safetensors", "tokenizer.json"}
+    assert m["quantization"]["weights"].startswith("int8")
+
+
+CROSS_PROCESS = r"""
+import json, sys, numpy as np
+from nbmf.codecs.neural import load_codec
+from nbmf.models.batching import corpus_raw
+from nbmf.testing import sample_records
+codec = load_codec(sys.argv[1]); mode = sys.argv[2]; batch = int(sys.argv[3])
+items = [corpus_raw(r) for r in sample_records(sys.argv[4], limit=40)]
+if mode == "encode":
+    bodies = []
+    for i in range(0, len(items), batch):
+        bodies += codec.encode_many(items[i:i + batch])
+    print(json.dumps([b.hex() for b in bodies]))
+else:
+    bodies = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
+    out = []
+    for i in range(0, len(items), batch):
+        out += codec.decode_many([(b, k, len(r)) for b, (r, k) in zip(bodies[i:i + batch], items[i:i + batch])])
+    assert out == [r for r, _ in items], "payload mismatch"
+    print("ok", len(out))
+"""
+
+
+@pytest.mark.parametrize("enc,dec", [((1, "1"), (7, "2")), ((32, "2"), (1, "1")), ((7, "2"), (32, "1"))])
+def test_blobs_decode_in_another_process_with_other_batch_and_threads(codec, enc, dec):
+    def run(mode, batch, threads, stdin=None):
+        env = dict(os.environ, OMP_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+        p = subprocess.run([sys.executable, "-c", CROSS_PROCESS, str(codec.path), mode, str(batch), str(VAL)],
+                           input=stdin, capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    bodies = run("encode", enc[0], enc[1])
+    assert run("decode", dec[0], dec[1], stdin=bodies).startswith("ok 40")
+
+
+def test_reference_interpreter_matches_compiled_kernel(codec):
+    """NUMBA_DISABLE_JIT runs the same kernel as plain Python: the integers must agree exactly."""
+    seq = np.array([codec.cfg.special_token(0, 0)] + list(codec.tokenizer.encode(b"Hello, memory!")), np.int64)
+    fast = codec.model.frequencies(seq)
+    script = ("import sys, numpy as np; from nbmf.codecs.neural import load_codec; c = load_codec(sys.argv[1]); "
+              "seq = np.array(eval(sys.argv[2]), np.int64); print(c.model.frequencies(seq).tolist())")
+    p = subprocess.run([sys.executable, "-c", script, str(codec.path), repr(seq.tolist())], capture_output=True,
+                       text=True, env=dict(os.environ, NUMBA_DISABLE_JIT="1"), timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(np.array(json.loads(p.stdout)), fast)
+
+
+def test_torch_integer_runtime_gives_the_kernel_integers(family_codec):
+    """The torch path (what a GPU host runs: float64 matmuls of small integers are exact) == numba kernel."""
+    pytest.importorskip("torch")
+    from nbmf.runtime.torch_int import TorchIntModel
+
+    seq = np.random.default_rng(0).integers(0, family_codec.cfg.vocab_size, 90)
+    want = family_codec.model.frequencies(seq)
+    tm = TorchIntModel(family_codec.model, device="cpu")
+    assert np.array_equal(tm.frequencies(seq), want)
+    state = tm.new_state(3)
+    rows = np.stack([tm.step(state, [seq[t]] * 3, [0, 1, 2]).numpy() for t in range(len(seq))])
+    assert all(np.array_equal(rows[:, k], want) for k in range(3))

@@ -1,0 +1,32 @@
+"""Export a standalone training run's checkpoint as a codec artifact (the released default model).
+
+    python -m train.standalone --out runs/release --export models/v1 --version v1
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from nbmf.export import export_artifact
+from nbmf.models import ModelConfig, build_model
+from nbmf.tokenizer import Tokenizer
+
+
+def export_run(run_dir: Path, out_dir: Path, version: str, tcfg) -> Path:
+    from train.standalone import file_sha256
+
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
+    cfg = ModelConfig(**state["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.set_qat(True).eval()
+    vals = [h for h in state["history"] if h.get("kind") == "val"]
+    train_cfg = state["train_config"]
+    metrics = {"val_bits_per_byte_float_qat": vals[-1]["bits_per_byte"] if vals else None,
+               "steps": state["step"], "params": model.num_params()}
+    training = {"command": " ".join(["python -m train.standalone"] + sys.argv[1:]),
+                "train_config": train_cfg, "history": vals}
+    return export_artifact(model, cfg, Tokenizer.load(run_dir), out_dir, version=version, metrics=metrics,
+                           data_hash=file_sha256(train_cfg["train_file"]), training=training)
