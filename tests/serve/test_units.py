@@ -95,7 +95,9 @@ def test_config_yaml_is_a_valid_serve_deploy_config():
     AppArgs.model_validate(app.args)  # the args build_app will get are valid
     by_name = {d.name: d for d in app.deployments}
     assert by_name["CodecModel"].autoscaling_config["max_replicas"] >= by_name["CodecModel"].autoscaling_config["min_replicas"]
-    assert "user_config" not in by_name["CodecModel"].model_fields_set  # build_app's preload must win
+    # rollout steps touch only user_config (a lightweight update; args would restart every replica)
+    assert set(by_name["Ingress"].user_config) == {"current", "candidate", "canary_share"}
+    assert set(by_name["CodecModel"].user_config) == {"preload"}
 
 
 @pytest.mark.parametrize("module", ["serve.args", "serve.canary"])

@@ -1,0 +1,173 @@
+"""The only place serve/ touches the codec library: versions on disk, loading, encode/decode of items.
+
+Deployments stay thin (STYLE.md): they parse, route and call these plain functions, which run and are
+tested without Ray. Items crossing the ingress -> model boundary are plain tuples so they pickle cheaply:
+an encode item is ``(payload, kind, fidelity)``, a decode item is blob bytes.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbmf
+from nbmf.blob import from_envelope, peek_header, to_envelope, unpack
+from nbmf.errors import NBMFError
+from nbmf.registry import Registry
+
+__all__ = ["DecodeOutcome", "VersionModel", "blob_version", "current_version", "from_envelope",
+           "import_loader", "list_versions", "load_codec", "resolve_model_dir", "stub_registry",
+           "to_envelope", "version_name", "encode_items", "decode_items"]
+
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+LEGACY = "legacy"
+
+
+def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
+    """``model_dir`` if given, else env NBMF_MODEL_DIR, else ``<repo>/models`` (the nbmf default)."""
+    if model_dir is not None:
+        return Path(model_dir)
+    env = os.environ.get("NBMF_MODEL_DIR")
+    return Path(env) if env else Path(nbmf.__file__).resolve().parents[1] / "models"
+
+
+def version_name(encoder_id: int) -> str:
+    return "stub" if encoder_id == 0 else f"v{encoder_id}"
+
+
+def list_versions(model_dir: Path) -> list[str]:
+    """Neural versions present in the model registry directory (``vN/manifest.json``), by id."""
+    if not model_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p.name) for p in model_dir.iterdir()
+             if (m := _VERSION_DIR.match(p.name)) and (p / "manifest.json").is_file()]
+    return [name for _, name in sorted(found)]
+
+
+def current_version(model_dir: Path) -> str:
+    """The model dir's ``CURRENT`` when it names a present version; else ``stub``."""
+    try:
+        name = (model_dir / "CURRENT").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return "stub"
+    return name if name in list_versions(model_dir) else "stub"
+
+
+def manifest_summary(model_dir: Path, version: str) -> dict:
+    """What /v1/versions shows about a version (unverified read: listing must stay cheap)."""
+    try:
+        m = json.loads((model_dir / version / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {"name": version, "error": f"unreadable manifest: {e}"}
+    arch = m.get("architecture") or {}
+    return {"name": version, "encoder_id": m.get("encoder_id"), "family": arch.get("family"),
+            "training_data": m.get("training_data"), "metrics": m.get("metrics") or {}}
+
+
+def load_codec(model_dir: str, version: str):
+    """Default loader: the neural codec artifact ``<model_dir>/<version>`` (hashes verified)."""
+    from nbmf.codecs.neural import load_codec as load  # numba/numpy only; imported where needed
+
+    return load(Path(model_dir) / version)
+
+
+def import_loader(spec: str) -> Callable[[str, str], object]:
+    """``"package.module:function"`` -> the function (loaders are injected so tests can swap them)."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stub_registry() -> Registry:
+    """A registry that holds only the stub (and reads legacy blobs): what the ingress runs locally."""
+    return Registry()
+
+
+def blob_version(blob: bytes | dict) -> str:
+    """``legacy``, ``stub`` or ``vN`` for a blob, from its header alone (no checksum, no decoding)."""
+    if isinstance(blob, dict) or blob[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
+        return LEGACY
+    return version_name(peek_header(blob).encoder_id)
+
+
+@dataclass(frozen=True)
+class DecodeOutcome:
+    """A decoded record, or the client error that its blob caused (never an infrastructure failure)."""
+
+    payload: object = None
+    kind: str = ""
+    fidelity: str = ""
+    version: str = ""
+    truncated: bool = False
+    error: str | None = None  # NBMFError subclass name
+    message: str | None = None
+
+
+def _name(x) -> str:
+    """Enum or str -> lower-case name (``Kind.TEXT`` -> ``text``)."""
+    return (getattr(x, "name", None) or str(x)).lower()
+
+
+def decode_items(registry: Registry, blobs: Sequence[bytes | dict], max_output_size: int) -> list[DecodeOutcome]:
+    """Decode each blob; a bad blob becomes an outcome with ``error`` set, the others still decode."""
+    out = []
+    for blob in blobs:
+        try:
+            r = registry.decode_result(blob, max_output_size=max_output_size)
+        except NBMFError as e:
+            out.append(DecodeOutcome(error=type(e).__name__, message=str(e)))
+            continue
+        out.append(DecodeOutcome(payload=r.payload, kind=_name(r.kind), fidelity=_name(r.fidelity),
+                                 version=r.version if isinstance(r.version, str) else version_name(r.version),
+                                 truncated=bool(r.truncated)))
+    return out
+
+
+def encode_items(registry: Registry, version: str, items: Sequence[tuple]) -> list[tuple[bytes, str | None]]:
+    """Encode ``(payload, kind, fidelity)`` items with ``version``: ``(blob, fallback_reason)`` each.
+
+    The registry's own safety net (round-trip check, never larger than the stub) may write a stub
+    blob; the reason it counted is reported so the service can count it per version too.
+    """
+    results: list[tuple[bytes, str | None]] = []
+    for payload, kind, fidelity in items:
+        before = _fallback_counts(registry)
+        blob = registry.encode(payload, fidelity=fidelity, version=version, kind=kind)
+        reason = None
+        if version != "stub" and peek_header(blob).encoder_id == 0:
+            after = _fallback_counts(registry)
+            grew = [k for k, n in after.items() if n > before.get(k, 0)]
+            reason = grew[0] if grew else "codec"
+        results.append((blob, reason))
+    return results
+
+
+def _fallback_counts(registry: Registry) -> dict[str, int]:
+    stats = getattr(registry, "stats", None)
+    fallbacks = getattr(stats, "fallbacks", None)
+    return dict(fallbacks) if fallbacks else {}
+
+
+class VersionModel:
+    """One loaded neural version (what the multiplexed loader returns): a registry of stub + codec."""
+
+    def __init__(self, version: str, codec):
+        self.version = version
+        self.codec = codec
+        self.registry = Registry()
+        self.registry.register(codec)
+
+    def encode(self, items: Sequence[tuple]) -> list[tuple[bytes, str | None]]:
+        return encode_items(self.registry, self.version, items)
+
+    def decode(self, blobs: Sequence[bytes], max_output_size: int) -> list[DecodeOutcome]:
+        return decode_items(self.registry, blobs, max_output_size)
+
+
+def check_blob(blob: bytes):
+    """The header, after verifying the checksum: a corrupt blob is the client's error, found before routing."""
+    header, _ = unpack(blob)
+    return header

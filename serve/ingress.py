@@ -1,0 +1,427 @@
+"""The HTTP ingress: FastAPI routes, canary routing, stub fallback, decode routing by blob version.
+
+Only the stub (and legacy blobs) run here; neural versions run in the model deployment, reached
+through ``handle.options(multiplexed_model_id=version)``. Client errors are answered here with a 4xx
+before anything is routed: size limits (413), content type (415), schema (422), checksum and
+envelope (400), versions the registry does not hold (404).
+
+(No ``from __future__ import annotations`` here: FastAPI must see real annotations on the methods
+that ``serve.ingress`` rewraps.)
+"""
+
+import asyncio
+import json
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from ray import serve
+
+from nbmf.errors import NBMFError
+from serve import codec_ops, schemas
+from serve.args import Limits, Timeouts, check_version
+from serve.canary import CanaryRouter
+from serve.metrics import ServiceMetrics
+
+log = logging.getLogger("ray.serve")
+
+JSON_TYPES = ("application/json",)
+RAW_TYPE = "application/octet-stream"
+VERSIONS_TTL_S = 2.0  # re-list the model dir at most this often (and on a miss)
+ERROR_STATUS = {"CorruptBlobError": 400, "LegacySignatureError": 400, "FormatError": 400,
+                "UnknownVersionError": 404, "OutputTooLargeError": 413}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: text payloads may hold lone surrogates, which UTF-8 cannot carry."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _body_doc(json_model: type[BaseModel], raw_doc: str) -> dict:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": json_model.model_json_schema(ref_template="#/components/schemas/{model}")},
+        RAW_TYPE: {"schema": {"type": "string", "format": "binary", "description": raw_doc}}}}}
+
+
+app = FastAPI(
+    title="NBMF codec service",
+    version="1",
+    description="Encode and decode agent memory records with the NBMF codecs. Blobs travel as JSON "
+                "envelopes (base64 body) or as raw bytes (application/octet-stream).",
+    default_response_class=AsciiJSONResponse,
+)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError):
+    return AsciiJSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "RequestTooLarge", f"request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "RequestTooLarge", f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def parse_json(body: bytes):
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ApiError(400, "MalformedJSON", f"request body is not valid JSON: {e}") from None
+
+
+def validate(model: type[BaseModel], data):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ApiError(422, "ValidationError", _describe(e)) from None
+
+
+def _describe(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors())
+
+
+def client_error(name: str, message: str) -> ApiError:
+    return ApiError(ERROR_STATUS.get(name, 400), name, message)
+
+
+def blob_from_json(obj) -> bytes | dict:
+    """An envelope -> blob bytes; a legacy dict stays a dict; base64 text -> bytes."""
+    if isinstance(obj, str):
+        try:
+            return schemas.b64decode(obj, "blob")
+        except ValueError as e:
+            raise ApiError(400, "MalformedBlob", str(e)) from None
+    if not isinstance(obj, dict):
+        raise ApiError(400, "MalformedBlob", "a blob is a JSON envelope object, a legacy dict, or base64 text")
+    if {"meta", "code"} <= obj.keys():
+        return obj
+    try:
+        return codec_ops.from_envelope(obj)
+    except NBMFError as e:
+        raise client_error(type(e).__name__, str(e)) from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise ApiError(400, "FormatError", f"not a valid blob envelope: {e}") from None
+
+
+def raw_payload(body: bytes, kind: str):
+    """A raw (octet-stream) request body -> the payload of ``kind``."""
+    if kind == "bytes":
+        return body
+    try:
+        text = body.decode("utf-8", "surrogatepass")  # the library's raw form of text (lone surrogates too)
+    except UnicodeDecodeError as e:
+        raise ApiError(400, "InvalidPayload", f"kind {kind!r} needs UTF-8 bytes: {e}") from None
+    if kind == "text":
+        return text
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ApiError(400, "InvalidPayload", f"kind 'json' needs a JSON document: {e}") from None
+
+
+def fallback_reason(e: BaseException | None) -> str:
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    from ray import exceptions as rex
+
+    from serve.model import ModelLoadError
+
+    if isinstance(e, ModelLoadError) or getattr(e, "cause", None).__class__ is ModelLoadError:
+        return "load"
+    unavailable = tuple(getattr(rex, n) for n in ("RayActorError", "ActorDiedError", "ActorUnavailableError")
+                        if hasattr(rex, n))
+    from ray.serve import exceptions as sex
+
+    unavailable += tuple(getattr(sex, n) for n in ("BackPressureError", "DeploymentUnavailableError") if hasattr(sex, n))
+    return "unavailable" if isinstance(e, unavailable) else "error"
+
+
+async def _await(response):
+    return await response
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+# Everything the class uses is defined above it: ``serve.ingress`` snapshots the routes (cloudpickle,
+# by value) while the class statement runs, capturing only names that already exist.
+@serve.deployment(name="Ingress", max_ongoing_requests=256)
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, model_handle, model_dir: str | None, limits: dict, timeouts: dict):
+        self.model = model_handle
+        self.model_dir = codec_ops.resolve_model_dir(model_dir)
+        self.limits = Limits.model_validate(limits)
+        self.timeouts = Timeouts.model_validate(timeouts)
+        self.stub = codec_ops.stub_registry()
+        self.metrics = ServiceMetrics("ingress")
+        self.router = CanaryRouter(current="stub")
+        self._versions: list[str] = []
+        self._versions_at = 0.0
+
+    def reconfigure(self, config: dict) -> None:
+        """user_config ``{current, candidate, canary_share}``: a rollout step without a restart."""
+        versions = self.versions(refresh=True)
+        current = check_version(config.get("current")) or codec_ops.current_version(self.model_dir)
+        candidate = check_version(config.get("candidate"))
+        for name in (current, candidate):
+            if name not in (None, "stub") and name not in versions:
+                raise ValueError(f"version {name!r} is not in {self.model_dir} (it holds {', '.join(versions) or 'none'})")
+        self.router = CanaryRouter(current=current, candidate=candidate, share=float(config.get("canary_share", 0.0)))
+        log.info("routing: %s", self.router)
+
+    def versions(self, refresh: bool = False) -> list[str]:
+        if refresh or time.monotonic() - self._versions_at > VERSIONS_TTL_S:
+            self._versions = codec_ops.list_versions(self.model_dir)
+            self._versions_at = time.monotonic()
+        return self._versions
+
+    def held(self, version: str) -> bool:
+        return version == "stub" or version in self.versions() or version in self.versions(refresh=True)
+
+    # ---------------------------------------------------------------- encode
+    async def encode_one(self, item: tuple, record_id: str | None) -> tuple[bytes, str, str | None]:
+        """-> (blob, routed version, fallback reason). Never fails for a neural-side problem."""
+        version = self.router.choose(record_id)
+        t0 = time.perf_counter()
+        if version == "stub":
+            blob = self.stub_encode(item)
+            self.metrics.request("encode", "stub", "ok", _ms(t0))
+            return blob, version, None
+        try:
+            blob, reason = await self.call_model(self.model.options(multiplexed_model_id=version).encode
+                                                 .remote(version, item), self.timeouts.encode_s)
+        except Exception as e:  # noqa: BLE001 - any model-side failure: the stub writes the record
+            reason = fallback_reason(e)
+            log.warning("encode with %s failed (%s: %s); stub fallback", version, reason, e)
+            blob = self.stub_encode(item)
+        if reason is not None:
+            self.metrics.fallback(version, reason)
+        self.metrics.request("encode", version, "fallback" if reason else "ok", _ms(t0))
+        return blob, version, reason
+
+    def stub_encode(self, item: tuple) -> bytes:
+        payload, kind, fidelity = item
+        try:
+            return self.stub.encode(payload, fidelity=fidelity, version="stub", kind=kind)
+        except NBMFError as e:
+            raise client_error(type(e).__name__, str(e)) from None
+        except (TypeError, ValueError) as e:
+            raise ApiError(422, "InvalidPayload", f"payload cannot be encoded as {kind}: {e}") from None
+
+    async def call_model(self, response, timeout_s: float):
+        try:
+            return await asyncio.wait_for(_await(response), timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise
+
+    @app.post("/v1/encode", summary="Encode one record",
+              openapi_extra=_body_doc(schemas.EncodeRequest, "raw payload bytes; query: kind, fidelity, record_id, format"),
+              responses={200: {"description": "JSON envelope, or the blob as application/octet-stream (format=raw)"}})
+    async def encode(self, request: Request, kind: schemas.Kind | None = None, fidelity: schemas.Fidelity = "lossless",
+                     record_id: str | None = None, format: schemas.BlobFormat | None = None):
+        body = await read_body(request, self.limits.max_request_bytes)
+        mtype = media_type(request)
+        if mtype in JSON_TYPES:
+            req = validate(schemas.EncodeRequest, parse_json(body))
+            item, record_id, out_format = req.to_item(), req.record_id, req.format
+        elif mtype == RAW_TYPE:
+            item, out_format = (raw_payload(body, kind or "bytes"), kind or "bytes", fidelity), format or "raw"
+        else:
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"send Content-Type {JSON_TYPES[0]} (an EncodeRequest) or {RAW_TYPE} (raw payload bytes); got {mtype or 'none'}")
+        blob, version, reason = await self.encode_one(item, record_id)
+        headers = {"x-nbmf-version": version, "x-nbmf-encoder": codec_ops.blob_version(blob)}
+        if reason:
+            headers["x-nbmf-fallback"] = reason
+        if out_format == "raw":
+            return Response(content=blob, media_type=RAW_TYPE, headers=headers)
+        return AsciiJSONResponse(codec_ops.to_envelope(blob), headers=headers)
+
+    @app.post("/v1/encode_batch", summary="Encode many records", response_model=schemas.EncodeBatchResponse)
+    async def encode_batch(self, request: Request):
+        req = validate(schemas.EncodeBatchRequest, parse_json(await self.json_body(request)))
+        if len(req.items) > self.limits.max_batch_items:
+            raise ApiError(413, "TooManyItems", f"{len(req.items)} items; the limit is {self.limits.max_batch_items} per call")
+        t0 = time.perf_counter()
+        routed = [self.router.choose(it.record_id) for it in req.items]
+        items = [it.to_item() for it in req.items]
+        blobs: list = [None] * len(items)
+        reasons: list = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(routed):
+            groups.setdefault(v, []).append(i)
+        for version, idx in groups.items():
+            if version != "stub":
+                try:
+                    res = await self.call_model(self.model.options(multiplexed_model_id=version).encode_many
+                                                .remote([items[i] for i in idx]), self.timeouts.encode_s)
+                    for i, (blob, reason) in zip(idx, res):
+                        blobs[i], reasons[i] = blob, reason
+                    continue
+                except Exception as e:  # noqa: BLE001
+                    reason = fallback_reason(e)
+                    log.warning("batch encode with %s failed (%s: %s); stub fallback", version, reason, e)
+                    for i in idx:
+                        reasons[i] = reason
+            for i in idx:
+                blobs[i] = self.stub_encode(items[i])
+        for version, idx in groups.items():
+            fb = [reasons[i] for i in idx if reasons[i]]
+            for reason in set(fb):
+                self.metrics.fallback(version, reason, fb.count(reason))
+            self.metrics.request("encode", version, "fallback" if fb else "ok", _ms(t0), len(idx))
+        return schemas.EncodeBatchResponse(results=[
+            schemas.EncodeResult(blob=codec_ops.to_envelope(b), version=v, encoder=codec_ops.blob_version(b), fallback=r)
+            for b, v, r in zip(blobs, routed, reasons)])
+
+    # ---------------------------------------------------------------- decode
+    def route(self, blob: bytes | dict) -> str:
+        """The blob's version after every check the ingress can make; a client error raises here."""
+        try:
+            version = codec_ops.blob_version(blob)
+            if version in ("legacy", "stub"):
+                return version
+            header = codec_ops.check_blob(blob)
+        except NBMFError as e:
+            raise client_error(type(e).__name__, str(e)) from None
+        if header.original_length > self.limits.max_output_bytes:
+            raise ApiError(413, "OutputTooLargeError", f"blob decodes to {header.original_length} bytes; "
+                                                       f"this service returns at most {self.limits.max_output_bytes}")
+        if not self.held(version):
+            held = ", ".join(["stub", *self.versions()])
+            raise ApiError(404, "UnknownVersionError",
+                           f"blob was written by encoder {version}; this service holds {held}. "
+                           f"Deploy that version's model directory to decode it.")
+        return version
+
+    async def decode_one(self, blob: bytes | dict) -> codec_ops.DecodeOutcome:
+        version = self.route(blob)
+        t0 = time.perf_counter()
+        if version in ("legacy", "stub"):
+            outcome = codec_ops.decode_items(self.stub, [blob], self.limits.max_output_bytes)[0]
+        else:
+            outcome = await self.decode_neural(version, lambda: self.model.options(
+                multiplexed_model_id=version).decode.remote(blob))
+        self.metrics.request("decode", version, "error" if outcome.error else "ok", _ms(t0))
+        return outcome
+
+    async def decode_neural(self, version: str, call):
+        """Retry with backoff, then 503: a neural blob is never decoded by anything but its own model."""
+        delay, last = self.timeouts.retry_backoff_s, None
+        for attempt in range(self.timeouts.decode_attempts):
+            try:
+                return await self.call_model(call(), self.timeouts.decode_s)
+            except Exception as e:  # noqa: BLE001 - infrastructure failure: retry
+                last = e
+                log.warning("decode with %s, attempt %d failed: %s: %s", version, attempt + 1, type(e).__name__, e)
+                if attempt + 1 < self.timeouts.decode_attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        self.metrics.request("decode", version, "unavailable", 0.0)
+        raise ApiError(503, "ModelUnavailable",
+                       f"the {version} model could not decode this blob after {self.timeouts.decode_attempts} attempts "
+                       f"({fallback_reason(last)}: {type(last).__name__}); retry later. Neural blobs never fall back.",
+                       headers={"Retry-After": "1"})
+
+    @app.post("/v1/decode", summary="Decode one blob", response_model=schemas.DecodeResponse,
+              openapi_extra=_body_doc(schemas.Envelope, "a binary blob, or a legacy blob's JSON bytes"))
+    async def decode(self, request: Request):
+        body = await read_body(request, self.limits.max_request_bytes)
+        mtype = media_type(request)
+        if mtype in JSON_TYPES:
+            blob = blob_from_json(parse_json(body))
+        elif mtype == RAW_TYPE:
+            if not body:
+                raise ApiError(400, "CorruptBlobError", "empty body: a blob has at least a header")
+            blob = body
+        else:
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"send Content-Type {JSON_TYPES[0]} (envelope or legacy dict) or {RAW_TYPE} (binary blob); got {mtype or 'none'}")
+        outcome = await self.decode_one(blob)
+        if outcome.error:
+            raise client_error(outcome.error, outcome.message)
+        return AsciiJSONResponse(schemas.decode_response(outcome).model_dump())
+
+    @app.post("/v1/decode_batch", summary="Decode many blobs (errors per item)", response_model=schemas.DecodeBatchResponse)
+    async def decode_batch(self, request: Request):
+        req = validate(schemas.DecodeBatchRequest, parse_json(await self.json_body(request)))
+        if len(req.blobs) > self.limits.max_batch_items:
+            raise ApiError(413, "TooManyItems", f"{len(req.blobs)} blobs; the limit is {self.limits.max_batch_items} per call")
+        results: list = [None] * len(req.blobs)
+        groups: dict[str, list[int]] = {}
+        blobs: list = [None] * len(req.blobs)
+        for i, obj in enumerate(req.blobs):
+            try:
+                blobs[i] = blob_from_json(obj)
+                groups.setdefault(self.route(blobs[i]), []).append(i)
+            except ApiError as e:
+                results[i] = schemas.ItemError(status=e.status, error=e.error, detail=e.detail)
+        for version, idx in groups.items():
+            t0 = time.perf_counter()
+            chunk = [blobs[i] for i in idx]
+            if version in ("legacy", "stub"):
+                outcomes = codec_ops.decode_items(self.stub, chunk, self.limits.max_output_bytes)
+            else:
+                outcomes = await self.decode_neural(version, lambda v=version, c=chunk: self.model.options(
+                    multiplexed_model_id=v).decode_many.remote(c))
+            for i, out in zip(idx, outcomes):
+                results[i] = (schemas.ItemError(status=ERROR_STATUS.get(out.error, 400), error=out.error, detail=out.message)
+                              if out.error else schemas.decode_response(out))
+            self.metrics.request("decode", version, "ok", _ms(t0), len(idx))
+        return AsciiJSONResponse(schemas.DecodeBatchResponse(results=results).model_dump())
+
+    async def json_body(self, request: Request) -> bytes:
+        body = await read_body(request, self.limits.max_request_bytes)
+        if media_type(request) not in JSON_TYPES:
+            raise ApiError(415, "UnsupportedMediaType", f"batch endpoints take {JSON_TYPES[0]}; got {media_type(request) or 'none'}")
+        return body
+
+    # ---------------------------------------------------------------- info
+    @app.get("/v1/versions", summary="Encoder versions this service decodes, and the encode routing",
+             response_model=schemas.VersionsResponse)
+    async def list_versions(self):
+        infos = [{"name": "stub", "encoder_id": 0}]
+        infos += [codec_ops.manifest_summary(self.model_dir, v) for v in self.versions(refresh=True)]
+        return schemas.VersionsResponse(current=self.router.current, candidate=self.router.candidate,
+                                        canary_share=self.router.share, versions=infos)
+
+    @app.get("/healthz", summary="Liveness; 'degraded' when the model deployment does not answer (encode falls back)")
+    async def healthz(self):
+        model = "ok"
+        if any(v != "stub" for v in (self.router.current, self.router.candidate) if v):
+            try:
+                await self.call_model(self.model.ping.remote(), 1.0)
+            except Exception as e:  # noqa: BLE001
+                model = f"unavailable: {type(e).__name__}"
+        return {"status": "ok" if model == "ok" else "degraded", "model": model,
+                "current": self.router.current, "candidate": self.router.candidate, "canary_share": self.router.share}
+
+    @app.get("/v1/stats", summary="Counters of the ingress replica that answers (Prometheus has all replicas)")
+    async def stats(self):
+        return {"replica": serve.get_replica_context().replica_id.unique_id, **self.metrics.snapshot()}

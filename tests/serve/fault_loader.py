@@ -1,0 +1,45 @@
+"""Fault injection for the Serve tests: the real neural loader, made to fail while ``<model_dir>/FAULT`` exists.
+
+Serve replicas import it by path (``loader="tests.serve.fault_loader:load"``); Ray workers start in
+the driver's working directory (the repository root), so the module is importable there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from serve.codec_ops import load_codec
+
+FAULT = "FAULT"
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def _check(path: Path) -> None:
+    if path.exists():
+        raise InjectedFault(f"injected fault ({path})")
+
+
+class FaultyCodec:
+    """Delegates to the real codec; every call first checks the fault flag (so a loaded model fails too)."""
+
+    def __init__(self, codec, fault: Path):
+        self._codec, self._fault = codec, fault
+
+    def __getattr__(self, name):
+        attr = getattr(self._codec, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            _check(self._fault)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def load(model_dir: str, version: str):
+    fault = Path(model_dir) / FAULT
+    _check(fault)
+    return FaultyCodec(load_codec(model_dir, version), fault)
