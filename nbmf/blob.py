@@ -1,0 +1,197 @@
+"""The NBMF blob v1 byte layout (docs/FORMAT.md): the only module that knows it.
+
+    byte 0        bits 7-6 format version (01 = v1), bit 5 fidelity, bits 4-3 kind, bits 2-0 encoder id
+                  (7 = escape: a LEB128 varint encoder id >= 7 follows)
+    varint        original length in bytes of the raw payload
+    4 bytes       CRC-32 (little endian) of every other byte of the blob: header before it, then body
+    rest          the codec body
+
+A record under 16 KiB with encoder id < 7 costs 7 bytes of header (1 + 2 + 4).
+
+>>> blob = pack(encoder_id=0, fidelity=Fidelity.LOSSLESS, kind=Kind.TEXT, original_length=5, body=b"xyz")
+>>> header, body = unpack(blob)
+>>> (header.encoder_id, header.kind.name, header.original_length, header.header_size, body)
+(0, 'TEXT', 5, 6, b'xyz')
+>>> from_envelope(to_envelope(blob)) == blob
+True
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import zlib
+from dataclasses import dataclass
+
+from nbmf.errors import CorruptBlobError, FormatError
+
+FORMAT_V1 = 1
+_ESCAPE = 7
+STUB_ID = 0
+
+
+class Fidelity(enum.IntEnum):
+    LOSSLESS = 0
+    SEMANTIC = 1
+
+
+class Kind(enum.IntEnum):
+    TEXT = 0
+    JSON = 1
+    BYTES = 2
+
+
+def version_name(encoder_id: int) -> str:
+    """0 -> 'stub', N -> 'vN'."""
+    return "stub" if encoder_id == STUB_ID else f"v{encoder_id}"
+
+
+def version_id(name: str) -> int:
+    """'stub' -> 0, 'vN' -> N."""
+    if name == "stub":
+        return STUB_ID
+    if name.startswith("v") and name[1:].isdigit() and int(name[1:]) >= 1:
+        return int(name[1:])
+    raise ValueError(f"encoder versions are 'stub' or 'v1', 'v2', ...; got {name!r}")
+
+
+@dataclass(frozen=True)
+class Header:
+    format_version: int
+    encoder_id: int
+    fidelity: Fidelity
+    kind: Kind
+    original_length: int
+    header_size: int  # bytes before the body, checksum included
+    crc32: int
+
+    @property
+    def version(self) -> str:
+        return version_name(self.encoder_id)
+
+    def to_dict(self) -> dict:
+        return {"format": self.format_version, "encoder": self.version, "encoder_id": self.encoder_id,
+                "fidelity": self.fidelity.name.lower(), "kind": self.kind.name.lower(),
+                "length": self.original_length, "header_size": self.header_size, "crc32": f"{self.crc32:08x}"}
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(blob):
+            raise CorruptBlobError("blob ends inside its header: it was truncated")
+        byte = blob[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if byte == 0 and shift:
+                raise CorruptBlobError("blob header has a non-minimal varint: it was corrupted")
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise CorruptBlobError("blob header varint is too long: it was corrupted")
+
+
+def _prefix(encoder_id: int, fidelity: Fidelity, kind: Kind, original_length: int) -> bytes:
+    if encoder_id < 0:
+        raise ValueError("encoder ids are >= 0")
+    low = encoder_id if encoder_id < _ESCAPE else _ESCAPE
+    first = (FORMAT_V1 << 6) | (int(Fidelity(fidelity)) << 5) | (int(Kind(kind)) << 3) | low
+    head = bytes([first]) + (_varint(encoder_id) if low == _ESCAPE else b"")
+    return head + _varint(original_length)
+
+
+def pack(*, encoder_id: int, fidelity: Fidelity, kind: Kind, original_length: int, body: bytes) -> bytes:
+    """A v1 blob: header fields, CRC-32 over header and body, then the body."""
+    prefix = _prefix(encoder_id, fidelity, kind, original_length)
+    crc = zlib.crc32(body, zlib.crc32(prefix))
+    return prefix + crc.to_bytes(4, "little") + bytes(body)
+
+
+def peek_header(blob: bytes) -> Header:
+    """Parse the header without verifying the checksum (for inspection of damaged blobs)."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"a blob is bytes, not {type(blob).__name__}")
+    blob = bytes(blob)
+    if not blob:
+        raise CorruptBlobError("blob is empty")
+    first = blob[0]
+    fmt, fidelity, kind, low = first >> 6, (first >> 5) & 1, (first >> 3) & 3, first & 7
+    if fmt != FORMAT_V1:
+        if first == ord("{"):
+            raise FormatError("this is a legacy stub blob (JSON), not a v1 blob: decode it through nbmf.decode")
+        raise FormatError(f"unknown blob format version {fmt} (this library reads v1); upgrade nbmf")
+    if kind == 3:
+        raise CorruptBlobError("blob header has an invalid payload kind: it was corrupted")
+    pos = 1
+    encoder_id = low
+    if low == _ESCAPE:
+        encoder_id, pos = _read_varint(blob, pos)
+        if encoder_id < _ESCAPE:
+            raise CorruptBlobError("blob header escapes a small encoder id: it was corrupted")
+    length, pos = _read_varint(blob, pos)
+    if len(blob) < pos + 4:
+        raise CorruptBlobError("blob ends inside its header: it was truncated")
+    crc = int.from_bytes(blob[pos : pos + 4], "little")
+    return Header(FORMAT_V1, encoder_id, Fidelity(fidelity), Kind(kind), length, pos + 4, crc)
+
+
+def unpack(blob: bytes) -> tuple[Header, bytes]:
+    """(header, body) of a v1 blob whose checksum holds; any damage raises CorruptBlobError."""
+    header = peek_header(blob)
+    blob = bytes(blob)
+    n = header.header_size
+    if zlib.crc32(blob[n:], zlib.crc32(blob[: n - 4])) != header.crc32:
+        raise CorruptBlobError(f"blob fails its CRC-32 check ({len(blob)} bytes, written by encoder {header.version}): "
+                               "it was corrupted, truncated or extended; restore it from a replica")
+    return header, blob[n:]
+
+
+ENVELOPE_FIELDS = ("format", "encoder", "fidelity", "kind", "length", "crc32", "body")
+
+
+def to_envelope(blob: bytes) -> dict:
+    """The JSON form for HTTP: header fields as JSON, the body base64. ``from_envelope`` inverts it."""
+    header, body = unpack(blob)
+    return {"format": header.format_version, "encoder": header.version, "fidelity": header.fidelity.name.lower(),
+            "kind": header.kind.name.lower(), "length": header.original_length, "crc32": f"{header.crc32:08x}",
+            "body": base64.b64encode(body).decode("ascii")}
+
+
+def from_envelope(envelope: dict) -> bytes:
+    """The exact blob bytes of an envelope; a malformed envelope raises FormatError, a damaged one CorruptBlobError."""
+    if not isinstance(envelope, dict):
+        raise FormatError(f"an envelope is a JSON object, not {type(envelope).__name__}")
+    missing = [k for k in ENVELOPE_FIELDS if k not in envelope]
+    if missing:
+        raise FormatError(f"envelope lacks fields {missing}; it needs {list(ENVELOPE_FIELDS)}")
+    try:
+        if envelope["format"] != FORMAT_V1:
+            raise FormatError(f"envelope format {envelope['format']!r} is not 1")
+        encoder_id = version_id(envelope["encoder"])
+        fidelity = Fidelity[str(envelope["fidelity"]).upper()]
+        kind = Kind[str(envelope["kind"]).upper()]
+        length = envelope["length"]
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise FormatError("envelope length must be a non-negative integer")
+        crc = int(envelope["crc32"], 16)
+        body = base64.b64decode(envelope["body"], validate=True)
+    except (KeyError, ValueError, TypeError, binascii.Error) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"envelope has an invalid field: {e}") from None
+    prefix = _prefix(encoder_id, fidelity, kind, length)
+    blob = prefix + crc.to_bytes(4, "little") + body
+    unpack(blob)  # the checksum must hold: an edited envelope is corruption, not a new blob
+    return blob

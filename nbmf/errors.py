@@ -1,0 +1,29 @@
+"""One exception family for everything the codec library refuses. Caller misuse is ValueError/TypeError."""
+
+
+class NBMFError(Exception):
+    """Base class: a blob, envelope or artifact that cannot be used as given."""
+
+
+class FormatError(NBMFError):
+    """Not an NBMF blob, envelope or legacy record at all (wrong structure or field types)."""
+
+
+class CorruptBlobError(NBMFError):
+    """The blob fails its checksum or its body does not decode to its header's length: it was damaged."""
+
+
+class LegacySignatureError(CorruptBlobError):
+    """A legacy stub blob whose sha256 signature does not match its decoded payload."""
+
+
+class UnknownVersionError(NBMFError):
+    """The blob names an encoder version this registry does not hold."""
+
+
+class OutputTooLargeError(NBMFError):
+    """Decoding would produce more than ``max_output_size`` bytes (a decompression-bomb guard)."""
+
+
+class ArtifactError(NBMFError):
+    """A model artifact is missing files, fails its hashes, or does not describe a loadable model."""

@@ -1,0 +1,213 @@
+"""Encoder versions -> codecs. Encode with the current (or a named) version; decode routes by the blob.
+
+Neural versions live in a model registry directory (``vN/`` artifact dirs and a ``CURRENT`` file) and
+load lazily on first use, so a replica that only ever decodes stub blobs never loads a model.
+Every non-stub encode is verified before its blob is returned; a failure, a mismatch or a body not
+smaller than the stub's writes a stub blob instead (the header says so) and is counted in ``stats``.
+
+>>> reg = Registry()
+>>> blob = reg.encode({"role": "user", "content": "hi"})
+>>> reg.decode(blob)
+{'role': 'user', 'content': 'hi'}
+>>> reg.inspect(blob).version
+'stub'
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbmf import blob as blobfmt
+from nbmf.blob import Fidelity, Kind, version_id, version_name
+from nbmf.codecs import legacy
+from nbmf.codecs.stub import StubCodec
+from nbmf.errors import NBMFError, OutputTooLargeError, UnknownVersionError
+from nbmf.payload import canonical, from_raw, to_raw
+
+DEFAULT_MAX_OUTPUT = 64 << 20  # bytes: the decompression-bomb guard
+
+
+def default_model_dir() -> Path:
+    return Path(os.environ.get("NBMF_MODEL_DIR") or Path(__file__).resolve().parents[1] / "models")
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    payload: object
+    kind: Kind
+    fidelity: Fidelity
+    version: str  # "stub", "vN" or "legacy"
+    truncated: bool = False  # legacy semantic previews cut at 2048 characters
+    legacy: bool = False
+
+
+@dataclass
+class Stats:
+    encodes: Counter = field(default_factory=Counter)  # blobs written, by the version in their header
+    fallbacks: Counter = field(default_factory=Counter)  # "vN:error" / "vN:mismatch" / "vN:larger"
+    decodes: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"encodes": dict(self.encodes), "fallbacks": dict(self.fallbacks), "decodes": dict(self.decodes)}
+
+
+def _fidelity(f) -> Fidelity:
+    if isinstance(f, str):
+        try:
+            return Fidelity[f.upper()]
+        except KeyError:
+            raise ValueError(f"fidelity is 'lossless' or 'semantic', not {f!r}") from None
+    return Fidelity(f)
+
+
+class Registry:
+    def __init__(self, model_dir: str | Path | None = None, current: str | None = None):
+        self.stub = StubCodec()
+        self._codecs: dict[int, object] = {0: self.stub}
+        self._paths: dict[int, Path] = {}
+        self._lock = threading.Lock()
+        self.stats = Stats()
+        self.model_dir = Path(model_dir) if model_dir else None
+        if self.model_dir and self.model_dir.is_dir():
+            for d in sorted(self.model_dir.iterdir()):
+                if d.is_dir() and (d / "manifest.json").is_file():
+                    try:
+                        self._paths[version_id(d.name)] = d
+                    except ValueError:
+                        continue
+        pointer = self.model_dir / "CURRENT" if self.model_dir else None
+        if current is None and pointer is not None and pointer.is_file():
+            current = pointer.read_text().strip() or None
+        self.current = current or "stub"
+        if version_id(self.current) not in self._codecs and version_id(self.current) not in self._paths:
+            raise UnknownVersionError(f"current version {self.current!r} is not in {self.model_dir}; it holds {self.versions()}")
+
+    @classmethod
+    def from_dir(cls, model_dir, current: str | None = None) -> "Registry":
+        return cls(model_dir, current)
+
+    @classmethod
+    def default(cls) -> "Registry":
+        """Stub + every version in $NBMF_MODEL_DIR (default: the repository's models/)."""
+        return cls(default_model_dir())
+
+    def register(self, codec, make_current: bool = False) -> None:
+        self._codecs[codec.encoder_id] = codec
+        if make_current:
+            self.current = codec.name
+
+    def versions(self) -> list[str]:
+        return [version_name(i) for i in sorted(set(self._codecs) | set(self._paths))]
+
+    def codec(self, version: str | int):
+        """The codec of a version name or encoder id, loading its artifact on first use."""
+        i = version if isinstance(version, int) else version_id(version)
+        c = self._codecs.get(i)
+        if c is not None:
+            return c
+        if i not in self._paths:
+            raise UnknownVersionError(f"blob was written by encoder {version_name(i)}; this registry holds "
+                                      f"{', '.join(self.versions())}: add that version's artifact to {self.model_dir}")
+        with self._lock:
+            if i not in self._codecs:
+                from nbmf.codecs.neural import load_codec
+
+                self._codecs[i] = load_codec(self._paths[i])
+            return self._codecs[i]
+
+    # -- encode ---------------------------------------------------------------------------------
+    def encode(self, payload, fidelity="lossless", version: str | None = None, kind=None) -> bytes:
+        return self.encode_many([payload], fidelity=fidelity, version=version, kinds=[kind])[0]
+
+    def encode_many(self, payloads, fidelity="lossless", version: str | None = None, kinds=None) -> list[bytes]:
+        fid = _fidelity(fidelity)
+        kinds = kinds or [None] * len(payloads)
+        raws = [to_raw(p, k) for p, k in zip(payloads, kinds)]
+        if fid == Fidelity.SEMANTIC:
+            raws = [(canonical(raw, kind), kind) for raw, kind in raws]
+        codec = self.codec(version or self.current)
+        stub_bodies = self.stub.encode_many(raws)
+        bodies = stub_bodies
+        used = [0] * len(raws)
+        if codec.encoder_id != 0:
+            try:
+                cand = codec.encode_many(raws, fidelity=int(fid), verify=True)
+                reasons = [None if b is not None else "mismatch" for b in cand]
+            except Exception:  # any failure of the model falls back to the stub, never to an error
+                cand, reasons = [None] * len(raws), ["error"] * len(raws)
+            bodies = []
+            for j, (b, s) in enumerate(zip(cand, stub_bodies)):
+                reason = reasons[j] or ("larger" if len(b) >= len(s) else None)
+                if reason:
+                    self.stats.fallbacks[f"{codec.name}:{reason}"] += 1
+                    bodies.append(s)
+                else:
+                    bodies.append(b)
+                    used[j] = codec.encoder_id
+        out = []
+        for (raw, kind), body, eid in zip(raws, bodies, used):
+            self.stats.encodes[version_name(eid)] += 1
+            out.append(blobfmt.pack(encoder_id=eid, fidelity=fid, kind=kind, original_length=len(raw), body=body))
+        return out
+
+    # -- decode ---------------------------------------------------------------------------------
+    def decode(self, blob, max_output_size: int = DEFAULT_MAX_OUTPUT):
+        return self.decode_result(blob, max_output_size).payload
+
+    def decode_result(self, blob, max_output_size: int = DEFAULT_MAX_OUTPUT) -> DecodeResult:
+        return self.decode_many([blob], max_output_size)[0]
+
+    def decode_many(self, blobs, max_output_size: int = DEFAULT_MAX_OUTPUT) -> list[DecodeResult]:
+        """Decode any mix of v1 and legacy blobs; each neural version's blobs decode as one batch."""
+        results: list[DecodeResult | None] = [None] * len(blobs)
+        groups: dict[int, list] = {}
+        for j, b in enumerate(blobs):
+            old = legacy.parse(b)
+            if old is not None:
+                d = legacy.decode(old, max_output_size)
+                kind = Kind.TEXT if isinstance(d.payload, str) and d.fidelity == "semantic" else infer_legacy_kind(d.payload)
+                results[j] = DecodeResult(d.payload, kind, _fidelity(d.fidelity), "legacy", d.truncated, True)
+                self.stats.decodes["legacy"] += 1
+                continue
+            header, body = blobfmt.unpack(b)
+            if header.original_length > max_output_size:
+                raise OutputTooLargeError(f"blob decodes to {header.original_length} bytes, over max_output_size="
+                                          f"{max_output_size}; raise the limit to read it")
+            groups.setdefault(header.encoder_id, []).append((j, header, body))
+        for eid, items in groups.items():
+            codec = self.codec(eid)
+            for fid in (Fidelity.LOSSLESS, Fidelity.SEMANTIC):
+                part = [(j, h, b) for j, h, b in items if h.fidelity == fid]
+                if not part:
+                    continue
+                raws = codec.decode_many([(b, h.kind, h.original_length) for _, h, b in part], fidelity=int(fid))
+                for (j, h, _), raw in zip(part, raws):
+                    if len(raw) != h.original_length:
+                        raise NBMFError(f"encoder {h.version} decoded {len(raw)} bytes, header says {h.original_length}")
+                    results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version)
+                    self.stats.decodes[h.version] += 1
+        return results  # type: ignore[return-value]
+
+    def inspect(self, blob) -> blobfmt.Header | dict:
+        """The v1 header (checksum verified), or a description of a legacy blob."""
+        old = legacy.parse(blob)
+        if old is not None:
+            return {"format": "legacy", "meta": old["meta"], "code_bytes": len(old["code"]) // 2, "sig": old["sig"]}
+        return blobfmt.unpack(blob)[0]
+
+
+def infer_legacy_kind(payload) -> Kind:
+    return Kind.TEXT if isinstance(payload, str) else Kind.JSON
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    global _default
+    if _default is None:
+        _default = Registry.default()
+    return _default
