@@ -24,6 +24,7 @@ SPLITS = ("train", "val", "test")
 @dataclass(frozen=True)
 class Row:
     id: str
+    type: str  # conversation | document | structured (per-type bench rows)
     raw: bytes
     kind: int  # 0 text, 1 json, 2 bytes
     fidelity: int  # 0 lossless, 1 semantic
@@ -63,7 +64,7 @@ def corpus_row(record: dict) -> Row:
     from nbmf.models.batching import corpus_raw
 
     raw, kind = corpus_raw(record)
-    return Row(str(record.get("id", "")), raw, int(kind), 0)
+    return Row(str(record.get("id", "")), str(record.get("type", "")), raw, int(kind), 0)
 
 
 def _jsonl_rows(src: Source, split: str) -> Iterator[Row]:
@@ -89,9 +90,10 @@ def _as_int(value, table: dict) -> int:
 def _parquet_rows(src: Source, split: str, include_semantic: bool) -> Iterator[Row]:
     from nbmf.data.dataset import read_records
 
-    for r in read_records(src.path, split=split, columns=("id", "kind", "fidelity", "raw"),
+    for r in read_records(src.path, split=split, columns=("id", "type", "kind", "fidelity", "raw"),
                           include_semantic=include_semantic):
-        yield Row(str(r["id"]), bytes(r["raw"]), _as_int(r["kind"], KINDS), _as_int(r["fidelity"], FIDELITIES))
+        yield Row(str(r["id"]), str(r["type"]), bytes(r["raw"]), _as_int(r["kind"], KINDS),
+                  _as_int(r["fidelity"], FIDELITIES))
 
 
 def iter_rows(src: Source, split: str, limit: int = 0, include_semantic: bool = False) -> Iterator[Row]:

@@ -23,21 +23,41 @@ from train.config import TrainJobConfig, load
 from train.data import Source, data_hash, iter_rows, ray_dataset, resolve_source
 
 
-def init_ray(**kwargs) -> None:
-    """Join the running cluster if there is one (job submission, RAY_ADDRESS, `ray start`), else start one."""
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_ray(address: str = "", **kwargs) -> None:
+    """Join the running cluster if there is one (job submission, RAY_ADDRESS, `ray start`), else start one.
+
+    ``address``: "" = that default; "local" = always a private new cluster; else a cluster address.
+    """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)
+    if address not in ("", "local") or (not address and os.environ.get("RAY_ADDRESS")):
+        ray.init(address=address or None, **kwargs)
         return
-    try:
-        ray.init(address="auto", **kwargs)
-    except ConnectionError:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
-        ray.init(**kwargs)
+    if not address:
+        try:
+            ray.init(address="auto", **kwargs)
+            return
+        except ConnectionError:
+            pass
+    # A private cluster. Its processes get RAY_ADDRESS, so Ray's own state-API users inside it (Train's
+    # placement-group cleaner) find it even when other Ray instances run on this machine; without it
+    # the cleaner dies, placement groups leak and later Tune trials never start.
+    port = free_port()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    os.environ["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
+    ray.init(address="local", **kwargs)
 
 
 def is_uri(path: str) -> bool:
@@ -81,9 +101,14 @@ class Prepared:
     data_hash: str
 
 
+def rows_of(rows) -> list[dict]:
+    """Plain dicts (picklable, what the loop and the bench take) of data rows."""
+    return [{"id": r.id, "type": r.type, "raw": r.raw, "kind": r.kind} for r in rows]
+
+
 def prepare(cfg: TrainJobConfig) -> Prepared:
     src = resolve_source(cfg.data.source, cfg.data.test_share)
-    rows = [{"raw": r.raw, "kind": r.kind} for r in iter_rows(src, "val", cfg.export.bench_records)]
+    rows = rows_of(iter_rows(src, "val", cfg.export.bench_records))
     return Prepared(src, rows, data_hash(src))
 
 
@@ -152,7 +177,7 @@ def copy_artifact(result, dest: Path) -> Path | None:
     return dest
 
 
-def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False) -> dict:
+def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, address: str = "") -> dict:
     """Train (or continue) the run ``name``; returns its summary (final metrics, artifact path)."""
     from nbmf.tokenizer import Tokenizer
 
@@ -172,7 +197,7 @@ def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False) -> dic
         local.mkdir(parents=True, exist_ok=True)
         tok.save(local)
     cfg = with_vocab(cfg, tok.vocab_size)
-    init_ray()
+    init_ray(address)
     trainer = build_trainer(cfg, name=name, storage=storage, tokenizer_json=tok.to_json(), prepared=prepared)
     t0 = time.time()
     result = trainer.fit()
@@ -193,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run named by run.name (same storage) from its latest checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--address", default="", help="Ray cluster to use: default joins a running one (RAY_ADDRESS, "
+                   "a job's cluster, `ray start` on this machine) or starts one; 'local' always starts a private one")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
     args = p.parse_args(argv)
     try:
@@ -209,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--resume needs the run to continue: add run.name=<name> (see `ls <storage_path>`)", file=sys.stderr)
         return 2
     name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    summary = run_training(cfg, name=name, resume=args.resume)
+    summary = run_training(cfg, name=name, resume=args.resume, address=args.address)
     m = summary["metrics"]
     print(json.dumps({"run": name, "step": m.get("step"), "val_bpb": m.get("val_bpb"),
                       "bench_ratio": m.get("bench_ratio"), "bench_decode_ms_p95": m.get("bench_decode_ms_p95"),

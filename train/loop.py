@@ -210,15 +210,15 @@ def train_loop_per_worker(config: dict) -> None:
                 logger.log({"val_bits_per_byte": val_bpb}, step=step)
                 if rank == 0:
                     print(f"step {step} epoch {step // spe} val {val_bpb:.3f} bits/byte", flush=True)
-                report({"step": step, "epoch": step // spe, "val_bpb": val_bpb, "done": False}, True)
+                report({"step": step, "epoch": step // spe, "val_bpb": val_bpb, "final": False}, True)
             elif run.checkpoint_every and step % run.checkpoint_every == 0:
-                report({"step": step, "epoch": epoch, "done": False}, True)
+                report({"step": step, "epoch": epoch, "final": False}, True)
 
     val_bpb = val_bits_per_byte(model, val_windows, val_bytes, tpb, device, amp)
     state["val_bpb"] = val_bpb
     state["history"].append({"step": step, "val_bits_per_byte": val_bpb})
     logger.log({"val_bits_per_byte": val_bpb}, step=step)
-    final = {"step": step, "epoch": math.ceil(step / spe), "val_bpb": val_bpb, "done": True,
+    final = {"step": step, "epoch": math.ceil(step / spe), "val_bpb": val_bpb, "final": True,
              "total_steps": total, "resumed_from": list(state.get("resumed_from", []))}
     bench: dict = {}
 

@@ -1,0 +1,86 @@
+"""A real 4-trial search (Optuna + ASHA over Ray Train trials) on the session's local head node."""
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from tune import config as tcfg
+from tune import register
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tune" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def search(ray_head, tmp_path_factory):
+    """`python -m tune` on the session's head node: exit 0 means a version was registered."""
+    from train.testing import run_module
+
+    d = tmp_path_factory.mktemp("tune")
+    args = ["--config", "tune/configs/tiny.yaml", "search.name=s4", f"search.storage_path={d}",
+            f"registry.dir={d / 'registry'}"]
+    p = run_module("tune", args, head=ray_head, cwd=REPO, timeout=560)
+    report = json.loads((d / "s4" / "results.json").read_text()) if (d / "s4" / "results.json").exists() else None
+    assert report is not None, (p.stdout[-3000:], p.stderr[-5000:])
+    return tcfg.load(TINY, args[2:]), d, report, p
+
+
+def test_a_four_trial_search_registers_a_version(search):
+    from nbmf.codecs.neural import load_codec
+
+    cfg, d, report, p = search
+    assert p.returncode == 0, report["outcome"]
+    trials = report["trials"]
+    assert len(trials) == 4
+    finished = [t for t in trials if t["status"] == "finished"]
+    assert finished, [t["note"] for t in trials]
+    assert all(t["ratio"] > 0 and t["decode_ms_p95"] > 0 for t in finished)
+    out = report["outcome"]
+    assert out["registered"], out
+    winner = next(t for t in trials if t["winner"])
+    assert winner["ratio"] == max(t["ratio"] for t in trials if t["eligible"])
+    reg = d / "registry"
+    assert register.versions(reg) == [out["version"]] == ["v1"] and register.current(reg) == "v1"
+    codec = load_codec(reg / "v1")
+    assert codec.name == "v1"
+    manifest = json.loads((reg / "v1" / "manifest.json").read_text())
+    assert manifest["training"]["trial"] == winner["trial"] and manifest["metrics"]["test_exact_rate"] == 1.0
+    assert all(g["passed"] for g in out["gates"])
+
+    results = d / "s4"
+    rows = list(csv.DictReader(open(results / "results.csv")))
+    assert len(rows) == 4 and {r["trial"] for r in rows} == {t["trial"] for t in trials}
+    assert json.loads((results / "results.json").read_text())["outcome"]["version"] == "v1"
+    assert (results / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_trial_is_a_wandb_run_grouped_by_the_search(search):
+    from train.testing import read_wandb_run
+
+    _, d, report, _ = search
+    for t in report["trials"]:
+        if t["status"] == "finished":
+            run = read_wandb_run(d / "s4" / "runs" / t["trial"] / "wandb")
+            assert {r["group"] for r in run["runs"]} == {"s4"}
+            assert any("val_bits_per_byte" in h for h in run["history"])
+
+
+def test_a_winner_that_fails_a_gate_registers_nothing(search, tmp_path):
+    from train.data import iter_rows, resolve_source
+    from train.driver import rows_of
+    from tune.driver import finalize
+
+    cfg, d, report, _ = search
+    winner = next(t for t in report["trials"] if t["winner"])
+    strict = dataclasses.replace(cfg, gates=tcfg.GateConf(thresholds={"ratio_mean": 1000.0}, test_records=16))
+    reg = d / "registry"
+    before = sorted(p.name for p in reg.iterdir())
+    test_rows = rows_of(iter_rows(resolve_source(REPO / "data" / "sample"), "test", 16))
+    outcome = finalize(winner, strict, test_rows, tmp_path, search="s4")
+    assert not outcome["registered"]
+    assert "mean ratio" in outcome["reason"] and "1000" in outcome["reason"]
+    assert sorted(p.name for p in reg.iterdir()) == before and register.current(reg) == "v1"

@@ -1,0 +1,236 @@
+"""The search driver: Optuna + ASHA over Ray Train trials, then objective, gates and registration.
+
+    python -m tune --config tune/configs/tiny.yaml [key=value ...]
+    ray job submit --working-dir . -- python -m tune --config tune/configs/tiny.yaml search.storage_path=/abs/runs/tune
+
+1. Tokenizers: one per searched vocabulary size, trained once here on the train split.
+2. Search: each trial is a Ray Train run (tune/trial.py); ASHA stops weak trials on val bits/byte.
+3. Objective: every finished trial's exported artifact is sized and timed here, one at a time, on a
+   fixed val record set through the real codec; decode p95 over the latency budget -> not eligible.
+   The winner is the eligible trial with the best compression ratio.
+4. The winner is re-exported under the registry's next version, validated against the gates on the
+   test split, and registered (vN/ + CURRENT) only if every gate passes.
+5. Results in the search dir: a table (terminal), results.csv, pareto.png and results.json (the
+   whole report: every trial, the winner, its gate checks, what was registered or why not).
+
+Exit status: 0 when a version was registered, 3 when the search ran but registered nothing (the
+report says why), 2 for a bad config.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from nbmf.config import ConfigError, load_config, to_dict
+from train.config import TrainJobConfig
+from train.data import iter_rows
+from train.driver import init_ray, is_uri, prepare, rows_of, storage_of, train_tokenizer
+from tune import config as tcfg
+from tune import gates, register, results
+
+
+def max_concurrent(job: TrainJobConfig, asked: int) -> int:
+    """Trials that fit the cluster at once: its CPUs (and GPUs) over one trial's workers' needs."""
+    if asked > 0:
+        return asked
+    import ray
+
+    total = ray.cluster_resources()
+    res = job.scaling.resources_per_worker
+    n = job.scaling.num_workers
+    fits = [total.get("CPU", 0.0) // max(n * res.get("CPU", 1.0), 1e-9)]
+    if job.scaling.use_gpu:
+        fits.append(total.get("GPU", 0.0) // max(n * res.get("GPU", 1.0), 1e-9))
+    return max(1, int(min(fits)))
+
+
+def run_search(cfg: tcfg.TuneJobConfig, *, name: str, base: TrainJobConfig, prepared, storage: str,
+               address: str = ""):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tune.trial import run_trial
+
+    vocabs = tcfg.flat_space(cfg.space).get("model.vocab_size", {}).get("choice", [base.model.vocab_size])
+    tokenizers = {int(v): train_tokenizer(prepared.source, int(v), base.data.tokenizer_records).to_json()
+                  for v in vocabs}
+    init_ray(address)
+    concurrent = max_concurrent(base, cfg.search.max_concurrent)
+    epochs = base.optim.epochs
+    print(f"search {name}: {cfg.search.num_samples} trials, {concurrent} at a time, {epochs} epochs each",
+          flush=True)
+    trainable = tune.with_parameters(run_trial, base=to_dict(base), tokenizers=tokenizers, prepared=prepared,
+                                     search=name, runs_storage=_join(storage, name, "runs"))
+    # The trial function only drives a TorchTrainer: it holds no CPU (RAY-HERE.md).
+    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1 << 20})
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=min(cfg.search.grace_period, epochs),
+                              reduction_factor=cfg.search.reduction_factor)
+    search = ConcurrencyLimiter(OptunaSearch(seed=cfg.search.seed), max_concurrent=concurrent)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=tcfg.tune_space(cfg.space),
+        tune_config=tune.TuneConfig(metric=cfg.search.metric, mode="min", search_alg=search, scheduler=scheduler,
+                                    num_samples=cfg.search.num_samples),
+        run_config=tune.RunConfig(name=name, storage_path=storage),
+    )
+    return tuner.fit()
+
+
+def _join(storage: str, *parts: str) -> str:
+    return "/".join([storage.rstrip("/"), *parts]) if is_uri(storage) else str(Path(storage).joinpath(*parts))
+
+
+def trial_rows(grid, space: dict) -> list[dict]:
+    """One row per trial from the ResultGrid: params, status, last metrics, artifact location."""
+    rows = []
+    for res in grid:
+        m = res.metrics or {}
+        params = {k: (v.item() if hasattr(v, "item") else v) for k, v in (res.config or {}).items() if k in space}
+        done = bool(m.get("final"))  # not "done": Tune sets that when a trial stops for any reason
+        if res.error is not None:
+            status, note = "error", f"{type(res.error).__name__}: {str(res.error).splitlines()[0][:160]}"
+        elif done:
+            status, note = "finished", ""
+        else:
+            status, note = "stopped", "stopped early by ASHA"
+        ckpt = m.get("checkpoint_path") if done else None
+        rows.append({
+            "trial": m.get("trial_id") or Path(res.path).name,
+            "family": params.get("model.family"), "d_model": params.get("model.d_model"),
+            "n_layers": params.get("model.n_layers"), "vocab_size": params.get("model.vocab_size"),
+            "lr": params.get("optim.lr"), "params": params, "status": status, "epochs": m.get("epoch"),
+            "val_bpb": m.get("val_bpb"), "checkpoint": ckpt, "note": note,
+            "ratio": None, "decode_ms_p95": None, "eligible": False, "winner": False,
+        })
+    return sorted(rows, key=lambda r: str(r["trial"]))
+
+
+def evaluate(rows: list[dict], objective: tcfg.ObjectiveConf, records: list[dict]) -> None:
+    """Size and time every finished trial's artifact on the same records, one trial at a time."""
+    from ray.train import Checkpoint
+
+    from train.checkpoint import ARTIFACT
+    from train.export import measure_artifact
+
+    for r in rows:
+        if r["status"] != "finished" or not r["checkpoint"]:
+            continue
+        with Checkpoint(r["checkpoint"]).as_directory() as d:
+            art = Path(d) / ARTIFACT
+            if not art.is_dir():
+                r["note"] = "no exported artifact in the final checkpoint"
+                continue
+            m = measure_artifact(art, records, repeats=objective.repeats)
+        r.update(ratio=m.get("ratio"), decode_ms_p95=m.get("decode_ms_p95"), exact_rate=m.get("exact_rate"),
+                 fallbacks=m.get("fallbacks"))
+        if m.get("exact_rate") != 1.0 or m.get("errors"):
+            r["note"] = "not exact on the record set"
+        elif m["decode_ms_p95"] > objective.latency_budget_ms:
+            r["note"] = f"over the latency budget ({m['decode_ms_p95']:.1f} > {objective.latency_budget_ms:g} ms)"
+        else:
+            r["eligible"] = True
+
+
+def choose(rows: list[dict]) -> dict | None:
+    """The eligible trial with the best ratio (ties: lower latency)."""
+    eligible = [r for r in rows if r["eligible"]]
+    if not eligible:
+        return None
+    best = max(eligible, key=lambda r: (r["ratio"], -r["decode_ms_p95"]))
+    best["winner"] = True
+    return best
+
+
+def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[dict], out_dir: Path, *, search: str,
+             data_hash: str = "") -> dict:
+    """Re-export the winner as the registry's next version, gate it on the test split, register if it passes."""
+    from ray.train import Checkpoint
+
+    from nbmf.export import export_artifact
+    from train.export import model_from_checkpoint
+
+    registry_dir = Path(cfg.registry.dir).resolve()
+    with register.locked(registry_dir):
+        version = register.next_version(registry_dir)
+        with Checkpoint(winner["checkpoint"]).as_directory() as d:
+            model, mcfg, tok, loaded = model_from_checkpoint(d)
+        staged = out_dir / "winner" / version
+        training = {"search": search, "trial": winner["trial"], "params": winner["params"],
+                    "steps": loaded.state.get("step"), "val_bits_per_byte": winner["val_bpb"]}
+        export_artifact(model, mcfg, tok, staged, version=version, metrics={}, data_hash=data_hash, training=training)
+        check = gates.validate(staged, test_rows, cfg.gates.thresholds)
+        outcome = {"version": version, "trial": winner["trial"], "gates": check["gates"], "failed": check["failed"],
+                   "test": check["summary"], "test_by_type": check["by_type"], "registered": False,
+                   "registry": str(registry_dir), "staged": str(staged)}
+        if not check["passed"]:
+            outcome["reason"] = "the winner failed the gates on the test split: " + "; ".join(check["failed"])
+            return outcome
+        metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
+                   "search_decode_ms_p95": winner["decode_ms_p95"],
+                   **{f"test_{k}": v for k, v in check["summary"].items() if isinstance(v, (int, float))}}
+        export_artifact(model, mcfg, tok, staged, version=version, metrics=metrics, data_hash=data_hash,
+                        training=training)
+        dest = register.register(staged, registry_dir, version, set_current=cfg.registry.set_current)
+        outcome.update(registered=True, path=str(dest), current=register.current(registry_dir))
+        return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML search preset, e.g. tune/configs/tiny.yaml")
+    p.add_argument("--address", default="", help="Ray cluster: default joins a running one or starts one; "
+                   "'local' always starts a private one")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. search.num_samples=8")
+    args = p.parse_args(argv)
+    try:
+        cfg = tcfg.load(args.config, args.overrides)
+        base = load_config(TrainJobConfig, cfg.train, cfg.train_overrides)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    name = cfg.search.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    report = search_and_register(cfg, base, name, address=args.address)
+    return 0 if report["outcome"].get("registered") else 3
+
+
+def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, address: str = "") -> dict:
+    """The whole search (steps 1-5 of the module doc); returns the report also written to results.json."""
+    base = dataclasses.replace(base, wandb=dataclasses.replace(base.wandb, group=name))
+    storage = storage_of(dataclasses.replace(base, run=dataclasses.replace(base.run,
+                                                                          storage_path=cfg.search.storage_path)))
+    prepared = prepare(dataclasses.replace(base, export=dataclasses.replace(base.export,
+                                                                            bench_records=cfg.objective.records)))
+    out_dir = Path("runs/tune").resolve() / name if is_uri(storage) else Path(storage) / name
+    t0 = time.time()
+    grid = run_search(cfg, name=name, base=base, prepared=prepared, storage=storage, address=address)
+    rows = trial_rows(grid, tcfg.flat_space(cfg.space))
+    evaluate(rows, cfg.objective, prepared.bench_rows)
+    winner = choose(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if winner is None:
+        outcome = {"registered": False, "reason": "no finished trial was eligible: " + "; ".join(
+            f"{r['trial']}: {r['note'] or r['status']}" for r in rows)}
+    else:
+        test_rows = rows_of(iter_rows(prepared.source, "test", cfg.gates.test_records))
+        outcome = finalize(winner, cfg, test_rows, out_dir, search=name, data_hash=prepared.data_hash)
+    report = {"search": name, "seconds": round(time.time() - t0, 1), "config": to_dict(cfg),
+              "latency_budget_ms": cfg.objective.latency_budget_ms, "trials": rows, "winner": winner and winner["trial"],
+              "outcome": outcome}
+    results.write_json(report, out_dir / "results.json")
+    results.write_csv(rows, out_dir / "results.csv")
+    results.plot(rows, out_dir / "pareto.png", cfg.objective.latency_budget_ms)
+    results.print_table(rows, f"search {name}: {len(rows)} trials")
+    if outcome.get("registered"):
+        print(f"registered {outcome['version']} (trial {outcome['trial']}) in {outcome['registry']}; "
+              f"CURRENT = {outcome.get('current')}", flush=True)
+    else:
+        print(f"registered nothing: {outcome['reason']}", flush=True)
+    print(f"results: {out_dir}/results.csv, results.json, pareto.png", flush=True)
+    return report
+
