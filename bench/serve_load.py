@@ -106,6 +106,20 @@ def run_load(url: str, payloads: list, op: str, n: int, clients: int, blobs: lis
             "status": statuses, "fallbacks": fallbacks, "encoders": encoders}
 
 
+def measure(url: str, payloads: list, a) -> dict:
+    import httpx
+
+    report = {"url": url, "versions": httpx.get(f"{url}/v1/versions").json(), "runs": []}
+    with httpx.Client(base_url=url, timeout=30) as c:  # blobs for the decode run, and a warm-up
+        blobs = [c.post("/v1/encode", json={"payload": x, "record_id": f"warm-{i}", "format": "raw"}).content
+                 for i, x in enumerate(payloads[:200])]
+    for op in (["encode", "decode"] if a.op == "both" else [a.op]):
+        res = run_load(url, payloads, op, a.requests, a.clients, blobs)
+        print(json.dumps(res), flush=True)
+        report["runs"].append(res)
+    return report
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="model registry dir (default: NBMF_MODEL_DIR or <repo>/models)")
@@ -132,7 +146,7 @@ def main(argv=None) -> None:
         from serve.app import build_app
         from serve.args import AppArgs
 
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)  # private: never a shared cluster
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -149,30 +163,22 @@ def main(argv=None) -> None:
     else:
         url = a.url
 
-    import httpx
+    try:
+        report = measure(url, payloads, a)
+    finally:
+        if watcher is not None:
+            watcher.stop_event.set()
+            watcher.join()
+            import ray
+            from ray import serve
 
-    report = {"url": url, "versions": httpx.get(f"{url}/v1/versions").json(), "runs": []}
-    with httpx.Client(base_url=url, timeout=30) as c:  # blobs for the decode run, and a warm-up
-        blobs = [c.post("/v1/encode", json={"payload": x, "record_id": f"warm-{i}", "format": "raw"}).content
-                 for i, x in enumerate(payloads[:200])]
-    ops = ["encode", "decode"] if a.op == "both" else [a.op]
-    for op in ops:
-        res = run_load(url, payloads, op, a.requests, a.clients, blobs)
-        print(json.dumps(res), flush=True)
-        report["runs"].append(res)
+            serve.shutdown()
+            ray.shutdown()
     if watcher is not None:
-        watcher.stop_event.set()
-        watcher.join()
         counts = [n for _, n in watcher.samples]
         report["model_replicas"] = {"start": counts[0] if counts else None, "max": max(counts, default=None),
                                     "timeline": watcher.samples}
         print(f"model replicas: start {report['model_replicas']['start']}, max {report['model_replicas']['max']}")
-        from ray import serve
-
-        serve.shutdown()
-        import ray
-
-        ray.shutdown()
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -10,14 +10,14 @@ import importlib
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbmf
-from nbmf.blob import from_envelope, peek_header, to_envelope, unpack
+from nbmf.blob import from_envelope, peek_header, to_envelope, unpack, version_name
 from nbmf.errors import NBMFError
-from nbmf.registry import Registry
+from nbmf.registry import Registry, default_model_dir
 
 __all__ = ["DecodeOutcome", "VersionModel", "blob_version", "current_version", "from_envelope",
            "import_loader", "list_versions", "load_codec", "resolve_model_dir", "stub_registry",
@@ -28,15 +28,8 @@ LEGACY = "legacy"
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
-    """``model_dir`` if given, else env NBMF_MODEL_DIR, else ``<repo>/models`` (the nbmf default)."""
-    if model_dir is not None:
-        return Path(model_dir)
-    env = os.environ.get("NBMF_MODEL_DIR")
-    return Path(env) if env else Path(nbmf.__file__).resolve().parents[1] / "models"
-
-
-def version_name(encoder_id: int) -> str:
-    return "stub" if encoder_id == 0 else f"v{encoder_id}"
+    """``model_dir`` if given, else the library's default (env NBMF_MODEL_DIR, else ``<repo>/models``)."""
+    return Path(model_dir) if model_dir is not None else default_model_dir()
 
 
 def list_versions(model_dir: Path) -> list[str]:
@@ -88,7 +81,7 @@ def stub_registry() -> Registry:
 
 def blob_version(blob: bytes | dict) -> str:
     """``legacy``, ``stub`` or ``vN`` for a blob, from its header alone (no checksum, no decoding)."""
-    if isinstance(blob, dict) or blob[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
+    if isinstance(blob, dict) or blob[:1] == b"{":  # what nbmf.codecs.legacy.parse recognizes
         return LEGACY
     return version_name(peek_header(blob).encoder_id)
 
@@ -111,44 +104,53 @@ def _name(x) -> str:
     return (getattr(x, "name", None) or str(x)).lower()
 
 
+def _outcome(r) -> DecodeOutcome:
+    return DecodeOutcome(payload=r.payload, kind=_name(r.kind), fidelity=_name(r.fidelity), version=r.version,
+                         truncated=bool(r.truncated))
+
+
 def decode_items(registry: Registry, blobs: Sequence[bytes | dict], max_output_size: int) -> list[DecodeOutcome]:
-    """Decode each blob; a bad blob becomes an outcome with ``error`` set, the others still decode."""
-    out = []
-    for blob in blobs:
-        try:
-            r = registry.decode_result(blob, max_output_size=max_output_size)
-        except NBMFError as e:
-            out.append(DecodeOutcome(error=type(e).__name__, message=str(e)))
-            continue
-        out.append(DecodeOutcome(payload=r.payload, kind=_name(r.kind), fidelity=_name(r.fidelity),
-                                 version=r.version if isinstance(r.version, str) else version_name(r.version),
-                                 truncated=bool(r.truncated)))
-    return out
+    """Decode each blob; a bad blob becomes an outcome with ``error`` set, the others still decode.
+
+    One ``decode_many`` call (each version's blobs decode as one batch); only when it raises are the
+    blobs decoded one by one to find which of them is bad.
+    """
+    try:
+        return [_outcome(r) for r in registry.decode_many(list(blobs), max_output_size=max_output_size)]
+    except NBMFError:
+        if len(blobs) == 1:
+            return [_decode_one(registry, blobs[0], max_output_size)]
+    return [_decode_one(registry, b, max_output_size) for b in blobs]
+
+
+def _decode_one(registry: Registry, blob, max_output_size: int) -> DecodeOutcome:
+    try:
+        return _outcome(registry.decode_result(blob, max_output_size=max_output_size))
+    except NBMFError as e:
+        return DecodeOutcome(error=type(e).__name__, message=str(e))
 
 
 def encode_items(registry: Registry, version: str, items: Sequence[tuple]) -> list[tuple[bytes, str | None]]:
     """Encode ``(payload, kind, fidelity)`` items with ``version``: ``(blob, fallback_reason)`` each.
 
-    The registry's own safety net (round-trip check, never larger than the stub) may write a stub
-    blob; the reason it counted is reported so the service can count it per version too.
+    One ``encode_many`` call per fidelity. The registry's safety net (verified round trip, never
+    larger than the stub) may write stub blobs; it counts why per version ("v1:larger"), and that
+    reason is reported with each such blob ("mixed" when one call fell back for several reasons).
     """
-    results: list[tuple[bytes, str | None]] = []
-    for payload, kind, fidelity in items:
-        before = _fallback_counts(registry)
-        blob = registry.encode(payload, fidelity=fidelity, version=version, kind=kind)
-        reason = None
-        if version != "stub" and peek_header(blob).encoder_id == 0:
-            after = _fallback_counts(registry)
-            grew = [k for k, n in after.items() if n > before.get(k, 0)]
-            reason = grew[0] if grew else "codec"
-        results.append((blob, reason))
-    return results
-
-
-def _fallback_counts(registry: Registry) -> dict[str, int]:
-    stats = getattr(registry, "stats", None)
-    fallbacks = getattr(stats, "fallbacks", None)
-    return dict(fallbacks) if fallbacks else {}
+    out: list = [None] * len(items)
+    by_fidelity: dict[str, list[int]] = {}
+    for i, (_, _, fidelity) in enumerate(items):
+        by_fidelity.setdefault(fidelity, []).append(i)
+    for fidelity, idx in by_fidelity.items():
+        before = Counter(registry.stats.fallbacks)
+        blobs = registry.encode_many([items[i][0] for i in idx], fidelity=fidelity, version=version,
+                                     kinds=[items[i][1] for i in idx])
+        grew = {key.rpartition(":")[2] for key, n in registry.stats.fallbacks.items() if n > before[key]}
+        reason = (grew.pop() if len(grew) == 1 else "mixed") if grew else None
+        for i, blob in zip(idx, blobs):
+            fell_back = version != "stub" and peek_header(blob).encoder_id == 0
+            out[i] = (blob, reason or "codec" if fell_back else None)
+    return out
 
 
 class VersionModel:

@@ -28,8 +28,9 @@ def serve_base_url():
 
     started = False
     if not ray.is_initialized():
-        # 4 logical CPUs on a 2-core box: replicas reserve 0.1-0.25 each and mostly wait on I/O.
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        # address="local": a private cluster, never one that someone started with `ray start` on this box.
+        # 4 logical CPUs on a 2-core box: replicas reserve 0.1 CPU each and mostly wait on I/O.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}})
         started = True
     port = _free_port()

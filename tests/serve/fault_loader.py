@@ -1,15 +1,18 @@
-"""Fault injection for the Serve tests: the real neural loader, made to fail while ``<model_dir>/FAULT`` exists.
+"""Fault injection for the Serve tests: the real neural loader, made to fail while ``<model_dir>/FAULT``
+exists, and to stall (``<model_dir>/SLOW`` holds the seconds) so that requests time out.
 
 Serve replicas import it by path (``loader="tests.serve.fault_loader:load"``); Ray workers start in
 the driver's working directory (the repository root), so the module is importable there.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from serve.codec_ops import load_codec
 
 FAULT = "FAULT"
+SLOW = "SLOW"
 
 
 class InjectedFault(RuntimeError):
@@ -19,6 +22,9 @@ class InjectedFault(RuntimeError):
 def _check(path: Path) -> None:
     if path.exists():
         raise InjectedFault(f"injected fault ({path})")
+    slow = path.with_name(SLOW)
+    if slow.exists():
+        time.sleep(float(slow.read_text()))
 
 
 class FaultyCodec:

@@ -170,7 +170,8 @@ def test_unknown_version_is_404(client):
     from nbmf import blob as nbmf_blob
 
     # a checksum-valid blob that names a version this service does not hold
-    forged = nbmf_blob.pack(9, nbmf_blob.Fidelity.LOSSLESS, nbmf_blob.Kind.TEXT, 1, b"\x00")
+    forged = nbmf_blob.pack(encoder_id=9, fidelity=nbmf_blob.Fidelity.LOSSLESS, kind=nbmf_blob.Kind.TEXT,
+                            original_length=1, body=b"\x00")
     r = client.post("/v1/decode", json=nbmf_blob.to_envelope(forged))
     assert r.status_code == 404, r.text
     assert "v9" in r.json()["detail"] and "stub" in r.json()["detail"]

@@ -6,6 +6,7 @@ registered as v1 and v2; the model deployment loads them through a loader that c
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
 APP = "nbmf-neural"
 SHARE = 0.5
+ENCODE_TIMEOUT_S = 4.0  # models are preloaded, so only an injected stall gets near it
 
 
 def deploy(model_dir: Path, canary_share: float = SHARE) -> None:
@@ -30,7 +32,8 @@ def deploy(model_dir: Path, canary_share: float = SHARE) -> None:
     app["name"] = APP
     app["args"].update(model_dir=str(model_dir), loader="tests.serve.fault_loader:load", model_num_cpus=0.1,
                        ingress_num_cpus=0.1,
-                       timeouts={"encode_s": 20.0, "decode_s": 20.0, "decode_attempts": 2, "retry_backoff_s": 0.2})
+                       timeouts={"encode_s": ENCODE_TIMEOUT_S, "decode_s": 20.0, "decode_attempts": 2,
+                                 "retry_backoff_s": 0.2})
     deployments = {d["name"]: d for d in app["deployments"]}
     deployments["CodecModel"]["autoscaling_config"].update(min_replicas=1, max_replicas=1)
     deployments["CodecModel"]["user_config"] = {"preload": ["v2"]}
@@ -58,16 +61,27 @@ def records(sample_payloads):
     return sample_payloads[:40]
 
 
-def library_blob(model_dir: Path, payload, version: str) -> bytes:
+@functools.lru_cache(maxsize=2)
+def library(model_dir: Path):
     from nbmf.registry import Registry
 
-    return Registry.from_dir(model_dir).encode(payload, version=version)
+    return Registry.from_dir(model_dir)
+
+
+def library_blob(model_dir: Path, payload, version: str) -> bytes:
+    """What the codec library itself writes (the service must write exactly this)."""
+    return library(model_dir).encode(payload, version=version)
 
 
 def encoder_of(blob: bytes) -> int:
     from nbmf.blob import peek_header
 
     return peek_header(blob).encoder_id
+
+
+def rid_for(version: str) -> str:
+    """A record id that the canary routes to ``version``."""
+    return next(f"pin-{i}" for i in range(10_000) if CanaryRouter("v1", "v2", SHARE).choose(f"pin-{i}") == version)
 
 
 def encode(client, payload, record_id=None):
@@ -120,8 +134,7 @@ def test_each_version_decodes_with_its_own_model(client, records, neural_app):
 
 def test_service_writes_the_library_bytes_single_and_batched(client, records, neural_app):
     """@serve.batch (concurrent single requests) and encode_batch write bit-identical blobs."""
-    rid = {v: next(f"pin-{i}" for i in range(10_000) if CanaryRouter("v1", "v2", SHARE).choose(f"pin-{i}") == v)
-           for v in ("v1", "v2")}
+    rid = {v: rid_for(v) for v in ("v1", "v2")}
     items = [(p, "v1" if i % 2 else "v2") for i, p in enumerate(records[:24])]
     expected = [library_blob(neural_app, p, v) for p, v in items]
     with cf.ThreadPoolExecutor(8) as pool:  # concurrent: the model replica batches these
@@ -160,6 +173,7 @@ def test_model_killed_encode_falls_back_decode_503_then_recovers(client, neural_
     import ray
 
     payload, blob = next((p, b) for p in records if encoder_of(b := library_blob(neural_app, p, "v1")) == 1)
+    rid = rid_for("v1")
     assert decode_raw(client, blob).status_code == 200
     fallbacks_before = _fallbacks(client)
 
@@ -168,7 +182,7 @@ def test_model_killed_encode_falls_back_decode_503_then_recovers(client, neural_
     try:
         for actor in _model_replicas():
             ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-        r = encode(client, payload, "mem-1")
+        r = encode(client, payload, rid)
         assert r.headers["x-nbmf-encoder"] == "stub" and r.headers["x-nbmf-fallback"]
         assert decode_raw(client, r.content).json()["payload"] == payload  # the stub blob is good
         d = decode_raw(client, blob)
@@ -179,14 +193,32 @@ def test_model_killed_encode_falls_back_decode_503_then_recovers(client, neural_
     finally:
         fault.unlink()
     deadline = time.monotonic() + 120
-    while True:  # Serve restarts the replica; the next load succeeds
+    while True:  # Serve restarted the replica; loads succeed again (the first ones may be slow)
         d = decode_raw(client, blob)
-        if d.status_code == 200 or time.monotonic() > deadline:
+        e = encode(client, payload, rid)
+        if (d.status_code == 200 and "x-nbmf-fallback" not in e.headers) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert d.status_code == 200 and d.json()["payload"] == payload
-    assert encode(client, payload, "mem-1").headers.get("x-nbmf-fallback") is None
+    assert "x-nbmf-fallback" not in e.headers and e.headers["x-nbmf-encoder"] == e.headers["x-nbmf-version"]
 
 
 def _fallbacks(client) -> int:
     return sum(f["count"] for f in client.get("/v1/stats").json()["fallbacks"])
+
+
+def test_encode_times_out_to_stub_then_recovers(client, neural_app, records):
+    payload, blob = next((p, b) for p in records if encoder_of(b := library_blob(neural_app, p, "v1")) == 1)
+    rid = rid_for("v1")
+    stall = ENCODE_TIMEOUT_S + 1.5
+    slow = neural_app / "SLOW"
+    slow.write_text(str(stall))
+    try:
+        t0 = time.monotonic()
+        r = encode(client, payload, rid)
+        assert r.headers["x-nbmf-fallback"] == "timeout" and r.headers["x-nbmf-encoder"] == "stub"
+        assert time.monotonic() - t0 < stall  # answered at the timeout, not when the model woke up
+    finally:
+        slow.unlink()
+    time.sleep(stall)  # let the stalled batch finish
+    assert encode(client, payload, rid).content == blob
