@@ -104,3 +104,19 @@ def test_a_job_submitted_to_the_head_node_succeeds(ray_head, tmp_path):
     assert p.returncode == 0, (p.stdout[-4000:], p.stderr[-4000:])
     result = json.loads((tmp_path / "submitted" / "result.json").read_text())
     assert result["metrics"]["final"] and result["metrics"]["step"] == result["metrics"]["total_steps"]
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_run(ray_head, tmp_path):
+    """A run whose worker dies with no retries left fails; `--resume` continues it from its checkpoint."""
+    from train.testing import run_module
+
+    args = ["--config", "train/configs/tiny.yaml", f"run.storage_path={tmp_path}", "run.name=interrupted",
+            "optim.epochs=1", "run.checkpoint_every=30", "run.max_failures=0", "export.enabled=false",
+            "wandb.enabled=false"]
+    first = run_module("train", [*args, "run.fail_at_step=45"], head=ray_head, cwd=REPO)
+    assert first.returncode != 0 and not (tmp_path / "interrupted" / "result.json").exists()
+    again = run_module("train", [*args, "--resume"], head=ray_head, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-4000:]
+    m = json.loads((tmp_path / "interrupted" / "result.json").read_text())["metrics"]
+    assert m["resumed_from"] == [30] and m["step"] == m["total_steps"]
