@@ -138,6 +138,8 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val").iter_batches(batch_size=256, batch_format="numpy")
     val_windows, val_bytes, n_val = shard_windows(val_shard, tokenizer, mcfg)
     tpb = job.data.tokens_per_batch
+    if not windows:
+        raise RuntimeError(f"rank {rank}'s training shard is empty: use fewer workers or more data")
     local_steps = len(make_batches(windows, tpb, np.random.default_rng(0)))
     print(f"[rank {rank}] shard: {n_train} train records ({train_bytes:,} B, {len(windows)} windows, "
           f"{local_steps} batches), {n_val} val records; {time.time() - t0:.1f}s", flush=True)

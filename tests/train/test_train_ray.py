@@ -11,6 +11,20 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """One private `ray start --head` node per test session, shared with the other Ray test module
+    (train.testing.session_head); drivers run as subprocesses against it, so these tests neither depend
+    on nor disturb a Ray instance another suite keeps in the test process. (Not a conftest.py: the
+    suite's --doctest-modules imports every conftest.py as a module named conftest.)"""
+    from train.testing import session_head
+
+    head, owner = session_head(tmp_path_factory.mktemp("ray") / "head.log")
+    yield head
+    if owner:
+        head.stop()
+
+
 def train(head, storage: Path, name: str, *overrides: str) -> dict:
     """`python -m train` on the session's head node; the run's result.json."""
     from train.testing import run_module
@@ -27,8 +41,24 @@ def _state(summary) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(ray_head, tmp_path_factory):
+    """The 2-worker tiny run, submitted as a job to the head node exactly as users submit it."""
+    from train.testing import ray_env
+
     storage = tmp_path_factory.mktemp("runs")
-    return storage, train(ray_head, storage, "two-workers")
+    ray = str(Path(sys.executable).parent / "ray")
+    cmd = [ray, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", ".", "--",
+           "python", "-m", "train", "--config", "train/configs/tiny.yaml", f"run.storage_path={storage}",
+           "run.name=two-workers"]
+    job = subprocess.run(cmd, cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=400)
+    result = storage / "two-workers" / "result.json"
+    return storage, json.loads(result.read_text()) if result.exists() else None, job
+
+
+def test_a_job_submitted_to_the_head_node_succeeds(trained):
+    _, summary, job = trained
+    assert job.returncode == 0, (job.stdout[-4000:], job.stderr[-4000:])
+    assert "succeeded" in (job.stdout + job.stderr).lower()
+    assert summary["metrics"]["final"] and summary["metrics"]["step"] == summary["metrics"]["total_steps"]
 
 
 def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
@@ -39,7 +69,8 @@ def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
     from train.data import corpus_row
     from train.export import registry_with
 
-    storage, summary = trained
+    storage, summary, job = trained
+    assert job.returncode == 0, job.stderr[-4000:]
     m = summary["metrics"]
     assert m["final"] and m["step"] == m["total_steps"] > 0 and m["resumed_from"] == []
     state = _state(summary)
@@ -69,7 +100,7 @@ def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
 def test_wandb_offline_files_hold_the_logged_metrics(trained):
     from train.testing import read_wandb_run
 
-    storage, summary = trained
+    storage, summary, _ = trained
     run = read_wandb_run(storage / "two-workers" / "wandb")
     assert run["files"] and {r["group"] for r in run["runs"]} == {"two-workers"}
     assert run["config"]["model"]["family"] == "transformer"
@@ -81,7 +112,7 @@ def test_wandb_offline_files_hold_the_logged_metrics(trained):
 
 
 def test_worker_crash_resumes_from_the_checkpoint_and_ends_at_the_same_step(ray_head, trained, tmp_path):
-    _, summary = trained
+    _, summary, _ = trained
     state = _state(summary)
     spe, total = state["steps_per_epoch"], state["total_steps"]
     crashed = train(ray_head, tmp_path, "crash", f"run.fail_at_step={spe + spe // 2}", "export.enabled=false",
@@ -91,19 +122,6 @@ def test_worker_crash_resumes_from_the_checkpoint_and_ends_at_the_same_step(ray_
     assert m["resumed_from"] == [spe]  # from the epoch-1 checkpoint, not from step 0
     assert m["step"] == m["total_steps"] == total
     assert m["val_bpb"] == pytest.approx(summary["metrics"]["val_bpb"], rel=0.05)
-
-
-def test_a_job_submitted_to_the_head_node_succeeds(ray_head, tmp_path):
-    from train.testing import ray_env
-
-    ray = str(Path(sys.executable).parent / "ray")
-    cmd = [ray, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", ".", "--",
-           "python", "-m", "train", "--config", "train/configs/tiny.yaml", f"run.storage_path={tmp_path}",
-           "run.name=submitted", "optim.epochs=1", "export.enabled=false", "wandb.enabled=false"]
-    p = subprocess.run(cmd, cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=400)
-    assert p.returncode == 0, (p.stdout[-4000:], p.stderr[-4000:])
-    result = json.loads((tmp_path / "submitted" / "result.json").read_text())
-    assert result["metrics"]["final"] and result["metrics"]["step"] == result["metrics"]["total_steps"]
 
 
 @pytest.mark.slow
