@@ -85,7 +85,14 @@ def _join(storage: str, *parts: str) -> str:
     return "/".join([storage.rstrip("/"), *parts]) if is_uri(storage) else str(Path(storage).joinpath(*parts))
 
 
-def trial_rows(grid, space: dict) -> list[dict]:
+def _checkpoint_uri(path: str | None, storage: str) -> str | None:
+    """Train reports checkpoint paths without the storage's scheme (s3://...); put it back."""
+    if not path or not is_uri(storage) or "://" in path:
+        return path
+    return storage.split("://", 1)[0] + "://" + path.lstrip("/")
+
+
+def trial_rows(grid, space: dict, storage: str = "") -> list[dict]:
     """One row per trial from the ResultGrid: params, status, last metrics, artifact location."""
     rows = []
     for res in grid:
@@ -98,7 +105,7 @@ def trial_rows(grid, space: dict) -> list[dict]:
             status, note = "finished", ""
         else:
             status, note = "stopped", "stopped early by ASHA"
-        ckpt = m.get("checkpoint_path") if done else None
+        ckpt = _checkpoint_uri(m.get("checkpoint_path"), storage) if done else None
         rows.append({
             "trial": m.get("trial_id") or Path(res.path).name,
             "family": params.get("model.family"), "d_model": params.get("model.d_model"),
@@ -209,7 +216,7 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
     out_dir = Path("runs/tune").resolve() / name if is_uri(storage) else Path(storage) / name
     t0 = time.time()
     grid = run_search(cfg, name=name, base=base, prepared=prepared, storage=storage, address=address)
-    rows = trial_rows(grid, tcfg.flat_space(cfg.space))
+    rows = trial_rows(grid, tcfg.flat_space(cfg.space), storage)
     evaluate(rows, cfg.objective, prepared.bench_rows)
     winner = choose(rows)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -124,3 +124,15 @@ def test_registry_refuses_a_tampered_artifact(artifacts, tmp_path):
     with pytest.raises(ArtifactError):
         register.register(bad, tmp_path / "models", "v1")
     assert register.versions(tmp_path / "models") == []
+
+
+@pytest.mark.parametrize("path, storage, expect", [
+    ("/tmp/r/s/runs/t/checkpoint_1", "/tmp/r", "/tmp/r/s/runs/t/checkpoint_1"),
+    ("bucket/tune/s/runs/t/checkpoint_1", "s3://bucket/tune", "s3://bucket/tune/s/runs/t/checkpoint_1"),
+    ("gs://b/x", "gs://b", "gs://b/x"),
+    (None, "s3://b", None),
+])
+def test_checkpoint_paths_keep_their_storage_scheme(path, storage, expect):
+    from tune.driver import _checkpoint_uri
+
+    assert _checkpoint_uri(path, storage) == expect
