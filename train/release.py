@@ -26,7 +26,9 @@ def export_run(run_dir: Path, out_dir: Path, version: str, tcfg) -> Path:
     train_cfg = state["train_config"]
     metrics = {"val_bits_per_byte_float_qat": vals[-1]["bits_per_byte"] if vals else None,
                "steps": state["step"], "params": model.num_params()}
-    training = {"command": " ".join(["python -m train.standalone"] + sys.argv[1:]),
+    commands = Path(run_dir) / "COMMANDS"  # the exact commands of a run resumed across sessions, if kept
+    training = {"commands": commands.read_text().splitlines() if commands.exists()
+                else [" ".join(["python -m train.standalone"] + sys.argv[1:])],
                 "train_config": train_cfg, "history": vals}
     return export_artifact(model, cfg, Tokenizer.load(run_dir), out_dir, version=version, metrics=metrics,
                            data_hash=file_sha256(train_cfg["train_file"]), training=training)

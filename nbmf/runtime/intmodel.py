@@ -52,6 +52,7 @@ class IntModel:
         self.params = {k: np.array(params[k], order="C") for k in PARAMS}  # (ascontiguousarray would make 0-d arrays 1-d)
         for k in WEIGHTS:
             self.params[k] = self.params[k].astype(np.int16)
+        self.params["emb"] = self.params["emb"].astype(np.int64)
         # 0-d arrays (norm_k) go to the kernel as scalars
         self._args = tuple(int(v.item()) if v.ndim == 0 else v for v in (self.params[k] for k in PARAMS))
         mixers = cfg.mixers()
@@ -62,7 +63,10 @@ class IntModel:
 
     def storable(self) -> dict[str, np.ndarray]:
         """Arrays as stored: weights back to int8."""
-        return {k: (v.astype(np.int8) if k in WEIGHTS else v) for k, v in self.params.items()}
+        out = {k: (v.astype(np.int8) if k in WEIGHTS else v) for k, v in self.params.items()}
+        if np.abs(out["emb"]).max(initial=0) < 2**31:  # the residual-unit embedding fits int32: half the bytes
+            out["emb"] = out["emb"].astype(np.int32)
+        return out
 
     def new_state(self, batch: int) -> State:
         d, w = self.cfg.d_model, self.cfg.context

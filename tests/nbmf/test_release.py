@@ -1,0 +1,107 @@
+"""The released default model (models/, CURRENT): exact round trips on val records and pinned golden blobs.
+
+Golden blobs under tests/golden/released/ were written by the released model; every later version of the
+code must decode them to the same payloads (and, with the same model, write the same bytes). Regenerate
+only on purpose: NBMF_REGENERATE=1 pytest tests/nbmf/test_release.py
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import nbmf
+from nbmf.registry import Registry, default_model_dir
+from nbmf.testing import sample_records
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden" / "released"
+SAMPLE_VAL = ROOT / "data" / "sample" / "val.jsonl"
+CORPUS_VAL = ROOT.parent / "shared" / "corpus" / "val.jsonl"
+
+GOLDEN_EXTRA = [
+    ("lossless", ""),
+    ("lossless", "x"),
+    ("lossless", "Grüße aus Köln 😀 — naïve café"),
+    ("lossless", {"role": "user", "content": "lone \ud800 surrogate", "n": [1, 2.5, None, True]}),
+    ("lossless", b"\x00\xff\xfe binary \x80"),
+    ("semantic", "  Remember:\n\n the user   prefers  metric units.  "),
+    ("semantic", {"b": 1, "a": {"z": [1, 2], "y": "é"}}),
+]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    reg = Registry.default()
+    if reg.current == "stub":
+        pytest.fail(f"no released model: {default_model_dir()} must hold vN/ and CURRENT")
+    return reg
+
+
+def golden_cases():
+    recs = sample_records(SAMPLE_VAL)
+    by_type: dict[str, list] = {}
+    for r in recs:
+        by_type.setdefault(r["type"], []).append(r["data"])
+    cases = [("lossless", d) for t in sorted(by_type) for d in by_type[t][:4]]
+    return cases + GOLDEN_EXTRA
+
+
+def _encode_case(payload):
+    return {"bytes_hex": payload.hex()} if isinstance(payload, bytes) else {"value": payload}
+
+
+def _decode_case(case):
+    return bytes.fromhex(case["bytes_hex"]) if "bytes_hex" in case else case["value"]
+
+
+def test_golden_blobs_decode_to_their_payloads(registry):
+    index = GOLDEN / "index.json"
+    if os.environ.get("NBMF_REGENERATE") == "1":
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for i, (fidelity, payload) in enumerate(golden_cases()):
+            blob = registry.encode(payload, fidelity=fidelity)
+            (GOLDEN / f"{i:02d}.nbmf").write_bytes(blob)
+            expected = registry.decode(blob)
+            entries.append({"file": f"{i:02d}.nbmf", "fidelity": fidelity, "input": _encode_case(payload),
+                            "expected": _encode_case(expected), "version": registry.inspect(blob).version})
+        index.write_text(json.dumps(entries, indent=1, ensure_ascii=True) + "\n")
+    entries = json.loads(index.read_text())
+    assert len(entries) >= 15
+    versions = set()
+    for e in entries:
+        blob = (GOLDEN / e["file"]).read_bytes()
+        versions.add(nbmf.inspect(blob).version)
+        assert registry.decode(blob) == _decode_case(e["expected"]), e["file"]
+        # the same model writes the same bytes: the integer runtime is deterministic
+        assert registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"]) == blob, e["file"]
+    assert registry.current in versions  # the golden set exercises the neural codec, not only the stub
+
+
+def _val_payloads(path: Path, limit: int | None):
+    return [r["data"] for r in sample_records(path, limit=limit)]
+
+
+def test_released_model_round_trips_sample_val_records(registry):
+    payloads = _val_payloads(SAMPLE_VAL, 40)
+    blobs = registry.encode_many(payloads)
+    assert [r.payload for r in registry.decode_many(blobs)] == payloads
+    assert sum(nbmf.inspect(b).version == registry.current for b in blobs) >= 0.9 * len(blobs)
+
+
+@pytest.mark.slow
+def test_released_model_round_trips_every_val_record(registry):
+    path = CORPUS_VAL if CORPUS_VAL.exists() else SAMPLE_VAL
+    payloads = _val_payloads(path, None)
+    for i in range(0, len(payloads), 64):
+        chunk = payloads[i : i + 64]
+        blobs = registry.encode_many(chunk)
+        assert [r.payload for r in registry.decode_many(blobs)] == chunk
+        sem = registry.encode_many(chunk, fidelity="semantic")
+        from nbmf.payload import canonical, from_raw, to_raw
+
+        want = [from_raw(canonical(*to_raw(p)), to_raw(p)[1]) for p in chunk]
+        assert [r.payload for r in registry.decode_many(sem)] == want
