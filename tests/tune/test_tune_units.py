@@ -136,3 +136,12 @@ def test_checkpoint_paths_keep_their_storage_scheme(path, storage, expect):
     from tune.driver import _checkpoint_uri
 
     assert _checkpoint_uri(path, storage) == expect
+
+
+def test_module_doctests():
+    """train/ and tune/ are outside the suite's doctest paths: run their examples here."""
+    import doctest
+
+    import tune.results
+
+    assert doctest.testmod(tune.results).failed == 0
