@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, address: str = "") -> dict:
     """The whole search (steps 1-5 of the module doc); returns the report also written to results.json."""
+    if os.environ.get("RAY_JOB_SUBMISSION_ID") and not Path(cfg.registry.dir).is_absolute():
+        print(f"warning: registry.dir={cfg.registry.dir!r} is relative, so inside a job it is the uploaded copy "
+              "of the working directory; pass an absolute path to register into a lasting registry",
+              file=sys.stderr)
     base = dataclasses.replace(base, wandb=dataclasses.replace(base.wandb, group=name))
     storage = storage_of(dataclasses.replace(base, run=dataclasses.replace(base.run,
                                                                           storage_path=cfg.search.storage_path)))
