@@ -20,25 +20,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+HERE = Path(__file__).resolve().parent
+_serve: dict = {}  # the running Serve instance: url, and whether this suite started Ray
+
+
 @pytest.fixture(scope="session")
 def serve_base_url():
-    """A local Ray (reused when another suite already started one) with Serve's proxy on a free port."""
+    """A local Ray (reused when the test process already has one) with Serve's proxy on a free port.
+
+    Shared by the Serve test modules, and stopped as soon as the last of them is done (see the hook
+    below) rather than at the end of the session, so later suites get the machine back.
+    """
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    started = False
-    if not ray.is_initialized():
-        # address="local": a private cluster, never one that someone started with `ray start` on this box.
-        # 4 logical CPUs on a 2-core box: replicas reserve 0.1 CPU each and mostly wait on I/O.
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}})
-        started = True
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
+    if not _serve:
+        started = False
+        if not ray.is_initialized():
+            # address="local": a private cluster, never one that someone started with `ray start` on this box.
+            # 4 logical CPUs on a 2-core box: replicas reserve 0.1 CPU each and mostly wait on I/O.
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}})
+            started = True
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        _serve.update(url=f"http://127.0.0.1:{port}", started=started)
+    yield _serve["url"]
+    _stop_serve()
+
+
+def _stop_serve() -> None:
+    if not _serve:
+        return
+    import ray
+    from ray import serve
+
     serve.shutdown()
-    if started:
+    if _serve["started"]:
         ray.shutdown()
+    _serve.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield  # the items' own fixtures (serve.delete of each app) are torn down first
+    if nextitem is None or HERE not in nextitem.path.parents:
+        _stop_serve()
+    return result
 
 
 @pytest.fixture()

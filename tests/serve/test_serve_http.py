@@ -1,7 +1,7 @@
 """The HTTP API on real Serve: stub round trips, legacy blobs, batch endpoints, and every bad input -> 4xx.
 
 The model directory here holds no neural version, so everything runs in the ingress; the neural paths
-(multiplexing, canary, fallback) are in test_neural.py.
+(multiplexing, canary, fallback) are in test_serve_neural.py.
 """
 from __future__ import annotations
 
