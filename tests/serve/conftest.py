@@ -39,12 +39,15 @@ def serve_base_url():
         if not ray.is_initialized():
             # address="local": a private cluster, never one that someone started with `ray start` on this box.
             # 4 logical CPUs on a 2-core box: replicas reserve 0.1 CPU each and mostly wait on I/O.
+            metrics_port = _free_port()  # Prometheus text from Ray's metrics agent
             ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+                     _metrics_export_port=metrics_port,
                      runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}})
             started = True
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        _serve.update(url=f"http://127.0.0.1:{port}", started=started)
+        _serve.update(url=f"http://127.0.0.1:{port}", started=started,
+                      metrics_url=f"http://127.0.0.1:{metrics_port}/metrics" if started else None)
     yield _serve["url"]
     _stop_serve()
 
@@ -67,6 +70,14 @@ def pytest_runtest_teardown(item, nextitem):
     if nextitem is None or HERE not in nextitem.path.parents:
         _stop_serve()
     return result
+
+
+@pytest.fixture()
+def prometheus_url(serve_base_url):
+    """Where Ray exports the Serve metrics (only when this suite started Ray and chose the port)."""
+    if not _serve.get("metrics_url"):
+        pytest.skip("Ray was started elsewhere; its metrics port is unknown")
+    return _serve["metrics_url"]
 
 
 @pytest.fixture()

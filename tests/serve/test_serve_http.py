@@ -242,3 +242,22 @@ def test_metrics_count_requests(client):
         return sum(r["count"] for r in stats["requests"] if r["op"] == "encode" and r["version"] == "stub")
 
     assert n(after) == n(before) + 1
+
+
+def test_metrics_reach_prometheus(client, prometheus_url):
+    """Per-version counters and latency histograms are exported by Ray (Prometheus text format)."""
+    import time
+
+    import httpx
+
+    client.post("/v1/encode", json={"payload": "exported"})
+    deadline, lines = time.monotonic() + 60, []
+    while time.monotonic() < deadline:  # Ray's metrics agent publishes every few seconds
+        text = httpx.get(prometheus_url, timeout=10).text
+        lines = [ln for ln in text.splitlines() if ln.startswith("ray_nbmf_") and 'component="ingress"' in ln]
+        if any(ln.startswith("ray_nbmf_requests") for ln in lines) and any("ray_nbmf_latency_ms_bucket" in ln for ln in lines):
+            break
+        time.sleep(2)
+    requests = [ln for ln in lines if ln.startswith("ray_nbmf_requests")]
+    assert any('op="encode"' in ln and 'version="stub"' in ln and 'outcome="ok"' in ln for ln in requests), lines[:5]
+    assert any('le="120.0"' in ln for ln in lines if "ray_nbmf_latency_ms_bucket" in ln)
