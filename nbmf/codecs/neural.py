@@ -82,7 +82,7 @@ class NeuralCodec:
             if n == 0:
                 out.append(b"" if len(raw) == 0 else None)
                 continue
-            table = freqs[start : start + n].astype(np.float64)
+            table = freqs[start : start + n]
             start += n
             encoder = constriction.stream.queue.RangeEncoder()
             encoder.encode(x.astype(np.int32), _FAMILY, table)
@@ -102,28 +102,30 @@ class NeuralCodec:
         """Raw bytes for [(body, kind, original_length), ...], decoded in lockstep (same bits as one by one)."""
         n = len(items)
         out: list[list[int]] = [[] for _ in range(n)]
-        remaining = np.array([int(length) for _, _, length in items], dtype=np.int64)
+        remaining = [int(length) for _, _, length in items]
         decoders = [constriction.stream.queue.RangeDecoder(_words(body)) for body, _, _ in items]
         state = self.model.new_state(n)
         tokens = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
-        active = np.flatnonzero(remaining > 0)
+        active = np.array([j for j in range(n) if remaining[j] > 0], dtype=np.int64)
         for j, (body, _, _) in enumerate(items):
             if remaining[j] == 0 and body:
                 raise CorruptBlobError("blob body has data but its header says the record is empty")
-        freq = np.empty((n, self.cfg.vocab_size), np.int64)
+        freq = np.empty((n, self.cfg.vocab_size), np.float64)
+        piece_len = self._piece_len.tolist()
         while len(active):
             rows = freq[: len(active)]
             self.model.step(state, tokens[active], active, rows)
-            probs = rows.astype(np.float64)
-            for r, j in enumerate(active):
-                t = int(decoders[j].decode(_FAMILY, probs[r : r + 1])[0])
+            for r, j in enumerate(active.tolist()):
+                t = int(decoders[j].decode(_FAMILY, rows[r : r + 1])[0])
                 out[j].append(t)
                 tokens[j] = t
-                remaining[j] -= self._piece_len[t]
-                if remaining[j] < 0:
+                left = remaining[j] - piece_len[t]
+                if left < 0:
                     raise CorruptBlobError("neural body decodes past the record's length: the blob is corrupted "
                                            "or was written by a different model")
-            active = active[remaining[active] > 0]
+                remaining[j] = left
+            if any(remaining[j] == 0 for j in active.tolist()):
+                active = np.array([j for j in active.tolist() if remaining[j] > 0], dtype=np.int64)
         return [self.tokenizer.decode(ids) for ids in out]
 
     # -- measurement ----------------------------------------------------------------------------

@@ -79,11 +79,14 @@ class IntModel:
         )
 
     def step(self, state: State, tokens: np.ndarray, slots: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Feed ``tokens[j]`` to record ``slots[j]``; return next-token frequencies [len(tokens), vocab] (int64)."""
+        """Feed ``tokens[j]`` to record ``slots[j]``; return next-token frequencies [len(tokens), vocab].
+
+        float64 holding exact integers in [1, 2**20]: the form the range coder takes, with no copy.
+        """
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         if out is None:
-            out = np.empty((len(tokens), self.cfg.vocab_size), np.int64)
+            out = np.empty((len(tokens), self.cfg.vocab_size), np.float64)
         kernels.step(tokens, slots, *self._args, state.kcache, state.vcache, state.rstate, state.chist, state.pos, out)
         return out
 

@@ -74,7 +74,7 @@ def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
          kcache, vcache, rstate, chist, pos, freq):
     """Advance each record ``slots[j]`` by input token ``tokens[j]``; write its next-token frequencies.
 
-    freq[j, v] >= 1 are integer weights of the next token (the entropy coder normalizes them).
+    freq[j, v] >= 1 (float64 holding exact integers) are the next token's weights; the coder normalizes them.
     State (caches, recurrent states, conv histories, positions) is indexed by slot and updated in place.
     """
     d = emb.shape[1]
@@ -92,6 +92,7 @@ def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
     g = np.zeros(hidden, np.int16)
     scores = np.zeros(window, np.int64)
     s32 = np.zeros(window, np.int32)
+    logits = np.zeros(vocab, np.int64)
     e32 = np.zeros(window, np.int32)
     for j in range(tokens.shape[0]):
         b = slots[j]
@@ -171,10 +172,9 @@ def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
         best = np.int64(-(1 << 62))
         for v in range(vocab):
             lv = _requant(np.int64(acc[v]), wh_m[v], wh_s[v])
-            scores_v = lv
-            freq[j, v] = scores_v
-            best = max(best, scores_v)
+            logits[v] = lv
+            best = max(best, lv)
         last = head_lut.shape[0] - 1
-        for v in range(vocab):
-            freq[j, v] = head_lut[min(best - freq[j, v], last)]
+        for v in range(vocab):  # integers <= 2**20, exact in float64: the coder takes them as they are
+            freq[j, v] = np.float64(head_lut[min(best - logits[v], last)])
         pos[b] = p + 1
