@@ -113,3 +113,23 @@ def load_artifact(path):
     if tokenizer.vocab_size != cfg.vocab_size:
         raise ArtifactError(f"{path}: tokenizer has {tokenizer.vocab_size} ids, the model {cfg.vocab_size}")
     return manifest, cfg, int_model, tokenizer
+
+
+def relabel(src, dest, version: str) -> Path:
+    """Copy a verified artifact under another encoder version name (registration picks the next free vN).
+
+    Only the manifest changes: the hashed files are copied byte for byte, so the model is the same one.
+    """
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    manifest = read_manifest(src)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in manifest["files"]:
+        shutil.copy2(src / name, dest / name)
+    manifest["version"], manifest["encoder_id"] = version, encoder_id_of(version)
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    read_manifest(dest)
+    return dest

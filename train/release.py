@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from nbmf.models import ModelConfig, build_model
 from nbmf.tokenizer import Tokenizer
 
 
-def export_run(run_dir: Path, out_dir: Path, version: str, tcfg) -> Path:
+def export_run(run_dir: Path, out_dir: Path, version: str, tcfg, window: int = 0) -> Path:
+    """``window`` > 0 narrows the attention window at decode (ALiBi: any window works; fewer keys, faster)."""
     from train.standalone import file_sha256
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
@@ -22,6 +24,8 @@ def export_run(run_dir: Path, out_dir: Path, version: str, tcfg) -> Path:
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     model.set_qat(True).eval()
+    if window:
+        cfg = dataclasses.replace(cfg, context=window)  # the manifest's context is the decode window
     vals = [h for h in state["history"] if h.get("kind") == "val"]
     train_cfg = state["train_config"]
     metrics = {"val_bits_per_byte_float_qat": vals[-1]["bits_per_byte"] if vals else None,

@@ -5,7 +5,7 @@ a long CPU run survives session ends. Ray Train (``python -m train``) runs the s
 on many workers; this is the path for one machine without a cluster.
 
     python -m train.standalone --out runs/release --minutes 60           # trains or resumes
-    python -m train.standalone --out runs/release --export models/v1     # int8 artifact from the last checkpoint
+    python -m train.standalone --out runs/release --export models/v1 --decode-window 128   # int8 artifact
 """
 from __future__ import annotations
 
@@ -199,6 +199,8 @@ def main(argv=None) -> None:
     p.add_argument("--minutes", type=float, default=60.0, help="stop (resumably) after this many minutes")
     p.add_argument("--export", type=Path, help="export the checkpoint to this artifact directory and exit")
     p.add_argument("--version", default="v1", help="encoder version name of the exported artifact")
+    p.add_argument("--decode-window", type=int, default=0,
+                   help="export: attention window in tokens at decode (0: the training context)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     for f in dataclasses.fields(ModelConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
@@ -212,7 +214,7 @@ def main(argv=None) -> None:
     if a["export"]:
         from train.release import export_run
 
-        export_run(a["out"], a["export"], a["version"], tcfg)
+        export_run(a["out"], a["export"], a["version"], tcfg, window=a["decode_window"])
         return
     train(a["out"], mcfg, tcfg, a["minutes"])
 

@@ -1,0 +1,259 @@
+"""The main job, end to end on one machine: the whole platform on its embedded default.
+
+    python -m pipeline                       # local Ray, bundled sample (data/sample), ~10 minutes on 2 cores
+
+1. collect   an SQLite L2 store seeded with legacy stub blobs + the sample's train file -> Parquet dataset
+2. tune      a tiny Ray Tune search (Train V2 trials) over families and latent sizes, timed against the budget
+3. train     the winning configuration as a 2-worker Ray Train job (DDP, QAT), exported to an int8 artifact
+4. validate  the artifact against the gates on the test split
+5. register  as the next encoder version of a run-local copy of the model registry (models/ is untouched);
+             the released model stays current, the new version becomes the canary candidate
+6. serve     the Ray Serve app; sample records encoded and decoded over HTTP (canary split, exactness, latency)
+7. report    `nbmf bench` on the sample's val records (legacy stub, stub, zstd-dict, brotli, every version),
+             gates, plots; everything under runs/pipeline/<UTC time>/
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    sample: Path = ROOT / "data" / "sample"  # corpus-format train.jsonl + val.jsonl
+    models: Path = ROOT / "models"  # released registry, copied into the run
+    out: Path = ROOT / "runs" / "pipeline"
+    tune_config: str = "tune/configs/tiny.yaml"
+    train_epochs: int = 3  # the winner's training run
+    http_records: int = 120  # sample val records sent through the HTTP endpoint
+    canary_share: float = 0.25  # share of encodes routed to the newly registered version
+    bench_records: int = 0  # 0 = every sample val record
+
+
+def say(console, stage: str, text: str) -> None:
+    console.print(f"[bold cyan]{stage:>9}[/] {text}")
+
+
+def seed_l2_store(path: Path, records: list[dict]) -> dict:
+    """An L2 store as the old service left it: legacy stub blobs (lossless and some semantic)."""
+    from nbmf.bench.anchors import legacy_blob
+    from nbmf.data.store import SQLiteL2Store
+
+    store = SQLiteL2Store(path)
+    counts = {"lossless": 0, "semantic": 0}
+    for i, r in enumerate(records):
+        fidelity = "semantic" if i % 5 == 4 else "lossless"
+        blob = json.dumps(legacy_blob(r["data"], fidelity), ensure_ascii=False).encode("utf-8")
+        store.put(f"l2-{i}", blob, domain=r.get("domain", "general"), record_class=r.get("type", ""), encoder_version="legacy")
+        counts[fidelity] += 1
+    store.close()
+    return counts
+
+
+def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
+    from nbmf.data.collect import CollectConfig, collect
+    from nbmf.testing import sample_records
+
+    l2 = run / "l2.sqlite"
+    seeded = seed_l2_store(l2, sample_records(cfg.sample / "train.jsonl", limit=300))
+    say(console, "collect", f"L2 store seeded with legacy blobs: {seeded}")
+    manifest = collect(CollectConfig(sources=(str(cfg.sample / "train.jsonl"), str(cfg.sample / "val.jsonl"), f"l2://{l2}"),
+                                     out=run / "dataset", fractions=(0.8, 0.1, 0.1), progress=False))
+    say(console, "collect", f"dataset {run / 'dataset'}: {json.dumps(manifest.get('counts', {}))[:200]}")
+    return run / "dataset"
+
+
+def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[dict, list[dict], object]:
+    from nbmf.config import load_config
+    from train.config import TrainJobConfig
+    from train.driver import prepare
+    from tune import config as tcfg
+    from tune import results
+    from tune.driver import choose, evaluate, run_search, trial_rows
+
+    tune_cfg = tcfg.load(str(ROOT / cfg.tune_config), [f"search.storage_path={run / 'tune'}", "search.name=search"])
+    base = load_config(TrainJobConfig, str(ROOT / tune_cfg.train),
+                       list(tune_cfg.train_overrides) + [f"data.source={dataset}", f"run.storage_path={run / 'train'}"])
+    prepared = prepare(dataclasses.replace(base, export=dataclasses.replace(base.export, bench_records=tune_cfg.objective.records)))
+    grid = run_search(tune_cfg, name="search", base=base, prepared=prepared, storage=str(run / "tune"))
+    rows = trial_rows(grid, tcfg.flat_space(tune_cfg.space))
+    evaluate(rows, tune_cfg.objective, prepared.bench_rows)
+    winner = choose(rows)
+    out = run / "tune"
+    results.write_json({"trials": rows, "winner": winner and winner["trial"]}, out / "results.json")
+    results.write_csv(rows, out / "results.csv")
+    results.plot(rows, out / "pareto.png", tune_cfg.objective.latency_budget_ms)
+    results.print_table(rows, f"tune: {len(rows)} trials")
+    if winner is None:
+        raise SystemExit("tune: no trial was eligible (see the table); nothing to train")
+    say(console, "tune", f"winner {winner['trial']}: {winner['params']}")
+    return winner, rows, (tune_cfg, base)
+
+
+def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> Path:
+    from nbmf.config import load_config
+    from train.config import TrainJobConfig
+    from train.driver import run_training
+    from tune.config import trial_overrides
+
+    tune_cfg, _ = cfgs
+    overrides = list(tune_cfg.train_overrides) + trial_overrides(winner["params"]) + [
+        f"data.source={run / 'dataset'}", f"run.storage_path={run / 'train'}", "scaling.num_workers=2",
+        f"optim.epochs={cfg.train_epochs}", "run.name=winner"]
+    job = load_config(TrainJobConfig, str(ROOT / tune_cfg.train), overrides)
+    summary = run_training(job, name="winner")
+    m = summary["metrics"]
+    say(console, "train", f"2-worker run: step {m.get('step')}, val {m.get('val_bpb', float('nan')):.3f} bits/byte, "
+                          f"{summary['seconds']} s -> int8 artifact {summary['artifact']}")
+    if not summary["artifact"]:
+        raise SystemExit("train: the run exported no artifact")
+    return Path(summary["artifact"])
+
+
+def stage_validate_register(cfg: PipelineConfig, run: Path, artifact: Path, cfgs, console) -> dict:
+    from train.data import iter_rows, resolve_source
+    from train.driver import rows_of
+    from tune import gates, register
+
+    tune_cfg, _ = cfgs
+    registry = run / "registry"
+    test_rows = rows_of(iter_rows(resolve_source(run / "dataset"), "test", tune_cfg.gates.test_records))
+    check = gates.validate(artifact, test_rows, tune_cfg.gates.thresholds)
+    for g in check["gates"]:
+        say(console, "validate", f"{'PASS' if g['passed'] else 'FAIL'} {g['gate']}: {g['metric']} = {g['value']:.4g} "
+                                 f"(needs {g['op']} {g['threshold']})")
+    if not check["passed"]:
+        say(console, "register", "nothing registered: " + "; ".join(check["failed"]))
+        return {"registered": False, "reason": check["failed"]}
+    from nbmf.artifact import relabel
+
+    with register.locked(registry):
+        version = register.next_version(registry)
+        staged = relabel(artifact, run / "staged" / version, version)
+        register.register(staged, registry, version, set_current=False)
+    say(console, "register", f"{version} registered in {registry} (CURRENT stays {register.current(registry)})")
+    return {"registered": True, "version": version, "gates": check["gates"]}
+
+
+def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) -> dict:
+    import httpx
+    import numpy as np
+    from ray import serve
+
+    from nbmf.testing import sample_records
+    from serve.app import build_app
+    from serve.args import AppArgs
+
+    registry = run / "registry"
+    args = AppArgs(model_dir=str(registry), candidate=candidate, canary_share=cfg.canary_share if candidate else 0.0)
+    t0 = time.time()
+    serve.run(build_app(args), name="nbmf", route_prefix="/", blocking=False)
+    say(console, "serve", f"app healthy in {time.time() - t0:.1f} s: {args.model_dump(include={'current', 'candidate', 'canary_share'})}")
+    records = sample_records(cfg.sample / "val.jsonl", limit=cfg.http_records)
+    lat_enc, lat_dec, versions, exact = [], [], {}, 0
+    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=30) as client:
+        client.get("/healthz").raise_for_status()
+        for i, r in enumerate(records):
+            t = time.perf_counter()
+            enc = client.post("/v1/encode", json={"payload": r["data"], "record_id": r["id"]})
+            lat_enc.append(time.perf_counter() - t)
+            enc.raise_for_status()
+            writer = enc.headers["x-nbmf-encoder"]  # the body is the blob's JSON envelope
+            versions[writer] = versions.get(writer, 0) + 1
+            t = time.perf_counter()
+            dec = client.post("/v1/decode", json=enc.json())
+            lat_dec.append(time.perf_counter() - t)
+            dec.raise_for_status()
+            exact += dec.json()["payload"] == r["data"]
+        held = client.get("/v1/versions").json()
+    out = {"records": len(records), "exact": exact, "written_by": versions, "service_versions": held,
+           "encode_ms_p50": 1e3 * float(np.percentile(lat_enc, 50)), "encode_ms_p95": 1e3 * float(np.percentile(lat_enc, 95)),
+           "decode_ms_p50": 1e3 * float(np.percentile(lat_dec, 50)), "decode_ms_p95": 1e3 * float(np.percentile(lat_dec, 95))}
+    say(console, "serve", f"HTTP: {exact}/{len(records)} exact; blobs by version {versions}; encode p95 "
+                          f"{out['encode_ms_p95']:.1f} ms, decode p95 {out['decode_ms_p95']:.1f} ms")
+    return out
+
+
+def stage_report(cfg: PipelineConfig, run: Path, console) -> dict:
+    from nbmf.bench import report
+    from nbmf.bench.run import BenchConfig, run as bench_run
+    from nbmf.registry import Registry
+
+    result = bench_run(BenchConfig(input=cfg.sample / "val.jsonl", limit=cfg.bench_records or None, progress=False),
+                       registry=Registry(run / "registry"))
+    report.print_report(result, console)
+    report.write_json(result, run / "bench.json")
+    report.write_plot(result, run / "bench.png")
+    return result
+
+
+def main(argv=None) -> int:
+    from rich.console import Console
+
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=PipelineConfig.out, help="runs directory (a new UTC-stamped run inside)")
+    p.add_argument("--skip-training", action="store_true", help="no tune/train/register: serve and bench the released model")
+    p.add_argument("--http-records", type=int, default=PipelineConfig.http_records)
+    a = p.parse_args(argv)
+    cfg = PipelineConfig(out=a.out, http_records=a.http_records)
+    console = Console()
+    for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline"}.items():
+        os.environ.setdefault(k, v)
+    run = (cfg.out / time.strftime("%Y%m%d-%H%M%S", time.gmtime())).resolve()
+    run.mkdir(parents=True)
+    shutil.copytree(cfg.models, run / "registry", ignore=shutil.ignore_patterns(".lock", "*.tmp"))
+    say(console, "start", f"run dir {run}; registry copied from {cfg.models} (current: {(run / 'registry' / 'CURRENT').read_text().strip()})")
+    t0, times, summary = time.time(), {}, {"run": str(run)}
+    import ray
+
+    from train.driver import init_ray
+
+    try:
+        init_ray("local")
+        if not a.skip_training:
+            t = time.time()
+            dataset = stage_collect(cfg, run, console)
+            times["collect"] = time.time() - t
+            t = time.time()
+            winner, rows, cfgs = stage_tune(cfg, run, dataset, console)
+            times["tune"] = time.time() - t
+            t = time.time()
+            artifact = stage_train(cfg, run, winner, cfgs, console)
+            times["train"] = time.time() - t
+            t = time.time()
+            summary["register"] = stage_validate_register(cfg, run, artifact, cfgs, console)
+            times["validate+register"] = time.time() - t
+        t = time.time()
+        candidate = summary.get("register", {}).get("version")
+        summary["http"] = stage_serve(cfg, run, candidate, console)
+        times["serve"] = time.time() - t
+    finally:
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    t = time.time()
+    bench = stage_report(cfg, run, console)
+    times["report"] = time.time() - t
+    summary["bench_codecs"] = [r["codec"] for r in bench.get("rows", [])] if isinstance(bench, dict) else []
+    summary["seconds"] = {k: round(v, 1) for k, v in times.items()} | {"total": round(time.time() - t0, 1)}
+    (run / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+    say(console, "done", f"{summary['seconds']['total']:.0f} s; report {run / 'report.json'}, plots {run / 'bench.png'}"
+                         f"{', ' + str(run / 'tune' / 'pareto.png') if not a.skip_training else ''}")
+    ok = summary["http"]["exact"] == summary["http"]["records"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
