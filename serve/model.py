@@ -50,7 +50,6 @@ class CodecModel:
             return await self._load(version)
 
         # Wired at init so the LRU size is a builder argument (Serve detects it on the instance).
-        self._load_fn = load  # holds Serve's multiplex wrapper (its LRU of loaded versions)
         self.get_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(load)
 
     async def reconfigure(self, config: dict) -> None:
@@ -86,10 +85,6 @@ class CodecModel:
 
     async def ping(self) -> str:
         return "ok"
-
-    async def loaded_versions(self) -> list[str]:
-        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper", None)
-        return list(wrapper.models) if wrapper is not None else []
 
     # -- batch endpoints: the ingress sends a whole list for one version (multiplexed_model_id) --
     async def encode_many(self, items: list[tuple]) -> list[tuple[bytes, str | None]]:
