@@ -206,7 +206,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     cfg = PipelineConfig(out=a.out, http_records=a.http_records)
     console = Console()
-    for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline"}.items():
+    quiet = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline",
+             "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}  # per-shard bars would drown the stage lines
+    for k, v in quiet.items():
         os.environ.setdefault(k, v)
     run = (cfg.out / time.strftime("%Y%m%d-%H%M%S", time.gmtime())).resolve()
     run.mkdir(parents=True)

@@ -1,0 +1,5 @@
+import sys
+
+from nbmf.cli import main
+
+sys.exit(main())
