@@ -116,7 +116,10 @@ class NeuralCodec:
             rows = freq[: len(active)]
             self.model.step(state, tokens[active], active, rows)
             for r, j in enumerate(active.tolist()):
-                t = int(decoders[j].decode(_FAMILY, rows[r : r + 1])[0])
+                try:
+                    t = int(decoders[j].decode(_FAMILY, rows[r : r + 1])[0])
+                except Exception as e:  # the coder's own error on a body it cannot read
+                    raise CorruptBlobError(f"neural body cannot be decoded ({e}): the blob is corrupted") from None
                 out[j].append(t)
                 tokens[j] = t
                 left = remaining[j] - piece_len[t]
