@@ -1,0 +1,142 @@
+"""`nbmf migrate`: re-encode an L2 store's records with a new encoder version, losing nothing.
+
+Each batch: decode every old blob through the registry (legacy blobs included), encode the payloads with
+the target version, decode every new blob and compare it to the old payload, then swap it in with a
+compare-and-swap per record (only if the row still holds the old blob: concurrent writers win). Killing
+it at any moment (kill -9) leaves every row either old or verified-new; rerunning skips rows already at
+the target version and finishes the rest. Legacy semantic previews that were cut at 2048 characters
+are never re-encoded as if they were whole.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbmf.errors import NBMFError
+
+
+@dataclass(frozen=True)
+class MigrateConfig:
+    store: Path  # SQLite L2 store
+    version: str | None = None  # target encoder version; None: the registry's current
+    model_dir: Path | None = None  # model registry; None: $NBMF_MODEL_DIR or the repository's models/
+    batch_size: int = 64  # records per encode batch (one model call for the whole batch)
+    dry_run: bool = False  # encode and verify, write nothing, report the projected savings
+    limit: int | None = None  # stop after examining this many rows not yet at the target
+    progress: bool = True
+
+
+def _same(a, b) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def migrate(cfg: MigrateConfig, registry=None) -> dict:
+    from tqdm import tqdm
+
+    from nbmf.data.store import SQLiteL2Store, blob_version
+    from nbmf.registry import Registry, default_model_dir
+
+    reg = registry or Registry(cfg.model_dir or default_model_dir())
+    target = cfg.version or reg.current
+    reg.codec(target)  # fail now, not mid-store, if the target cannot load
+    store = SQLiteL2Store(cfg.store)
+    stats: Counter = Counter()
+    pause = float(os.environ.get("NBMF_MIGRATE_PAUSE_S", "0"))  # test hook: widen the window a kill lands in
+    bar = tqdm(total=store.count(), desc=f"migrate -> {target}", unit="rec", file=sys.stderr, disable=not cfg.progress)
+    t0 = time.time()
+
+    def flush(rows):
+        decoded = []
+        for row in rows:
+            try:
+                res = reg.decode_result(row.blob)
+            except NBMFError as e:
+                stats["undecodable"] += 1
+                print(f"nbmf migrate: {row.id}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            if res.truncated:
+                stats["skipped_truncated_preview"] += 1
+                continue
+            decoded.append((row, res))
+        for fidelity in ("lossless", "semantic"):
+            part = [(row, res) for row, res in decoded if res.fidelity.name.lower() == fidelity]
+            if not part:
+                continue
+            new_blobs = reg.encode_many([res.payload for _, res in part], fidelity=fidelity, version=target,
+                                        kinds=[res.kind for _, res in part])
+            checks = reg.decode_many(new_blobs)
+            for (row, res), new, check in zip(part, new_blobs, checks):
+                if not _same(check.payload, res.payload) or check.kind != res.kind:
+                    stats["verify_failed"] += 1  # the old blob stays
+                    continue
+                if new == row.blob:  # a record the target version cannot shrink is already what it would write
+                    stats["unchanged"] += 1
+                    continue
+                written_by = blob_version(new)
+                if written_by != target:
+                    stats[f"fallback_{written_by}"] += 1
+                stats["bytes_before"] += len(row.blob)
+                stats["bytes_after"] += len(new)
+                if cfg.dry_run:
+                    stats["would_migrate"] += 1
+                elif store.replace_if_unchanged(row.id, row.blob, new, encoder_version=written_by):
+                    stats["migrated"] += 1
+                else:
+                    stats["changed_concurrently"] += 1
+        bar.update(len(rows))
+        if pause:
+            time.sleep(pause)
+
+    batch, examined = [], 0
+    try:
+        for row in store.iter(batch_size=max(cfg.batch_size, 256)):
+            if row.encoder_version == target:
+                stats["already_at_target"] += 1
+                bar.update(1)
+                continue
+            if cfg.limit is not None and examined >= cfg.limit:
+                break
+            examined += 1
+            batch.append(row)
+            if len(batch) >= cfg.batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        bar.close()
+        store.close()
+    out = dict(stats)
+    out.update(target=target, dry_run=cfg.dry_run, seconds=round(time.time() - t0, 1))
+    if stats["bytes_after"]:
+        out["ratio_before_after"] = round(stats["bytes_before"] / stats["bytes_after"], 3)
+    return out
+
+
+def run(args) -> int:
+    import json
+
+    summary = migrate(MigrateConfig(store=Path(args.store), version=args.version,
+                                    model_dir=Path(args.model_dir) if args.model_dir else None,
+                                    batch_size=args.batch_size, dry_run=args.dry_run, limit=args.limit,
+                                    progress=not args.no_progress))
+    print(json.dumps(summary, indent=2))
+    return 0 if not summary.get("undecodable") else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("migrate", help="re-encode an L2 store with a new encoder version (verified, resumable)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", help="SQLite L2 store")
+    p.add_argument("--version", help="target encoder version (default: the registry's current)")
+    p.add_argument("--model-dir", help="model registry directory (default: $NBMF_MODEL_DIR or models/)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dry-run", action="store_true", help="encode and verify only; report projected savings")
+    p.add_argument("--limit", type=int, help="examine at most this many rows not yet at the target")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
