@@ -29,7 +29,7 @@ def infer_kind(payload) -> Kind:
 
 def to_raw(payload, kind: Kind | str | None = None) -> tuple[bytes, Kind]:
     """(raw bytes, kind) of a payload; ``kind`` None infers it from the Python type."""
-    kind = infer_kind(payload) if kind is None else (Kind[kind.upper()] if isinstance(kind, str) else Kind(kind))
+    kind = infer_kind(payload) if kind is None else _kind(kind)
     if kind == Kind.TEXT:
         if not isinstance(payload, str):
             raise TypeError(f"a text payload is a str, not {type(payload).__name__}")
@@ -47,7 +47,7 @@ def to_raw(payload, kind: Kind | str | None = None) -> tuple[bytes, Kind]:
 
 def from_raw(raw: bytes, kind: Kind):
     """The payload whose raw bytes are ``raw``; undecodable bytes mean a damaged or mislabelled blob."""
-    kind = Kind(kind)
+    kind = _kind(kind)
     if kind == Kind.BYTES:
         return bytes(raw)
     try:
@@ -57,9 +57,18 @@ def from_raw(raw: bytes, kind: Kind):
         raise CorruptBlobError(f"decoded bytes are not valid {kind.name.lower()} ({e}): the blob is damaged") from None
 
 
-def canonical(raw: bytes, kind: Kind) -> bytes:
-    """Semantic form: text -> NFC with whitespace runs collapsed; JSON -> compact, sorted keys; bytes unchanged."""
-    kind = Kind(kind)
+def _kind(kind) -> Kind:
+    return Kind[kind.upper()] if isinstance(kind, str) else Kind(kind)
+
+
+def canonical(raw: bytes | str, kind: Kind | str) -> bytes:
+    """Semantic form: text -> NFC with whitespace runs collapsed; JSON -> compact, sorted keys; bytes unchanged.
+
+    ``raw`` is the raw bytes (a str is taken as its UTF-8); ``kind`` a Kind or its name.
+    """
+    kind = _kind(kind)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
     if kind == Kind.BYTES:
         return bytes(raw)
     text = bytes(raw).decode("utf-8", "surrogatepass")

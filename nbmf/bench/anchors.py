@@ -28,11 +28,9 @@ DICT_SEED = 0
 
 
 def _canonical(raw: bytes, kind: str) -> bytes:
-    from nbmf.payload import canonical, from_raw
-    from nbmf.blob import Kind
+    from nbmf.payload import canonical
 
-    k = Kind[kind.upper()]
-    return canonical(from_raw(raw, k), k)
+    return canonical(raw, kind)
 
 
 class ClassicalCodec:

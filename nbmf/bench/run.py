@@ -128,7 +128,7 @@ class RegistryVersion:
         from nbmf.payload import canonical, to_raw
 
         if res.fidelity.name.lower() == "semantic":
-            return canonical(res.payload, res.kind)
+            return canonical(to_raw(res.payload, res.kind)[0], res.kind)
         return to_raw(res.payload, res.kind)[0]
 
 
