@@ -55,3 +55,40 @@ def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", ste
     return export_artifact(model, cfg, tok, out_dir, version=version,
                            metrics={"train_loss_nats": float(loss.detach())}, data_hash="sample",
                            training={"steps": steps, "seed": seed, "family": family})
+
+
+CROSS_PROCESS = r"""
+import json, sys
+from nbmf.codecs.neural import load_codec
+from nbmf.models.batching import corpus_raw
+from nbmf.testing import sample_records
+codec = load_codec(sys.argv[1]); mode = sys.argv[2]; batch = int(sys.argv[3]); limit = int(sys.argv[5]) or None
+items = [corpus_raw(r) for r in sample_records(sys.argv[4], limit=limit)]
+if mode == "encode":
+    bodies = []
+    for i in range(0, len(items), batch):
+        bodies += codec.encode_many(items[i:i + batch])
+    print(json.dumps([b.hex() for b in bodies]))
+else:
+    bodies = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
+    out = []
+    for i in range(0, len(items), batch):
+        out += codec.decode_many([(b, k, len(r)) for b, (r, k) in zip(bodies[i:i + batch], items[i:i + batch])])
+    assert out == [r for r, _ in items], "payload mismatch"
+    print("ok", len(out))
+"""
+
+
+def cross_process(artifact, records_file, mode: str, batch: int, threads: int, limit: int = 0, stdin: str | None = None,
+                  timeout: float = 1800) -> str:
+    """Encode (or decode ``stdin``'s bodies) in a fresh process with its own batch size and thread count."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    p = subprocess.run([sys.executable, "-c", CROSS_PROCESS, str(artifact), mode, str(batch), str(records_file), str(limit)],
+                       input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError(f"{mode} (batch {batch}, {threads} threads) failed:\n{p.stderr[-3000:]}")
+    return p.stdout

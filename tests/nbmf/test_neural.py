@@ -109,39 +109,12 @@ def test_manifest_describes_the_artifact(codec):
     assert m["quantization"]["weights"].startswith("int8")
 
 
-CROSS_PROCESS = r"""
-import json, sys, numpy as np
-from nbmf.codecs.neural import load_codec
-from nbmf.models.batching import corpus_raw
-from nbmf.testing import sample_records
-codec = load_codec(sys.argv[1]); mode = sys.argv[2]; batch = int(sys.argv[3])
-items = [corpus_raw(r) for r in sample_records(sys.argv[4], limit=40)]
-if mode == "encode":
-    bodies = []
-    for i in range(0, len(items), batch):
-        bodies += codec.encode_many(items[i:i + batch])
-    print(json.dumps([b.hex() for b in bodies]))
-else:
-    bodies = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
-    out = []
-    for i in range(0, len(items), batch):
-        out += codec.decode_many([(b, k, len(r)) for b, (r, k) in zip(bodies[i:i + batch], items[i:i + batch])])
-    assert out == [r for r, _ in items], "payload mismatch"
-    print("ok", len(out))
-"""
-
-
-@pytest.mark.parametrize("enc,dec", [((1, "1"), (7, "2")), ((32, "2"), (1, "1")), ((7, "2"), (32, "1"))])
+@pytest.mark.parametrize("enc,dec", [((1, 1), (7, 2)), ((32, 2), (1, 1)), ((7, 2), (32, 1))])
 def test_blobs_decode_in_another_process_with_other_batch_and_threads(codec, enc, dec):
-    def run(mode, batch, threads, stdin=None):
-        env = dict(os.environ, OMP_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
-        p = subprocess.run([sys.executable, "-c", CROSS_PROCESS, str(codec.path), mode, str(batch), str(VAL)],
-                           input=stdin, capture_output=True, text=True, env=env, timeout=300)
-        assert p.returncode == 0, p.stderr
-        return p.stdout
+    from nbmf.testing import cross_process
 
-    bodies = run("encode", enc[0], enc[1])
-    assert run("decode", dec[0], dec[1], stdin=bodies).startswith("ok 40")
+    bodies = cross_process(codec.path, VAL, "encode", *enc, limit=40)
+    assert cross_process(codec.path, VAL, "decode", *dec, limit=40, stdin=bodies).startswith("ok 40")
 
 
 def test_reference_interpreter_matches_compiled_kernel(codec):

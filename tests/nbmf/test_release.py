@@ -105,3 +105,15 @@ def test_released_model_round_trips_every_val_record(registry):
 
         want = [from_raw(canonical(*to_raw(p)), to_raw(p)[1]) for p in chunk]
         assert [r.payload for r in registry.decode_many(sem)] == want
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("enc,dec", [((1, 1), (7, 2)), ((32, 2), (1, 1))])
+def test_every_val_record_decodes_in_another_process_batch_and_thread_count(registry, enc, dec):
+    """Released model: encode batch 1 / 1 thread, decode batch 7 / 2 threads in another process, and vice versa."""
+    from nbmf.testing import cross_process
+
+    path = CORPUS_VAL if CORPUS_VAL.exists() else SAMPLE_VAL
+    artifact = registry.codec(registry.current).path
+    bodies = cross_process(artifact, path, "encode", *enc)
+    assert cross_process(artifact, path, "decode", *dec, stdin=bodies).startswith("ok ")
