@@ -10,10 +10,11 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from nbmf.artifact import sha256_file as _sha256  # one hashing routine for every manifest
 
 FORMAT = "nbmf-train-checkpoint/1"
 MANIFEST, MODEL, OPTIM, TOKENIZER, CONFIG, STATE = (
@@ -25,12 +26,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint directory is incomplete or was modified after it was written."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 @dataclass

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
@@ -21,8 +19,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from nbmf.artifact import sha256_file
 from nbmf.models import ModelConfig, build_model
 from nbmf.models.batching import LOSSLESS, PAD, SEMANTIC, corpus_raw, make_batches, record_windows, semantic_raw
+from nbmf.testing import sample_records
 from nbmf.tokenizer import Tokenizer
 
 
@@ -45,21 +45,11 @@ class TrainConfig:
 
 
 def load_records(path: str, limit: int | None = None) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line))
-            if limit and len(out) >= limit:
-                break
-    return out
+    return sample_records(Path(path), limit=limit)
 
 
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def prepare(out: Path, tcfg: TrainConfig, mcfg: ModelConfig):

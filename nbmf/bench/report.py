@@ -81,7 +81,7 @@ def print_report(result: dict, console=None) -> None:
                       + (", from cache" if d.get("cached") else ""))
     for row in result["rows"]:
         if "ratio_code_hex_only" in row["all"]:
-            console.print(f"legacy, ANCHORS.md definition (only the hex 'code' field, zlib-9 of the raw bytes): "
+            console.print("legacy, ANCHORS.md definition (only the hex 'code' field, zlib-9 of the raw bytes): "
                           + ", ".join(f"{t} {row['by_type'][t]['ratio_code_hex_only']:.2f}" for t in row["by_type"])
                           + f", all {row['all']['ratio_code_hex_only']:.2f}")
         for msg in row.get("error_messages", []):

@@ -203,8 +203,8 @@ def default_train(input_path: Path) -> Path:
     sibling = input_path.with_name("train.jsonl")
     if sibling.is_file() and sibling.resolve() != input_path.resolve():
         return sibling
-    raise ValueError(f"no training data for the zstd dictionary: pass --train (a corpus train.jsonl or a "
-                     f"dataset directory), or leave zstd-19-dict out with --anchors")
+    raise ValueError("no training data for the zstd dictionary: pass --train (a corpus train.jsonl or a "
+                     "dataset directory), or leave zstd-19-dict out with --anchors")
 
 
 def run_codec(codec, records: list[BenchRecord], fidelity: str, pairs: list | None, bar) -> dict:

@@ -93,7 +93,7 @@ def test_shard_windows_are_bounded_and_deterministic():
 def test_checkpoint_round_trip_and_tamper_detection(tmp_path):
     import torch
 
-    from nbmf.models import ModelConfig, build_model
+    from nbmf.models import build_model
     from nbmf.tokenizer import Tokenizer
     from train.loop import make_optimizer
 
