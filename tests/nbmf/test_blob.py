@@ -1,0 +1,256 @@
+"""The v1 byte layout (docs/FORMAT.md): header fields, varints, CRC-32, every kind of damage, the envelope."""
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbmf import blob as blobfmt
+from nbmf.blob import Fidelity, Kind, from_envelope, pack, peek_header, to_envelope, unpack
+from nbmf.errors import CorruptBlobError, FormatError, NBMFError
+
+fidelities = st.sampled_from(list(Fidelity))
+kinds = st.sampled_from(list(Kind))
+encoder_ids = st.one_of(st.integers(0, 12), st.integers(0, 1 << 40))
+lengths = st.one_of(st.integers(0, 300), st.integers(0, 1 << 62))
+
+
+def _pack(encoder_id=0, fidelity=Fidelity.LOSSLESS, kind=Kind.TEXT, original_length=5, body=b"body"):
+    return pack(encoder_id=encoder_id, fidelity=fidelity, kind=kind, original_length=original_length, body=body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(encoder_ids, fidelities, kinds, lengths, st.binary(max_size=64))
+def test_pack_unpack_round_trip(encoder_id, fidelity, kind, length, body):
+    blob = _pack(encoder_id, fidelity, kind, length, body)
+    header, got = unpack(blob)
+    assert got == body
+    assert (header.format_version, header.encoder_id, header.fidelity, header.kind, header.original_length) == (
+        1, encoder_id, fidelity, kind, length)
+    assert header.header_size == len(blob) - len(body)
+    assert header.crc32 == zlib.crc32(blob[: header.header_size - 4] + body)
+    assert peek_header(blob) == header and unpack(bytearray(blob))[0] == header and unpack(memoryview(blob))[0] == header
+
+
+@pytest.mark.parametrize("encoder_id, fidelity, kind, first", [
+    (0, Fidelity.LOSSLESS, Kind.TEXT, 0b01_0_00_000),
+    (0, Fidelity.SEMANTIC, Kind.TEXT, 0b01_1_00_000),
+    (1, Fidelity.LOSSLESS, Kind.JSON, 0b01_0_01_001),
+    (6, Fidelity.SEMANTIC, Kind.BYTES, 0b01_1_10_110),
+    (7, Fidelity.LOSSLESS, Kind.BYTES, 0b01_0_10_111),
+])
+def test_first_byte_bit_fields(encoder_id, fidelity, kind, first):
+    assert _pack(encoder_id, fidelity, kind)[0] == first
+
+
+@pytest.mark.parametrize("encoder_id, length, header_hex", [
+    (0, 0, "4000"),
+    (0, 40, "4028"),
+    (0, 127, "407f"),
+    (0, 128, "408001"),
+    (1, 925, "419d07"),
+    (0, 16383, "40ff7f"),
+    (0, 16384, "40808001"),
+    (7, 1, "470701"),
+    (300, 1, "47ac0201"),
+])
+def test_header_bytes_are_pinned(encoder_id, length, header_hex):
+    """The bytes before the CRC for a few headers, written out by hand from docs/FORMAT.md."""
+    blob = _pack(encoder_id, Fidelity.LOSSLESS, Kind.TEXT, length, b"")
+    assert blob[:-4].hex() == header_hex
+    assert blob[-4:] == zlib.crc32(bytes.fromhex(header_hex)).to_bytes(4, "little")
+
+
+def test_more_pinned_headers():
+    assert _pack(1, Fidelity.LOSSLESS, Kind.JSON, 925, b"")[:-4].hex() == "499d07"
+    assert _pack(0, Fidelity.SEMANTIC, Kind.TEXT, 0, b"")[:-4].hex() == "6000"
+
+
+@pytest.mark.parametrize("length, size", [(0, 6), (127, 6), (128, 7), (925, 7), (16383, 7), (16384, 8), ((1 << 21) - 1, 8), (1 << 21, 9)])
+def test_header_size_budget(length, size):
+    """<= 7 bytes (CRC included) for every record under 16 KiB written by encoder ids 0-6."""
+    for encoder_id in range(7):
+        assert peek_header(_pack(encoder_id, original_length=length)).header_size == size
+    assert peek_header(_pack(7, original_length=length)).header_size == size + 1
+
+
+def test_header_fields_as_dict():
+    blob = _pack(2, Fidelity.SEMANTIC, Kind.JSON, 300, b"xy")
+    d = unpack(blob)[0].to_dict()
+    assert d == {"format": 1, "encoder": "v2", "encoder_id": 2, "fidelity": "semantic", "kind": "json",
+                 "length": 300, "header_size": 7, "crc32": f"{zlib.crc32(blob[:3] + b'xy'):08x}"}
+
+
+@pytest.mark.parametrize("name, eid", [("stub", 0), ("v1", 1), ("v7", 7), ("v300", 300)])
+def test_version_names(name, eid):
+    assert blobfmt.version_id(name) == eid and blobfmt.version_name(eid) == name
+
+
+@pytest.mark.parametrize("name", ["v0", "V1", "1", "v", "v-1", "stubby", ""])
+def test_bad_version_names_are_value_errors(name):
+    with pytest.raises(ValueError, match="stub"):
+        blobfmt.version_id(name)
+
+
+def test_pack_rejects_caller_misuse():
+    with pytest.raises(ValueError):
+        _pack(encoder_id=-1)
+    with pytest.raises(ValueError):
+        _pack(original_length=-1)
+    with pytest.raises(ValueError):
+        _pack(kind=3)
+    with pytest.raises(TypeError):
+        unpack("not bytes")
+
+
+# -- damage -------------------------------------------------------------------------------------
+SAMPLES = [
+    _pack(0, Fidelity.LOSSLESS, Kind.TEXT, 40, zlib.compress(b"Remember: the user prefers metric units.", 9)),
+    _pack(1, Fidelity.SEMANTIC, Kind.JSON, 925, bytes(range(37))),
+    _pack(300, Fidelity.LOSSLESS, Kind.BYTES, 16384, b"\x00" * 9),
+    _pack(0, Fidelity.LOSSLESS, Kind.TEXT, 0, b""),
+]
+
+
+@pytest.mark.parametrize("blob", SAMPLES, ids=lambda b: b[:4].hex())
+def test_every_bit_flip_raises(blob):
+    """A flip in the format bits is an unknown format (FormatError); every other flip is CorruptBlobError."""
+    for i in range(len(blob) * 8):
+        bad = bytearray(blob)
+        bad[i // 8] ^= 1 << (i % 8)
+        expected = FormatError if i in (6, 7) else CorruptBlobError
+        with pytest.raises(expected):
+            unpack(bytes(bad))
+
+
+@pytest.mark.parametrize("blob", SAMPLES, ids=lambda b: b[:4].hex())
+def test_every_byte_value_at_every_position_raises(blob):
+    for i in range(len(blob)):
+        for v in range(256):
+            if v == blob[i]:
+                continue
+            bad = bytearray(blob)
+            bad[i] = v
+            with pytest.raises(NBMFError):
+                unpack(bytes(bad))
+
+
+@pytest.mark.parametrize("blob", SAMPLES, ids=lambda b: b[:4].hex())
+def test_every_truncation_and_extension_raises(blob):
+    for n in range(len(blob)):
+        with pytest.raises(CorruptBlobError):
+            unpack(blob[:n])
+    for tail in (b"\x00", b"\x00" * 4, b"\xff", b"garbage", blob, blob[-4:]):
+        with pytest.raises(CorruptBlobError):
+            unpack(blob + tail)
+
+
+@pytest.mark.parametrize("bad_hex, what", [
+    ("", "empty"),
+    ("c0", "format version 3"),
+    ("00", "format version 0"),
+    ("80", "format version 2"),
+    ("58", "kind bits 11"),
+    ("40", "ends inside the length"),
+    ("4080", "ends inside the length varint"),
+    ("4000000000", "ends inside the CRC"),
+    ("40800000000000", "non-minimal length varint"),
+    ("470600000000", "escaped encoder id below 7"),
+    ("40" + "ff" * 10 + "01" + "00" * 4, "overlong varint"),
+])
+def test_malformed_headers_are_typed_errors(bad_hex, what):
+    with pytest.raises(NBMFError) as e:
+        peek_header(bytes.fromhex(bad_hex))
+    assert isinstance(e.value, (CorruptBlobError, FormatError)), what
+
+
+def test_unknown_format_version_names_it():
+    with pytest.raises(FormatError, match="format version 2"):
+        peek_header(bytes([0b10_0_00_000]) + b"\x01" + b"\x00" * 4)
+
+
+def test_peek_header_reads_a_damaged_blob_that_unpack_refuses():
+    blob = bytearray(SAMPLES[0])
+    blob[-1] ^= 0x10
+    assert peek_header(bytes(blob)).original_length == 40
+    with pytest.raises(CorruptBlobError, match="CRC-32"):
+        unpack(bytes(blob))
+
+
+@pytest.mark.xfail(strict=True, raises=CorruptBlobError, reason=(
+    "blob.peek_header tests for '{' only when the format bits are not 01, but 0x7B has format bits 01, "
+    "so legacy JSON bytes are reported as a corrupted kind instead of FormatError('this is a legacy stub "
+    "blob ...'); fix: test `first == ord('{')` before the format check"))
+def test_legacy_json_bytes_are_named_as_legacy_by_the_blob_layer():
+    with pytest.raises(FormatError, match="legacy"):
+        unpack(b'{"meta": {}, "code": "", "sig": ""}')
+
+
+# -- envelope -----------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(encoder_ids, fidelities, kinds, lengths, st.binary(max_size=64))
+def test_envelope_round_trips_through_json(encoder_id, fidelity, kind, length, body):
+    blob = _pack(encoder_id, fidelity, kind, length, body)
+    env = to_envelope(blob)
+    assert set(env) == set(blobfmt.ENVELOPE_FIELDS)
+    wire = json.loads(json.dumps(env))
+    assert from_envelope(wire) == blob
+    assert base64.b64decode(env["body"]) == body and env["length"] == length
+
+
+def test_envelope_fields():
+    blob = SAMPLES[1]
+    h, body = unpack(blob)
+    assert to_envelope(blob) == {"format": 1, "encoder": "v1", "fidelity": "semantic", "kind": "json", "length": 925,
+                                 "crc32": f"{h.crc32:08x}", "body": base64.b64encode(body).decode()}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("encoder", "v2"), ("encoder", "stub"), ("fidelity", "lossless"), ("kind", "bytes"), ("length", 926),
+    ("crc32", "00000000"), ("body", base64.b64encode(b"other").decode()),
+])
+def test_edited_envelope_is_corrupt(field, value):
+    env = to_envelope(SAMPLES[1])
+    with pytest.raises(CorruptBlobError):
+        from_envelope({**env, field: value})
+
+
+@pytest.mark.parametrize("change", [
+    {"format": 2}, {"format": "1"}, {"encoder": "v0"}, {"encoder": "neural"}, {"fidelity": "exact"},
+    {"kind": "xml"}, {"length": -1}, {"length": "925"}, {"length": True}, {"length": 1.5}, {"crc32": "xyz"},
+    {"crc32": 12}, {"body": "not base64!"}, {"body": None},
+])
+def test_malformed_envelope_is_format_error(change):
+    env = to_envelope(SAMPLES[1])
+    with pytest.raises(FormatError):
+        from_envelope({**env, **change})
+
+
+@pytest.mark.parametrize("missing", blobfmt.ENVELOPE_FIELDS)
+def test_envelope_missing_field_is_format_error(missing):
+    env = to_envelope(SAMPLES[1])
+    del env[missing]
+    with pytest.raises(FormatError, match=missing):
+        from_envelope(env)
+
+
+@pytest.mark.parametrize("not_a_dict", [None, [], "{}", b"{}"])
+def test_envelope_must_be_an_object(not_a_dict):
+    with pytest.raises(FormatError):
+        from_envelope(not_a_dict)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "blob.from_envelope crashes instead of raising FormatError: crc32 '-1' or '1ffffffff' raises OverflowError "
+    "(crc.to_bytes runs outside the try), a non-string encoder raises AttributeError (version_id calls "
+    ".startswith); over HTTP that is a 500, not a 400. Fix: range-check crc32 and isinstance-check encoder "
+    "inside the try (or add OverflowError and AttributeError to the except tuple)"))
+@pytest.mark.parametrize("change", [{"crc32": "-1"}, {"crc32": "1ffffffff"}, {"encoder": 1}, {"encoder": None}])
+def test_envelope_with_out_of_range_fields_is_format_error(change):
+    env = to_envelope(SAMPLES[1])
+    with pytest.raises(FormatError):
+        from_envelope({**env, **change})

@@ -1,0 +1,172 @@
+"""Golden blobs pin the v1 layout and the legacy format: what was written once must read the same forever.
+
+tests/golden/stub/*.nbmf were written by the stub; tests/golden/legacy/*.json were built exactly as the old
+stub service built its blobs. Each directory's index.json holds every blob's input and expected payload.
+Regenerate only on purpose (a format change is a new format version, not a regeneration):
+
+    NBMF_REGENERATE=1 python -m pytest tests/nbmf/test_golden.py
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from nbmf.blob import to_envelope
+from nbmf.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+STUB_DIR = ROOT / "tests" / "golden" / "stub"
+LEGACY_DIR = ROOT / "tests" / "golden" / "legacy"
+FORMAT_MD = ROOT / "docs" / "FORMAT.md"
+REGENERATE = os.environ.get("NBMF_REGENERATE") == "1"
+
+EXAMPLE_TEXT = "Remember: the user prefers metric units."
+
+# name -> (payload, fidelity). The first five are also pinned by tests/nbmf/test_foundation.py.
+STUB_CASES = {
+    "text": (EXAMPLE_TEXT, "lossless"),
+    "json": ({"role": "user", "content": "héllo 😀"}, "lossless"),
+    "bytes": (b"\x00\x01binary\xff", "lossless"),
+    "semantic": ("  two   spaces  ", "semantic"),
+    "empty": ("", "lossless"),
+    "empty-bytes": (b"", "lossless"),
+    "one-byte": (b"\x7b", "lossless"),
+    "emoji": ("👩‍👩‍👧 café 😀", "lossless"),
+    "lone-surrogates": ({"cut": "\ud83d", "low": "\udc00 tail"}, "lossless"),
+    "semantic-json": ({"b": [1, 2.5, None], "a": {"y": True, "x": "e\u0301"}}, "semantic"),
+    "semantic-nfc": ("Cafe\u0301\u00a0\tau lait\n", "semantic"),
+    "semantic-bytes": (b"  kept  as is ", "semantic"),
+    "two-byte-length": ("The quick brown fox jumps over the lazy dog. " * 4, "lossless"),
+    "three-byte-length": ("0123456789abcdef" * 1100, "lossless"),
+    "deep-json": (json.loads("[" * 64 + '{"k": "leaf"}' + "]" * 64), "lossless"),
+}
+
+# name -> (payload, fidelity, meta length field)
+LEGACY_CASES = {
+    "lossless-text": ("Book a table for two at 7pm.", "lossless", "length_bytes"),
+    "lossless-json": ({"role": "user", "content": "héllo 😀", "n": [1, 2.5, None, True]}, "lossless", "length_bytes"),
+    "lossless-preview-length": ({"z": "last", "a": "first"}, "lossless", "preview_length"),
+    "semantic-text": ("  Book a\ttable \n for two  ", "semantic", "preview_length"),
+    "semantic-json": ({"z": 1, "a": ["é", None]}, "semantic", "preview_length"),
+    "semantic-length-bytes": ("short   text", "semantic", "length_bytes"),
+    "semantic-truncated": ("word " * 600, "semantic", "preview_length"),
+    "semantic-truncated-emoji": ("😀 " * 1500, "semantic", "preview_length"),
+}
+
+
+def as_json(value) -> dict:
+    """A payload as JSON: bytes in hex, everything else as itself (lone surrogates survive as \\u escapes)."""
+    if isinstance(value, bytes):
+        return {"bytes_hex": value.hex()}
+    return {"value": value}
+
+
+def from_json(entry: dict):
+    return bytes.fromhex(entry["bytes_hex"]) if "bytes_hex" in entry else entry["value"]
+
+
+def write_index(directory: Path, entries: list) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "index.json").write_text(json.dumps(entries, indent=1, ensure_ascii=True) + "\n")
+
+
+def read_index(directory: Path) -> list:
+    return json.loads((directory / "index.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return Registry(model_dir=None)
+
+
+@pytest.fixture(scope="module")
+def stub_index(reg):
+    if REGENERATE:
+        entries = []
+        for name, (payload, fidelity) in STUB_CASES.items():
+            blob = reg.encode(payload, fidelity=fidelity)
+            (STUB_DIR / f"{name}.nbmf").write_bytes(blob)
+            entries.append({"file": f"{name}.nbmf", "fidelity": fidelity, "input": as_json(payload),
+                            "expected": as_json(reg.decode(blob)), "header": reg.inspect(blob).to_dict()})
+        write_index(STUB_DIR, entries)
+    return read_index(STUB_DIR)
+
+
+@pytest.fixture(scope="module")
+def legacy_index(make_legacy_blob):
+    if REGENERATE:
+        entries = []
+        for name, (payload, fidelity, length_field) in LEGACY_CASES.items():
+            blob = make_legacy_blob(payload, fidelity, length_field)
+            (LEGACY_DIR / f"{name}.json").parent.mkdir(parents=True, exist_ok=True)
+            (LEGACY_DIR / f"{name}.json").write_text(json.dumps(blob, ensure_ascii=False) + "\n", encoding="utf-8")
+            if fidelity == "lossless":
+                expected, truncated = payload, False
+            else:
+                canon = " ".join(payload.split()) if isinstance(payload, str) else json.dumps(
+                    payload, ensure_ascii=False, sort_keys=True)
+                expected, truncated = canon[:2048], len(canon) > 2048
+            entries.append({"file": f"{name}.json", "fidelity": fidelity, "expected": as_json(expected),
+                            "truncated": truncated})
+        write_index(LEGACY_DIR, entries)
+    return read_index(LEGACY_DIR)
+
+
+def test_stub_index_matches_the_cases(stub_index):
+    assert [e["file"] for e in stub_index] == [f"{n}.nbmf" for n in STUB_CASES], (
+        "STUB_CASES changed without regenerating: NBMF_REGENERATE=1 python -m pytest tests/nbmf/test_golden.py")
+
+
+@pytest.mark.parametrize("name", list(STUB_CASES))
+def test_stub_golden_blob(reg, stub_index, name):
+    entry = next(e for e in stub_index if e["file"] == f"{name}.nbmf")
+    blob = (STUB_DIR / entry["file"]).read_bytes()
+    payload, fidelity = STUB_CASES[name]
+    assert from_json(entry["input"]) == payload and entry["fidelity"] == fidelity
+    res = reg.decode_result(blob)
+    assert res.payload == from_json(entry["expected"])  # old blobs read the same
+    assert reg.inspect(blob).to_dict() == entry["header"]  # and their headers say the same
+    assert reg.encode(payload, fidelity=fidelity) == blob  # and the writer still writes these exact bytes
+
+
+@pytest.mark.parametrize("name", list(LEGACY_CASES))
+def test_legacy_golden_blob(reg, legacy_index, name):
+    entry = next(e for e in legacy_index if e["file"] == f"{name}.json")
+    data = (LEGACY_DIR / entry["file"]).read_bytes()
+    res = reg.decode_result(data)
+    assert res.payload == from_json(entry["expected"]) and res.truncated is entry["truncated"] and res.legacy
+    assert reg.decode(json.loads(data)) == res.payload  # as a dict too
+
+
+def test_legacy_index_matches_the_cases(legacy_index):
+    assert [e["file"] for e in legacy_index] == [f"{n}.json" for n in LEGACY_CASES]
+
+
+# -- docs/FORMAT.md's worked example is real output ----------------------------------------------
+def _doc_block(marker: str) -> str:
+    m = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", FORMAT_MD.read_text(encoding="utf-8"), re.S)
+    assert m, f"docs/FORMAT.md lost its '<!-- {marker} -->' block"
+    return m.group(1)
+
+
+def test_format_doc_worked_example_is_the_golden_blob(reg):
+    blob = (STUB_DIR / "text.nbmf").read_bytes()
+    dump = _doc_block("worked-example-hex")
+    hex_bytes = "".join(line.split(":", 1)[1].split("|")[0] for line in dump.splitlines() if ":" in line)
+    assert bytes.fromhex(hex_bytes) == blob == reg.encode(EXAMPLE_TEXT)
+    fields = _doc_block("worked-example-fields")
+    h = reg.inspect(blob)
+    first_line_hex = [line.split()[0] for line in fields.splitlines() if line.strip()]
+    assert first_line_hex[0] == f"{blob[0]:02x}" and first_line_hex[1] == f"{blob[1]:02x}"
+    assert f"{h.crc32:#010x}" in fields and str(h.original_length) in fields
+
+
+def test_format_doc_envelope_example_is_real(reg):
+    blob = (STUB_DIR / "text.nbmf").read_bytes()
+    env = json.loads(_doc_block("worked-example-envelope"))
+    assert env == to_envelope(blob) and base64.b64decode(env["body"]) == blob[reg.inspect(blob).header_size:]
