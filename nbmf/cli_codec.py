@@ -1,11 +1,18 @@
-"""`nbmf encode | decode | inspect`: one record per call, files or stdin/stdout."""
+"""`nbmf encode | decode | inspect`: one record per call, files or stdin/stdout.
+
+``nbmf encode f | nbmf decode`` gives back the bytes of ``f`` for any file: ``--kind auto`` (the
+default) stores valid UTF-8 as text and anything else as bytes, and decode writes text as UTF-8.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from nbmf.blob import Kind, from_envelope, to_envelope
+from nbmf.blob import Fidelity, Kind, from_envelope, peek_header, to_envelope, version_id
+from nbmf.errors import CorruptBlobError, FormatError, UnknownVersionError
+
+KINDS = ("auto", "text", "json", "bytes")
 
 
 def _read(path: str | None) -> bytes:
@@ -25,84 +32,148 @@ def _write(data: bytes, path: str | None) -> None:
 
 
 def _blob_of(data: bytes):
-    """Binary v1 blob, a JSON envelope, or a legacy JSON blob (passed through to the registry)."""
-    if data[:1] == b"{":
-        obj = json.loads(data)
-        if isinstance(obj, dict) and "body" in obj and "encoder" in obj:
-            return from_envelope(obj)
-        return obj
-    return data
+    """A binary v1 blob, or the bytes of a JSON envelope / legacy blob (JSON text, maybe space-padded).
+
+    No v1 blob starts with ASCII whitespace or '{' (their format bits are not 01 or their kind bits
+    are the invalid 11), so a leading '{' after whitespace always means JSON.
+    """
+    text = data.lstrip(b" \t\r\n")
+    if text[:1] != b"{":
+        return data
+    try:
+        obj = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"input starts like JSON (an envelope or a legacy blob) but is not valid JSON: {e}") from None
+    if isinstance(obj, dict) and "body" in obj and "encoder" in obj:
+        return from_envelope(obj)
+    return obj  # a legacy blob: the registry checks its structure
+
+
+def _payload_of(raw: bytes, kind: str):
+    """(payload, Kind) of the input bytes as --kind says."""
+    if kind == "auto":
+        try:
+            return raw.decode("utf-8"), Kind.TEXT
+        except UnicodeDecodeError:
+            return raw, Kind.BYTES
+    if kind == "text":
+        try:
+            return raw.decode("utf-8", "surrogatepass"), Kind.TEXT
+        except UnicodeDecodeError as e:
+            raise FormatError(f"input is not UTF-8 text ({e}); use --kind bytes or --kind auto") from None
+    if kind == "json":
+        try:
+            return json.loads(raw), Kind.JSON
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FormatError(f"input is not a JSON document ({e}); use --kind text to store it as text") from None
+    return raw, Kind.BYTES
+
+
+def _output_bytes(res) -> bytes:
+    """What ``decode`` writes: text as UTF-8, JSON as JSON text (the canonical form for semantic), bytes as is."""
+    p = res.payload
+    if isinstance(p, (bytes, bytearray)):
+        return bytes(p)
+    if isinstance(p, str):
+        return p.encode("utf-8", "surrogatepass")
+    if res.fidelity == Fidelity.SEMANTIC:
+        text = json.dumps(p, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    else:
+        text = json.dumps(p, ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def cmd_encode(a) -> int:
     from nbmf.registry import default_registry
 
-    raw = _read(a.input)
-    kind = Kind[a.kind.upper()]
-    if kind == Kind.TEXT:
-        payload = raw.decode("utf-8", "surrogatepass")
-    elif kind == Kind.JSON:
-        payload = json.loads(raw)
-    else:
-        payload = raw
-    blob = default_registry().encode(payload, fidelity=a.fidelity, version=a.version, kind=kind)
+    reg = default_registry()
+    if a.version is not None:
+        version_id(a.version)  # a name that is neither 'stub' nor 'vN' is a usage error (ValueError, exit 2)
+        if a.version not in reg.versions():
+            raise UnknownVersionError(f"no encoder {a.version!r} here; this registry holds {', '.join(reg.versions())}")
+    payload, kind = _payload_of(_read(a.input), a.kind)
+    blob = reg.encode(payload, fidelity=a.fidelity, version=a.version, kind=kind)
     _write((json.dumps(to_envelope(blob)) + "\n").encode() if a.envelope else blob, a.output)
     return 0
 
 
 def cmd_decode(a) -> int:
-    from nbmf.payload import to_raw
     from nbmf.registry import default_registry
 
     res = default_registry().decode_result(_blob_of(_read(a.input)), max_output_size=a.max_output_size)
-    if res.kind == Kind.JSON and not res.legacy:
-        out = json.dumps(res.payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    elif res.legacy and not isinstance(res.payload, str):
-        out = json.dumps(res.payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    else:
-        out, _ = to_raw(res.payload)
     if res.truncated:
-        print("nbmf decode: legacy semantic preview (truncated at 2048 characters)", file=sys.stderr)
-    _write(out, a.output)
+        print("nbmf decode: legacy semantic preview (the stored form was cut at 2048 characters)", file=sys.stderr)
+    _write(_output_bytes(res), a.output)
     return 0
 
 
 def cmd_inspect(a) -> int:
+    """Print the header; a blob that fails its checksum still shows what its header says, then exits 1."""
     from nbmf.registry import default_registry
 
-    h = default_registry().inspect(_blob_of(_read(a.input)))
-    info = h if isinstance(h, dict) else h.to_dict()
+    blob = _blob_of(_read(a.input))
+    error = None
+    try:
+        h = default_registry().inspect(blob)
+    except CorruptBlobError as e:
+        h, error = peek_header(blob), e  # raises again if not even the header can be read
+    if isinstance(h, dict):
+        info = dict(h)
+    else:
+        info = h.to_dict()
+        info.update(blob_bytes=len(blob), body_bytes=len(blob) - h.header_size,
+                    checksum="FAILED" if error else "ok")
     if a.json:
         print(json.dumps(info))
     else:
         for k, v in info.items():
             print(f"{k:12s} {v}")
+    if error is not None:
+        raise error
     return 0
 
 
 def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("encode", help="encode one record into an NBMF blob", formatter_class=fmt,
-                       description="Encode a file (or stdin) with the current encoder version (or --version); "
-                                   "write the binary blob (or --envelope JSON) to stdout or -o.")
-    p.add_argument("input", nargs="?", help="file to encode (default: stdin)")
+    p = sub.add_parser(
+        "encode", help="encode one record into an NBMF blob", formatter_class=fmt,
+        description="Encode a file (or stdin) with the current encoder version (or --version) and write the\n"
+                    "binary blob (or its --envelope JSON) to stdout or -o. A neural encode that fails its\n"
+                    "verification writes a stub blob instead.",
+        epilog="examples:\n  nbmf encode note.txt > note.nbmf\n"
+               "  nbmf encode --kind json --fidelity semantic record.json -o record.nbmf\n"
+               "  echo 'hello' | nbmf encode --version stub --envelope")
+    p.add_argument("input", nargs="?", help="file to encode (default: stdin; '-' too)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
-    p.add_argument("--kind", choices=["text", "json", "bytes"], default="text",
-                   help="how to read the input: UTF-8 text (default), a JSON document, or raw bytes")
+    p.add_argument("--kind", choices=KINDS, default="auto",
+                   help="how to read the input: auto (default: UTF-8 text if it is, else bytes; decode gives "
+                        "the same bytes back), text, json (a JSON value; decode writes it as json.dumps does), bytes")
     p.add_argument("--fidelity", choices=["lossless", "semantic"], default="lossless",
-                   help="lossless (exact) or semantic (canonical form: NFC + collapsed whitespace / compact JSON)")
-    p.add_argument("--version", help="encoder version (stub, v1, ...); default: the registry's current")
+                   help="lossless (exact, the default) or semantic (canonical form: NFC text with collapsed "
+                        "whitespace, compact JSON with sorted keys)")
+    p.add_argument("--version", help="encoder version: stub, v1, ... (default: the model registry's CURRENT)")
     p.add_argument("--envelope", action="store_true", help="write the JSON envelope (base64 body) instead of binary")
     p.set_defaults(func=cmd_encode)
-    p = sub.add_parser("decode", help="decode a blob (binary, JSON envelope, or legacy JSON)", formatter_class=fmt,
-                       description="Decode a v1 blob, its JSON envelope, or a legacy stub blob; write the payload "
-                                   "(text as UTF-8, JSON as JSON text, bytes as they are).")
-    p.add_argument("input", nargs="?", help="blob file (default: stdin)")
+
+    p = sub.add_parser(
+        "decode", help="decode a blob (binary, JSON envelope, or legacy JSON)", formatter_class=fmt,
+        description="Decode a v1 blob, its JSON envelope, or a legacy stub blob, and write the payload:\n"
+                    "text as UTF-8, JSON as JSON text, bytes as they are. A damaged blob is an error\n"
+                    "(exit 1), never wrong output.",
+        epilog="examples:\n  nbmf decode note.nbmf > note.txt\n  nbmf encode note.txt | nbmf decode\n"
+               "  nbmf decode legacy-record.json")
+    p.add_argument("input", nargs="?", help="blob file (default: stdin; '-' too)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
-    p.add_argument("--max-output-size", type=int, default=64 << 20, help="refuse blobs that decode to more bytes")
+    p.add_argument("--max-output-size", type=int, default=64 << 20, metavar="BYTES",
+                   help="refuse blobs that decode to more bytes (default: 64 MiB)")
     p.set_defaults(func=cmd_decode)
-    p = sub.add_parser("inspect", help="show a blob's header (checksum verified)", formatter_class=fmt,
-                       description="Print the header of a v1 blob (or a legacy blob's meta) as text or --json.")
-    p.add_argument("input", nargs="?", help="blob file (default: stdin)")
-    p.add_argument("--json", action="store_true", help="one JSON object")
+
+    p = sub.add_parser(
+        "inspect", help="show a blob's header (checksum verified)", formatter_class=fmt,
+        description="Print the header of a v1 blob (format, encoder, fidelity, kind, length, header size,\n"
+                    "CRC-32) or a legacy blob's meta, as text or --json. A blob that fails its checksum\n"
+                    "shows its header with checksum FAILED and exits 1.",
+        epilog="example:\n  nbmf encode note.txt | nbmf inspect --json")
+    p.add_argument("input", nargs="?", help="blob file (default: stdin; '-' too)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_inspect)
