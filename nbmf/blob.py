@@ -127,10 +127,10 @@ def peek_header(blob: bytes) -> Header:
     if not blob:
         raise CorruptBlobError("blob is empty")
     first = blob[0]
+    if first == ord("{"):
+        raise FormatError("this is a legacy stub blob (JSON), not a v1 blob: decode it through nbmf.decode")
     fmt, fidelity, kind, low = first >> 6, (first >> 5) & 1, (first >> 3) & 3, first & 7
     if fmt != FORMAT_V1:
-        if first == ord("{"):
-            raise FormatError("this is a legacy stub blob (JSON), not a v1 blob: decode it through nbmf.decode")
         raise FormatError(f"unknown blob format version {fmt} (this library reads v1); upgrade nbmf")
     if kind == 3:
         raise CorruptBlobError("blob header has an invalid payload kind: it was corrupted")
@@ -179,6 +179,8 @@ def from_envelope(envelope: dict) -> bytes:
     try:
         if envelope["format"] != FORMAT_V1:
             raise FormatError(f"envelope format {envelope['format']!r} is not 1")
+        if not isinstance(envelope["encoder"], str):
+            raise FormatError("envelope encoder must be a version name such as 'v1' or 'stub'")
         encoder_id = version_id(envelope["encoder"])
         fidelity = Fidelity[str(envelope["fidelity"]).upper()]
         kind = Kind[str(envelope["kind"]).upper()]
@@ -186,8 +188,10 @@ def from_envelope(envelope: dict) -> bytes:
         if not isinstance(length, int) or isinstance(length, bool) or length < 0:
             raise FormatError("envelope length must be a non-negative integer")
         crc = int(envelope["crc32"], 16)
+        if not 0 <= crc < 1 << 32:
+            raise FormatError(f"envelope crc32 {envelope['crc32']!r} is not a 32-bit value")
         body = base64.b64decode(envelope["body"], validate=True)
-    except (KeyError, ValueError, TypeError, binascii.Error) as e:
+    except (KeyError, ValueError, TypeError, AttributeError, binascii.Error) as e:
         if isinstance(e, FormatError):
             raise
         raise FormatError(f"envelope has an invalid field: {e}") from None

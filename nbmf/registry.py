@@ -64,7 +64,13 @@ def _fidelity(f) -> Fidelity:
 
 
 class Registry:
-    def __init__(self, model_dir: str | Path | None = None, current: str | None = None):
+    def __init__(self, model_dir: str | Path | None = None, current: str | None = None, verify: str = "codec"):
+        """``verify``: "codec" trusts the encode-time check of codecs that declare ``self_verifying`` (the
+        neural codec decodes every body with the range decoder against its tables) and fully decodes the
+        bodies of every other codec; "full" fully decodes every non-stub body (about twice the encode time)."""
+        if verify not in ("codec", "full"):
+            raise ValueError(f"verify is 'codec' or 'full', not {verify!r}")
+        self.verify = verify
         self.stub = StubCodec()
         self._codecs: dict[int, object] = {0: self.stub}
         self._paths: dict[int, Path] = {}
@@ -136,6 +142,8 @@ class Registry:
             try:
                 cand = codec.encode_many(raws, fidelity=int(fid), verify=True)
                 reasons = [None if b is not None else "mismatch" for b in cand]
+                if self.verify == "full" or not getattr(codec, "self_verifying", False):
+                    self._decode_check(codec, raws, cand, reasons, int(fid))
             except Exception:  # any failure of the model falls back to the stub, never to an error
                 cand, reasons = [None] * len(raws), ["error"] * len(raws)
             bodies = []
@@ -152,6 +160,25 @@ class Registry:
             self.stats.encodes[version_name(eid)] += 1
             out.append(blobfmt.pack(encoder_id=eid, fidelity=fid, kind=kind, original_length=len(raw), body=body))
         return out
+
+    @staticmethod
+    def _decode_check(codec, raws, cand, reasons, fid: int) -> None:
+        """Decode every candidate body with the codec's own decoder; a body that does not give back its
+        record (or does not decode) is marked a mismatch."""
+        idx = [j for j, b in enumerate(cand) if b is not None]
+        items = [(cand[j], raws[j][1], len(raws[j][0])) for j in idx]
+        try:
+            outs = codec.decode_many(items, fidelity=fid)
+        except Exception:
+            outs = []
+            for item in items:
+                try:
+                    outs.append(codec.decode_many([item], fidelity=fid)[0])
+                except Exception:
+                    outs.append(None)
+        for j, out in zip(idx, outs):
+            if out != raws[j][0]:
+                reasons[j] = "mismatch"
 
     # -- decode ---------------------------------------------------------------------------------
     def decode(self, blob, max_output_size: int = DEFAULT_MAX_OUTPUT):

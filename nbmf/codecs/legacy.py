@@ -71,7 +71,15 @@ def decode(obj: dict, max_output_size: int) -> LegacyDecoded:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise CorruptBlobError("legacy lossless code does not hold JSON: the blob was damaged") from None
         canon = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-        _check_sig(obj, canon)
+        if not _sig_matches(obj, canon):
+            # the old stub signed the Python object: int dict keys sorted as ints (9 < 10), but they
+            # come back from JSON as strings ('10' < '9'); sign again with digit keys as ints
+            try:
+                alt = json.dumps(_int_keys(payload), sort_keys=True, ensure_ascii=False)
+            except TypeError:  # mixed int/str keys cannot be sorted: the old stub could not have signed it
+                alt = None
+            if alt is None or not _sig_matches(obj, alt):
+                raise LegacySignatureError("legacy blob fails its sha256 signature: it was damaged or edited")
         return LegacyDecoded(payload, "lossless", False)
     if fidelity == "semantic":
         if len(code) > max_output_size:
@@ -90,6 +98,14 @@ def decode(obj: dict, max_output_size: int) -> LegacyDecoded:
     raise FormatError(f"legacy blob has unknown fidelity {fidelity!r}")
 
 
-def _check_sig(obj: dict, canon: str) -> None:
-    if hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest() != obj["sig"]:
-        raise LegacySignatureError("legacy blob fails its sha256 signature: it was damaged or edited")
+def _sig_matches(obj: dict, canon: str) -> bool:
+    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest() == obj["sig"]
+
+
+def _int_keys(value):
+    """JSON value with dict keys that spell integers turned back into ints (how they were signed)."""
+    if isinstance(value, dict):
+        return {(int(k) if k.lstrip("-").isdigit() and str(int(k)) == k else k): _int_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int_keys(v) for v in value]
+    return value

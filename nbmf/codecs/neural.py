@@ -34,6 +34,8 @@ def _body(words: np.ndarray) -> bytes:
 class NeuralCodec:
     """Encode/decode raw bytes with one model artifact. Holds the loaded model: reuse the object."""
 
+    self_verifying = True  # encode_many(verify=True) decodes each body before returning it (see there)
+
     def __init__(self, name: str, cfg, int_model, tokenizer, manifest: dict | None = None, path: Path | None = None):
         from nbmf.artifact import encoder_id_of, manifest_id
 

@@ -363,12 +363,6 @@ def test_incompressible_records_fall_back_as_larger(neural_registry, records):
     assert neural_registry.decode(blobs[1]) == records[0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the registry trusts codec.encode_many(verify=True) instead of running the codec's own decode on each new "
-    "body as the foundation brief specifies; a codec whose decoder disagrees with its encoder (e.g. an "
-    "incremental decode path that drifts from the batched encode pass) gets its blobs written, and they decode "
-    "to wrong bytes of the right length. Fix: in Registry.encode_many, decode the candidate bodies with "
-    "codec.decode_many and compare with the raw bytes (or make that check an option for new codecs)"))
 def test_codec_whose_decoder_disagrees_never_gets_blobs_written(neural_registry, tiny_codec, records):
     class Drifting(WrappedCodec):
         def decode_many(self, items, fidelity=0):
