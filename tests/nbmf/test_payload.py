@@ -37,8 +37,8 @@ def test_text_raw_is_utf8_with_surrogatepass(text):
 @settings(max_examples=200, deadline=None)
 @given(json_values)
 def test_json_raw_is_json_dumps_and_inverts(value):
-    raw, kind = to_raw(value)
-    assert kind == Kind.JSON
+    raw, kind = to_raw(value, Kind.JSON)  # a bare str is JSON only when asked: inferred, it is text
+    assert kind == Kind.JSON and to_raw(value)[1] == (Kind.TEXT if isinstance(value, str) else Kind.JSON)
     assert raw == json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
     assert from_raw(raw, kind) == value
 

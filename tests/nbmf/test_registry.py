@@ -373,4 +373,30 @@ def test_codec_whose_decoder_disagrees_never_gets_blobs_written(neural_registry,
     assert coded, "the tiny model codes some sample documents"
     neural_registry.register(Drifting(tiny_codec))
     blob = neural_registry.encode(coded[0])
-    assert neural_registry.decode(blob) == coded[0]
+    assert nbmf.inspect(blob).version == "stub" and neural_registry.decode(blob) == coded[0]
+    assert neural_registry.stats.fallbacks["v1:mismatch"] == 1
+
+
+def test_full_verification_catches_a_self_verifying_codec_that_is_wrong(tiny_model_dir, tiny_codec, records):
+    """verify="codec" trusts codecs that declare self_verifying; verify="full" decodes every body anyway."""
+    class LyingSelfVerifying(WrappedCodec):
+        self_verifying = True
+
+        def encode_many(self, items, fidelity=0, verify=False):
+            bodies = self.inner.encode_many(items, fidelity=fidelity, verify=verify)
+            return [None if b is None else bytes(x ^ 0xA5 for x in b) for b in bodies]  # claims verified
+
+    texts = [r for r in records if isinstance(r, str)]
+    trusting, full = Registry(tiny_model_dir), Registry(tiny_model_dir, verify="full")
+    for reg in (trusting, full):
+        reg.register(LyingSelfVerifying(tiny_codec))
+    full_blobs = full.encode_many(texts)
+    assert [full.decode(b) for b in full_blobs] == texts  # whatever was written reads back exactly
+    assert full.stats.fallbacks["v1:mismatch"] >= 1
+    trusted = [nbmf.inspect(b).version for b in trusting.encode_many(texts)]
+    assert trusted.count("v1") > [nbmf.inspect(b).version for b in full_blobs].count("v1")
+
+
+def test_verify_mode_is_checked():
+    with pytest.raises(ValueError, match="full"):
+        Registry(None, verify="never")
