@@ -1,6 +1,8 @@
 """`nbmf`: encode, decode and inspect blobs; collect datasets; bench codecs; migrate L2 stores.
 
-Each subcommand lives in its own module exposing ``register(subparsers)``, which sets ``func``.
+Each subcommand lives in its own module exposing ``register(subparsers)``, which sets ``func``; a module
+listed in SUBCOMMAND_MODULES that is not installed is skipped, one that fails to import for another reason
+fails loudly. Exit status: 0 done, 1 NBMFError (the data was refused), 2 usage error.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nbmf", description="NBMF: learned lossless compression of AI-agent memory records.",
         epilog="examples:\n  nbmf encode note.txt > note.nbmf\n  nbmf decode note.nbmf\n"
                "  cat record.json | nbmf encode --kind json | nbmf inspect\n"
-               "  nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png",
+               "  nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png\n\n"
+               "exit status: 0 done; 1 the input was refused (damaged, unknown version, too large: an NBMFError,\n"
+               "named on stderr); 2 usage error (bad option, missing file).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
