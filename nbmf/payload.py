@@ -58,7 +58,10 @@ def from_raw(raw: bytes, kind: Kind):
 
 
 def _kind(kind) -> Kind:
-    return Kind[kind.upper()] if isinstance(kind, str) else Kind(kind)
+    try:
+        return Kind[kind.upper()] if isinstance(kind, str) else Kind(kind)
+    except (KeyError, ValueError):
+        raise ValueError(f"kind is one of text, json, bytes; got {kind!r}") from None
 
 
 def canonical(raw: bytes | str, kind: Kind | str) -> bytes:

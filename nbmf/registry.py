@@ -116,7 +116,8 @@ class Registry:
             return c
         if i not in self._paths:
             raise UnknownVersionError(f"blob was written by encoder {version_name(i)}; this registry holds "
-                                      f"{', '.join(self.versions())}: add that version's artifact to {self.model_dir}")
+                                      f"{', '.join(self.versions())}: add that version's artifact to "
+                                      f"{self.model_dir or 'a model registry directory (Registry(model_dir))'}")
         with self._lock:
             if i not in self._codecs:
                 from nbmf.codecs.neural import load_codec
@@ -134,7 +135,13 @@ class Registry:
         raws = [to_raw(p, k) for p, k in zip(payloads, kinds)]
         if fid == Fidelity.SEMANTIC:
             raws = [(canonical(raw, kind), kind) for raw, kind in raws]
-        codec = self.codec(version or self.current)
+        try:
+            codec = self.codec(version or self.current)
+        except NBMFError:
+            if version is not None:
+                raise  # an explicitly requested version that cannot load is the caller's error
+            codec = self.stub  # the current model cannot load: writes go on with the stub, counted
+            self.stats.fallbacks[f"{self.current}:unavailable"] += len(raws)
         stub_bodies = self.stub.encode_many(raws)
         bodies = stub_bodies
         used = [0] * len(raws)

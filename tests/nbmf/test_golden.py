@@ -27,7 +27,7 @@ REGENERATE = os.environ.get("NBMF_REGENERATE") == "1"
 
 EXAMPLE_TEXT = "Remember: the user prefers metric units."
 
-# name -> (payload, fidelity). The first five are also pinned by tests/nbmf/test_foundation.py.
+# name -> (payload, fidelity).
 STUB_CASES = {
     "text": (EXAMPLE_TEXT, "lossless"),
     "json": ({"role": "user", "content": "héllo 😀"}, "lossless"),

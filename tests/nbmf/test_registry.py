@@ -400,3 +400,20 @@ def test_full_verification_catches_a_self_verifying_codec_that_is_wrong(tiny_mod
 def test_verify_mode_is_checked():
     with pytest.raises(ValueError, match="full"):
         Registry(None, verify="never")
+
+
+def test_current_model_that_cannot_load_falls_back_to_stub_but_a_named_one_raises(tiny_model_dir, tmp_path):
+    import shutil
+
+    from nbmf.errors import ArtifactError
+
+    d = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, d)
+    weights = d / "v1" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # damaged after registration
+    reg = Registry(d)
+    blob = reg.encode("writes must go on")
+    assert nbmf.inspect(blob).version == "stub" and reg.decode(blob) == "writes must go on"
+    assert reg.stats.fallbacks["v1:unavailable"] == 1
+    with pytest.raises(ArtifactError):
+        reg.encode("x", version="v1")
