@@ -1,6 +1,6 @@
 """The main job, end to end on one machine: the whole platform on its embedded default.
 
-    python -m pipeline                       # local Ray, bundled sample (data/sample), ~10 minutes on 2 cores
+    python -m pipeline                       # local Ray, bundled sample (data/sample), ~3 minutes on 2 cores
 
 1. collect   an SQLite L2 store seeded with legacy stub blobs + the sample's train file -> Parquet dataset
 2. tune      a tiny Ray Tune search (Train V2 trials) over families and latent sizes, timed against the budget
