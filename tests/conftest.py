@@ -115,3 +115,16 @@ def tiny_codec(tiny_model_dir):
     from nbmf.codecs.neural import load_codec
 
     return load_codec(tiny_model_dir / "v1")
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """One private `ray start --head` node per test session, shared by the Train and Tune test modules
+    (train.testing.session_head); their drivers run as subprocesses against it, so these tests neither
+    depend on nor disturb a Ray instance another suite keeps in the test process."""
+    from train.testing import session_head
+
+    head, owner = session_head(tmp_path_factory.mktemp("ray") / "head.log")
+    yield head
+    if owner:
+        head.stop()

@@ -11,20 +11,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """One private `ray start --head` node per test session, shared with the other Ray test module
-    (train.testing.session_head); drivers run as subprocesses against it, so these tests neither depend
-    on nor disturb a Ray instance another suite keeps in the test process. (Not a conftest.py: the
-    suite's --doctest-modules imports every conftest.py as a module named conftest.)"""
-    from train.testing import session_head
-
-    head, owner = session_head(tmp_path_factory.mktemp("ray") / "head.log")
-    yield head
-    if owner:
-        head.stop()
-
-
 def train(head, storage: Path, name: str, *overrides: str) -> dict:
     """`python -m train` on the session's head node; the run's result.json."""
     from train.testing import run_module
