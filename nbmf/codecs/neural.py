@@ -1,25 +1,32 @@
-"""The neural codec: an integer-runtime causal model drives constriction's range coder.
+"""The neural codec: the integer-runtime causal model drives a range coder, both in one compiled loop.
 
 A record's raw bytes become BPE tokens; the model gives, token by token, an integer frequency table
 for the next token; the range coder spends about -log2 p bits on each. Decoding replays the model
 on the tokens it has decoded so far, so it needs the exact same tables: the integer runtime makes
 them bit-identical on every machine, batch shape and thread count. The body is the coder's
-32-bit words, little endian, with trailing zero bytes dropped (the decoder pads them back).
+32-bit words, little endian, with trailing zero bytes dropped (the decoder reads zeros past the end).
+Encode runs each record's positions through the model in one pass; decode runs records in lockstep.
+Both split their records over ``threads`` worker threads (the kernels release the GIL); the bytes never
+depend on the split.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from nbmf.errors import CorruptBlobError
+from nbmf.runtime import kernels
 
-try:  # the range coder; a hard dependency of the neural codec only
-    import constriction
-except ImportError as e:  # pragma: no cover - constriction is a core dependency
-    raise ImportError("the neural codec needs constriction: pip install constriction") from e
 
-_FAMILY = constriction.stream.model.Categorical(perfect=False)
+def default_threads() -> int:
+    """Threads a codec uses unless told: $NBMF_THREADS, else 1 (a Serve replica sets it to its CPUs)."""
+    try:
+        return max(1, int(os.environ.get("NBMF_THREADS", "1")))
+    except ValueError:
+        raise ValueError(f"NBMF_THREADS must be a positive integer, got {os.environ['NBMF_THREADS']!r}") from None
 
 
 def _words(body: bytes) -> np.ndarray:
@@ -31,12 +38,20 @@ def _body(words: np.ndarray) -> bytes:
     return words.astype("<u4").tobytes().rstrip(b"\0")
 
 
+def _groups(n: int, parts: int) -> list[range]:
+    """Contiguous ranges of 0..n-1, about equal, at most ``parts`` of them (none empty)."""
+    parts = max(1, min(parts, n))
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+
+
 class NeuralCodec:
     """Encode/decode raw bytes with one model artifact. Holds the loaded model: reuse the object."""
 
-    self_verifying = True  # encode_many(verify=True) decodes each body before returning it (see there)
+    self_verifying = True  # encode_many(verify=True) checks each body against what it coded (see there)
 
-    def __init__(self, name: str, cfg, int_model, tokenizer, manifest: dict | None = None, path: Path | None = None):
+    def __init__(self, name: str, cfg, int_model, tokenizer, manifest: dict | None = None, path: Path | None = None,
+                 threads: int | None = None):
         from nbmf.artifact import encoder_id_of, manifest_id
 
         self.name = name
@@ -47,7 +62,13 @@ class NeuralCodec:
         self.manifest = manifest or {}
         self.artifact_id = manifest_id(self.manifest) if manifest else ""
         self.path = path
-        self._piece_len = tokenizer.piece_lengths()
+        self.threads = default_threads() if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self._piece_len = tokenizer.piece_lengths().astype(np.int64)
+        if self._piece_len.min(initial=1) < 1:
+            raise ValueError("every token must stand for at least one byte (the decoder's stop condition)")
+        self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"NeuralCodec({self.name}, {self.cfg.family}, d={self.cfg.d_model}, layers={self.cfg.n_layers})"
@@ -57,44 +78,49 @@ class NeuralCodec:
 
         return sequence_for(ids, int(kind), int(fidelity), self.cfg)
 
+    def _map(self, fn, n: int) -> list:
+        """fn(range) over up to ``threads`` contiguous groups of n items, results concatenated in order."""
+        groups = _groups(n, self.threads)
+        if len(groups) <= 1:
+            return fn(range(n))
+        if self._pool is None or self._pool._max_workers != self.threads:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbmf-codec")
+        return [x for part in self._pool.map(fn, groups) for x in part]
+
     # -- encode ---------------------------------------------------------------------------------
     def encode_raw(self, raw: bytes, kind, fidelity=0) -> bytes:
         return self.encode_many([(raw, kind)], fidelity=fidelity)[0]
 
     def encode_many(self, items, fidelity=0, verify: bool = False) -> list[bytes | None]:
-        """Bodies for [(raw, kind), ...]: one kernel call computes every record's tables.
+        """Bodies for [(raw, kind), ...]: each record's tables in one pass, coded in the same compiled loop.
 
-        ``verify=True`` decodes every body once before returning it (range decoder and detokenizer
-        against the model's tables for the decoded prefix) and returns None for a body that does not
-        give back its record. The tables are the encode pass's own: while decoded tokens equal the
-        encoded ones the prefixes are equal, and the integer runtime is a pure function of the prefix
-        (bit-exact across processes, batches and threads: tests/nbmf/test_neural.py), so re-running the
-        model would give the same integers. ``decode_raw`` remains the independent full decode.
+        ``verify=True`` checks every body before returning it and returns None for one that does not give back
+        its record: the range decoder must recover, from the body's words, each token's coded interval (so
+        the token: intervals of distinct tokens are disjoint), and the tokens must detokenize to the record's
+        bytes. The tables are the encode pass's own: while decoded tokens equal the encoded ones the prefixes
+        are equal, and the integer runtime is a pure function of the prefix (bit-exact across processes,
+        batches and threads: tests/nbmf/test_neural.py), so re-running the model would give the same integers.
+        ``decode_raw`` remains the independent full decode.
         """
-        ids = self.tokenizer.encode_batch([bytes(raw) for raw, _ in items])
+        raws = [bytes(raw) for raw, _ in items]
+        ids = self.tokenizer.encode_batch(raws)
         seqs = [self._sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
-        lengths = [len(s) for s in seqs]
-        state = self.model.new_state(len(items))
-        tokens = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
-        slots = np.repeat(np.arange(len(items)), lengths)
-        freqs = self.model.step(state, tokens, slots)
-        out: list[bytes | None] = []
-        start = 0
-        for x, n, (raw, _) in zip(ids, lengths, items):
-            if n == 0:
-                out.append(b"" if len(raw) == 0 else None)
-                continue
-            table = freqs[start : start + n]
-            start += n
-            encoder = constriction.stream.queue.RangeEncoder()
-            encoder.encode(x.astype(np.int32), _FAMILY, table)
-            body = _body(encoder.get_compressed())
-            if verify:
-                back = constriction.stream.queue.RangeDecoder(_words(body)).decode(_FAMILY, table)
-                if not np.array_equal(back, x) or self.tokenizer.decode(back) != bytes(raw):
+
+        def run(group: range) -> list[bytes | None]:
+            got = self.model.encode([seqs[i] for i in group], [ids[i] for i in group], verify=verify)
+            words, ok = got if verify else (got, None)
+            out: list[bytes | None] = []
+            for k, i in enumerate(group):
+                if len(ids[i]) == 0:
+                    out.append(b"" if len(raws[i]) == 0 else None)
+                    continue
+                body = _body(words[k])
+                if verify and not (ok[k] and self.tokenizer.decode(ids[i]) == raws[i]):
                     body = None
-            out.append(body)
-        return out
+                out.append(body)
+            return out
+
+        return self._map(run, len(items))
 
     # -- decode ---------------------------------------------------------------------------------
     def decode_raw(self, body: bytes, kind, original_length: int, fidelity=0) -> bytes:
@@ -102,36 +128,25 @@ class NeuralCodec:
 
     def decode_many(self, items, fidelity=0) -> list[bytes]:
         """Raw bytes for [(body, kind, original_length), ...], decoded in lockstep (same bits as one by one)."""
-        n = len(items)
-        out: list[list[int]] = [[] for _ in range(n)]
-        remaining = [int(length) for _, _, length in items]
-        decoders = [constriction.stream.queue.RangeDecoder(_words(body)) for body, _, _ in items]
-        state = self.model.new_state(n)
-        tokens = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
-        active = np.array([j for j in range(n) if remaining[j] > 0], dtype=np.int64)
-        for j, (body, _, _) in enumerate(items):
-            if remaining[j] == 0 and body:
+        for body, _, length in items:
+            if int(length) == 0 and body:
                 raise CorruptBlobError("blob body has data but its header says the record is empty")
-        freq = np.empty((n, self.cfg.vocab_size), np.float64)
-        piece_len = self._piece_len.tolist()
-        while len(active):
-            rows = freq[: len(active)]
-            self.model.step(state, tokens[active], active, rows)
-            for r, j in enumerate(active.tolist()):
-                try:
-                    t = int(decoders[j].decode(_FAMILY, rows[r : r + 1])[0])
-                except Exception as e:  # the coder's own error on a body it cannot read
-                    raise CorruptBlobError(f"neural body cannot be decoded ({e}): the blob is corrupted") from None
-                out[j].append(t)
-                tokens[j] = t
-                left = remaining[j] - piece_len[t]
-                if left < 0:
-                    raise CorruptBlobError("neural body decodes past the record's length: the blob is corrupted "
-                                           "or was written by a different model")
-                remaining[j] = left
-            if any(remaining[j] == 0 for j in active.tolist()):
-                active = np.array([j for j in active.tolist() if remaining[j] > 0], dtype=np.int64)
-        return [self.tokenizer.decode(ids) for ids in out]
+        first = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
+        bodies = [_words(body) for body, _, _ in items]
+        lengths = np.array([int(length) for _, _, length in items], np.int64)
+
+        def run(group: range) -> list[bytes]:
+            tokens, status = self.model.decode(first[group.start : group.stop], bodies[group.start : group.stop],
+                                               lengths[group.start : group.stop], self._piece_len)
+            if (status == kernels.BAD_QUANTILE).any():
+                raise CorruptBlobError("neural body cannot be decoded (it is no range-coder output under this "
+                                       "model): the blob is corrupted")
+            if (status == kernels.PAST_LENGTH).any():
+                raise CorruptBlobError("neural body decodes past the record's length: the blob is corrupted "
+                                       "or was written by a different model")
+            return [self.tokenizer.decode(t) for t in tokens]
+
+        return self._map(run, len(items))
 
     # -- measurement ----------------------------------------------------------------------------
     def cross_entropy_bits(self, raw: bytes, kind, fidelity=0) -> float:
@@ -144,9 +159,13 @@ class NeuralCodec:
         return float(-np.log2(p).sum())
 
 
-def load_codec(path) -> NeuralCodec:
-    """Load a verified artifact directory as a codec (numpy + numba only: no torch)."""
+def load_codec(path, threads: int | None = None) -> NeuralCodec:
+    """Load a verified artifact directory as a codec (numpy + numba only: no torch).
+
+    ``threads``: worker threads for encode_many/decode_many (default: ``default_threads()``).
+    """
     from nbmf.artifact import load_artifact
 
     manifest, cfg, int_model, tokenizer = load_artifact(path)
-    return NeuralCodec(manifest["version"], cfg, int_model, tokenizer, manifest=manifest, path=Path(path))
+    return NeuralCodec(manifest["version"], cfg, int_model, tokenizer, manifest=manifest, path=Path(path),
+                       threads=threads)

@@ -1,17 +1,16 @@
-"""The integer model: its parameter arrays, per-record state, and batched stepping.
+"""The integer model: its parameters as the kernel's named groups, per-slot state, and the coder entry points.
 
-Parameters are a flat dict of integer numpy arrays (stored in the artifact as safetensors), named as
-the kernel's arguments. ``IntModel.step`` advances any subset of a batch's records by one token, so
-records of different lengths decode in lockstep and batch shape never changes a result.
+The artifact stores a flat dict of integer arrays (safetensors) named as in ``PARAMS``; ``IntModel`` checks
+each by name and shape against the architecture, packs every weight matrix once for the int8 kernel
+(nbmf.runtime.gemm) and hands the kernel ``kernels.Params``: named groups, never a positional list.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from nbmf.models.config import ModelConfig
-from nbmf.runtime import kernels
+from nbmf.runtime import coder, kernels
+from nbmf.runtime.gemm import KG, OB, pack, padded
 
 PARAMS = (
     "emb", "norm_k", "mixer_type", "mixer_idx",
@@ -21,26 +20,57 @@ PARAMS = (
     "zc", "zc_m", "zc_s", "sig_lut",
     "wh", "wh_m", "wh_s", "head_lut",
 )
-# int8 in the artifact, int16 in memory (the kernels' SIMD loops multiply int16 x int16 -> int32)
-WEIGHTS = ("wo", "w1", "w2", "qkv", "taps", "zc", "wh")
+DECODE_ROWS = 256  # records per lockstep forward: bounds the scratch, not the batch
+WEIGHTS = ("wo", "w1", "w2", "qkv", "taps", "zc", "wh")  # int8 in the artifact and in memory
 
 
-@dataclass
-class State:
-    """Caches of a batch of records (slot-indexed), updated in place by ``IntModel.step``."""
+def _shapes(cfg: ModelConfig, n_attn: int, n_conv: int, n_rec: int, lut: dict[str, int]) -> dict[str, tuple]:
+    d, hidden, layers, vocab = cfg.d_model, cfg.mlp_mult * cfg.d_model, cfg.n_layers, cfg.vocab_size
+    return {
+        "emb": (cfg.input_vocab, d), "norm_k": (), "mixer_type": (layers,), "mixer_idx": (layers,),
+        "wo": (layers, d, d), "wo_m": (layers, d), "wo_s": (layers, d),
+        "w1": (layers, hidden, d), "w1_m": (layers, hidden), "w1_s": (layers, hidden), "act_lut": (layers, 255),
+        "w2": (layers, d, hidden), "w2_m": (layers, d), "w2_s": (layers, d),
+        "qkv": (n_attn, 3 * d, d), "qkv_m": (n_attn, 3 * d), "qkv_s": (n_attn, 3 * d),
+        "score_m": (n_attn,), "score_s": (n_attn,), "slopes": (n_attn, cfg.n_heads), "attn_lut": (lut["attn_lut"],),
+        "taps": (n_conv, cfg.kernel_size, d), "taps_m": (n_conv, d), "taps_s": (n_conv, d), "dilation": (n_conv,),
+        "conv_lut": (n_conv, 255),
+        "zc": (n_rec, 2 * d, d), "zc_m": (n_rec, 2 * d), "zc_s": (n_rec, 2 * d), "sig_lut": (n_rec, 255),
+        "wh": (vocab, d), "wh_m": (vocab,), "wh_s": (vocab,), "head_lut": (lut["head_lut"],),
+    }
 
-    kcache: np.ndarray  # int16 [n_attention_layers, batch, d, window] (ring buffer over positions)
-    vcache: np.ndarray
-    rstate: np.ndarray  # int64 [n_recurrent_layers, batch, d]
-    chist: np.ndarray  # int16 [n_conv_layers, batch, history, d]
-    pos: np.ndarray  # int64 [batch]: tokens seen per record
 
-    def reset(self, slot: int) -> None:
-        self.kcache[:, slot] = 0
-        self.vcache[:, slot] = 0
-        self.rstate[:, slot] = 0
-        self.chist[:, slot] = 0
-        self.pos[slot] = 0
+def _linear(w: np.ndarray, m: np.ndarray, s: np.ndarray, name: str) -> kernels.Linear:
+    """Stack of n [out, in] int8 matrices with their requantization -> one kernels.Linear."""
+    if m.size and not (np.all((m >= 1 << 30) & (m < 1 << 31)) and np.all((s >= 1) & (s <= 62))):
+        raise ValueError(f"{name}: requantization multipliers must lie in [2**30, 2**31) and shifts in [1, 62]")
+    packed = [pack(w[i]) for i in range(w.shape[0])]
+    if packed:
+        return kernels.Linear(np.stack([p.w for p in packed]), np.stack([p.bias for p in packed]),
+                              np.ascontiguousarray(m, np.int64), np.ascontiguousarray(s, np.int64))
+    empty = pack(np.zeros(w.shape[1:], np.int8))  # a group no layer uses: shapes only
+    return kernels.Linear(np.zeros((0, empty.w.size), np.int8), np.zeros((0, empty.bias.size), np.int32),
+                          np.zeros(m.shape, np.int64), np.zeros(s.shape, np.int64))
+
+
+def build_params(cfg: ModelConfig, p: dict[str, np.ndarray]) -> kernels.Params:
+    """The kernel's named parameter groups from the artifact's arrays (checked by name and shape)."""
+    i64 = {k: np.ascontiguousarray(p[k], np.int64) for k in PARAMS if k not in WEIGHTS}
+    for k in ("attn_lut", "head_lut"):  # looked up per key and per token: int32 halves their cache footprint
+        if i64[k].size and (i64[k].min() < 0 or i64[k].max() >= 1 << 31):
+            raise ValueError(f"{k} must hold non-negative int32 values")
+    return kernels.Params(
+        emb=i64["emb"], norm_k=i64["norm_k"].reshape(1), mixer_type=i64["mixer_type"], mixer_idx=i64["mixer_idx"],
+        out=_linear(p["wo"], i64["wo_m"], i64["wo_s"], "wo"),
+        up=_linear(p["w1"], i64["w1_m"], i64["w1_s"], "w1"), act_lut=i64["act_lut"],
+        down=_linear(p["w2"], i64["w2_m"], i64["w2_s"], "w2"),
+        attn=kernels.Attention(_linear(p["qkv"], i64["qkv_m"], i64["qkv_s"], "qkv"), i64["score_m"], i64["score_s"],
+                               i64["slopes"], i64["attn_lut"].astype(np.int32)),
+        conv=kernels.Conv(np.ascontiguousarray(p["taps"], np.int64), i64["taps_m"], i64["taps_s"], i64["dilation"],
+                          i64["conv_lut"]),
+        rec=kernels.Recurrent(_linear(p["zc"], i64["zc_m"], i64["zc_s"], "zc"), i64["sig_lut"]),
+        head=_linear(p["wh"][None], i64["wh_m"][None], i64["wh_s"][None], "wh"), head_lut=i64["head_lut"].astype(np.int32),
+    )
 
 
 class IntModel:
@@ -49,48 +79,117 @@ class IntModel:
         if missing:
             raise ValueError(f"integer model lacks parameters {missing}")
         self.cfg = cfg
-        self.params = {k: np.array(params[k], order="C") for k in PARAMS}  # (ascontiguousarray would make 0-d arrays 1-d)
-        for k in WEIGHTS:
-            self.params[k] = self.params[k].astype(np.int16)
-        self.params["emb"] = self.params["emb"].astype(np.int64)
-        # 0-d arrays (norm_k) go to the kernel as scalars
-        self._args = tuple(int(v.item()) if v.ndim == 0 else v for v in (self.params[k] for k in PARAMS))
         mixers = cfg.mixers()
         self.n_attn = mixers.count("attention")
         self.n_conv = mixers.count("conv")
         self.n_rec = mixers.count("recurrent")
         self.history = 1 + (cfg.kernel_size - 1) * max([cfg.dilation(i) for i, m in enumerate(mixers) if m == "conv"] or [1])
+        luts = {k: int(np.shape(params[k])[0]) if np.ndim(params[k]) == 1 else -1 for k in ("attn_lut", "head_lut")}
+        want = _shapes(cfg, self.n_attn, self.n_conv, self.n_rec, luts)
+        wrong = [f"{k} {tuple(np.shape(params[k]))} (expected {want[k]})" for k in PARAMS
+                 if tuple(np.shape(params[k])) != want[k]]
+        if wrong:
+            raise ValueError("integer model arrays do not fit the architecture: " + ", ".join(wrong))
+        for k in WEIGHTS:
+            if params[k].size and np.abs(np.asarray(params[k], np.int64)).max() > 127:
+                raise ValueError(f"{k}: weights must be int8 in [-127, 127]")
+        # as stored (weights int8): the torch path and ``storable`` read these
+        self.params = {k: np.array(params[k], order="C") for k in PARAMS}
+        for k in WEIGHTS:
+            self.params[k] = self.params[k].astype(np.int8)
+        self.kernel_params = build_params(cfg, self.params)
+        d, hidden = cfg.d_model, cfg.mlp_mult * cfg.d_model
+        self._k_pad = padded(max(d, hidden), KG)  # every matrix reads d or hidden inputs
+        self._o_pad = max(padded(o, OB) for o in (3 * d, 2 * d, hidden, cfg.vocab_size))
 
     def storable(self) -> dict[str, np.ndarray]:
-        """Arrays as stored: weights back to int8."""
-        out = {k: (v.astype(np.int8) if k in WEIGHTS else v) for k, v in self.params.items()}
-        if np.abs(out["emb"]).max(initial=0) < 2**31:  # the residual-unit embedding fits int32: half the bytes
+        """Arrays as stored: weights int8, the residual-unit embedding int32 when it fits."""
+        out = dict(self.params)
+        if np.abs(out["emb"]).max(initial=0) < 2**31:
             out["emb"] = out["emb"].astype(np.int32)
         return out
 
-    def new_state(self, batch: int) -> State:
-        d, w = self.cfg.d_model, self.cfg.context
-        return State(
-            kcache=np.zeros((self.n_attn, batch, d, w), np.int16),
-            vcache=np.zeros((self.n_attn, batch, d, w), np.int16),
+    # -- state and scratch ----------------------------------------------------------------------------------
+    def new_state(self, batch: int) -> kernels.State:
+        cfg = self.cfg
+        d, w, heads = cfg.d_model, cfg.context, cfg.n_heads
+        dh = d // heads
+        k_bytes = padded(w, OB) * padded(dh, KG)  # keys: a [W, d_head] matrix, packed
+        v_bytes = padded(dh, OB) * padded(w, KG)  # values: a [d_head, W] matrix, packed
+        return kernels.State(
+            kp=np.zeros((self.n_attn, batch, heads, k_bytes), np.int8),
+            kb=np.zeros((self.n_attn, batch, heads, padded(w, OB)), np.int32),
+            vp=np.zeros((self.n_attn, batch, heads, v_bytes), np.int8),
             rstate=np.zeros((self.n_rec, batch, d), np.int64),
-            chist=np.zeros((self.n_conv, batch, self.history, d), np.int16),
+            chist=np.zeros((self.n_conv, batch, self.history, d), np.int8),
             pos=np.zeros(batch, np.int64),
         )
 
-    def step(self, state: State, tokens: np.ndarray, slots: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Feed ``tokens[j]`` to record ``slots[j]``; return next-token frequencies [len(tokens), vocab].
+    def new_work(self, rows: int) -> kernels.Work:
+        cfg = self.cfg
+        d, w, vocab = cfg.d_model, cfg.context, cfg.vocab_size
+        dh = d // cfg.n_heads
+        return kernels.Work(
+            r=np.zeros((rows, d), np.int64), x=np.zeros((rows, self._k_pad), np.uint8),
+            acc=np.zeros((rows, self._o_pad), np.int32), rowpos=np.zeros(rows, np.int64), q=np.zeros(3 * d, np.int64),
+            koff=np.array([kernels.packed_offset(0, cc, padded(dh, KG) // KG) for cc in range(dh)], np.int64),
+            voff=np.array([kernels.packed_offset(cc, 0, padded(w, KG) // KG) for cc in range(dh)], np.int64),
+            xq=np.full((1, padded(dh, KG)), 128, np.uint8), sacc=np.zeros((1, padded(w, OB)), np.int32),
+            sc=np.zeros(w, np.int64), xe=np.zeros((2, padded(w, KG)), np.uint8),
+            vacc=np.zeros((2, padded(dh, OB)), np.int32), vzero=np.zeros(padded(dh, OB), np.int32),
+            freq=np.zeros(vocab, np.int64), blocks=np.zeros(-(-vocab // kernels.BLOCK), np.int64),
+        )
 
-        float64 holding exact integers in [1, 2**20]: the form the range coder takes, with no copy.
+    # -- tables (tests, cross-entropy, cross-device checks) ----------------------------------------------
+    def step(self, state: kernels.State, tokens: np.ndarray, slots: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Feed ``tokens[j]`` to record ``slots[j]`` (a slot's rows in order); next-token frequencies [n, vocab].
+
+        float64 holding exact integers in [1, 2**20]: the tables the coder quantizes.
         """
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         if out is None:
             out = np.empty((len(tokens), self.cfg.vocab_size), np.float64)
-        kernels.step(tokens, slots, *self._args, state.kcache, state.vcache, state.rstate, state.chist, state.pos, out)
+        if len(tokens):
+            kernels.frequencies(self.kernel_params, state, tokens, slots, self.new_work(min(len(tokens), kernels.CHUNK)), out)
         return out
 
     def frequencies(self, sequence: np.ndarray) -> np.ndarray:
         """Frequencies after each prefix of one record's input sequence: [len(sequence), vocab]."""
-        # one kernel call: tokens for the same slot are consumed in order, exactly as step by step
         return self.step(self.new_state(1), sequence, np.zeros(len(sequence), np.int64))
+
+    # -- coding ----------------------------------------------------------------------------------------------
+    def encode(self, inputs: list[np.ndarray], targets: list[np.ndarray], verify: bool = False):
+        """Range-coded words (uint32) of each record: targets[r] coded under the tables after inputs[r].
+
+        With ``verify``, also a bool per record: its words decode back to what was coded (``verify_records``).
+        """
+        lengths = np.array([len(x) for x in inputs], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        word_starts = np.concatenate([[0], np.cumsum([coder.max_words(n) for n in lengths])]).astype(np.int64)
+        words = np.zeros(int(word_starts[-1]), np.uint32)
+        lefts = np.zeros(int(starts[-1]), np.int64)
+        probs = np.zeros(int(starts[-1]), np.int64)
+        cat = (lambda xs: np.concatenate(xs).astype(np.int64) if len(xs) else np.zeros(0, np.int64))
+        n_words = kernels.encode_records(self.kernel_params, self.new_state(1), self.new_work(kernels.CHUNK),
+                                         cat(inputs), cat(targets), starts, words, word_starts, lefts, probs)
+        out = [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))]
+        if not verify:
+            return out
+        return out, kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
+
+    def decode(self, first: np.ndarray, bodies: list[np.ndarray], lengths: np.ndarray, piece_len: np.ndarray):
+        """Tokens of records decoded in lockstep -> (list of int64 token arrays, status per record)."""
+        n = len(bodies)
+        word_starts = np.concatenate([[0], np.cumsum([len(b) for b in bodies])]).astype(np.int64)
+        words = np.concatenate(bodies).astype(np.uint32) if n else np.zeros(0, np.uint32)
+        lengths = np.asarray(lengths, np.int64)
+        out_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        out = np.zeros(int(out_starts[-1]), np.int64)
+        n_out = np.zeros(n, np.int64)
+        status = np.zeros(n, np.int64)
+        if n:
+            kernels.decode_records(self.kernel_params, self.new_state(n), self.new_work(min(n, DECODE_ROWS)), np.asarray(first, np.int64),
+                                   words, word_starts, lengths, np.asarray(piece_len, np.int64), out, out_starts,
+                                   n_out, status)
+        return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status

@@ -1,27 +1,123 @@
-"""Integer-only inference kernels (numba): one decode step of the causal model for a batch of records.
+"""Integer-only inference kernels (numba): the causal model over rows, and the coder loops around it.
 
 Every value is an integer and every operation is exact integer arithmetic:
-- int8 weights (held as int16 for SIMD-friendly loops) x int8 activations -> int32 dot products;
+- int8 weights x int8 activations -> int32 dot products (nbmf.runtime.gemm; |acc| < 2**31 is proved there);
 - requantization ``(acc * M + 2**(s-1)) >> s`` in int64 (Jacob et al. 2018, as gemmlowp/TFLite);
 - RMS norm through an exact integer square root and integer division;
 - GELU, sigmoid and exp through integer lookup tables stored in the artifact.
 
 No float reaches a result, so nothing depends on summation order, SIMD width, thread count, batch
 shape or CPU: the same tokens give the same frequency tables on any machine. (The one float op,
-``sqrt`` of an integer, only seeds the exact integer square root and is corrected to it.)
+``sqrt`` of an integer, only seeds the exact integer square root and is corrected to it; the coder's
+float64 quantization is exact and deterministic, see nbmf.runtime.coder.)
+
+The model runs *layer by layer over rows*: a row is one token of one record (its slot). Rows of
+different slots are records decoded in lockstep; consecutive rows of one slot are positions of one record
+encoded in one pass. Each weight matrix meets all rows at once (``gemm``), and the per-row parts
+(attention over the slot's cache, conv history, recurrent state) visit rows in order, so a slot's later
+row sees its earlier rows exactly as in a token-by-token pass. Results never depend on how rows are grouped.
 With NUMBA_DISABLE_JIT=1 the same code runs as plain Python: a slow reference.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
+from nbmf.runtime import coder
+from nbmf.runtime.gemm import KG, OB, gemm
+
 ATTN, CONV, RECURRENT = 0, 1, 2
+CHUNK = 64  # positions of one record per encode pass: the head's [64, vocab] int32 scratch stays in L2
+BLOCK = 64  # symbols per block of the decoder's two-level table search
+OK, BAD_QUANTILE, PAST_LENGTH = 0, 1, 2  # per-record decode status
 
 
+# -- parameter groups: every array by name, so two arrays of one dtype cannot trade places -----------------
+class Linear(NamedTuple):
+    """n weight matrices of one shape (one per layer that has it), packed for gemm, with requantization."""
+
+    w: np.ndarray  # int8 [n, packed bytes] (nbmf.runtime.gemm.pack)
+    bias: np.ndarray  # int32 [n, o_pad]: the activation offset, -128 * row sums
+    m: np.ndarray  # int64 [n, n_out]: requantization multipliers in [2**30, 2**31)
+    s: np.ndarray  # int64 [n, n_out]: requantization shifts in [1, 62]
+
+
+class Attention(NamedTuple):
+    qkv: Linear  # [3 * d, d] per attention layer
+    score_m: np.ndarray  # int64 [n]: q.k -> 1/256 nat
+    score_s: np.ndarray  # int64 [n]
+    slopes: np.ndarray  # int64 [n, heads]: ALiBi slopes on the 1/256-nat grid
+    lut: np.ndarray  # int32 [L]: exp(-x / 256) * 2**15
+
+
+class Conv(NamedTuple):
+    taps: np.ndarray  # int64 [n, kernel, d]
+    m: np.ndarray  # int64 [n, d]
+    s: np.ndarray  # int64 [n, d]
+    dilation: np.ndarray  # int64 [n]
+    lut: np.ndarray  # int64 [n, 255]: GELU on the int8 grid
+
+
+class Recurrent(NamedTuple):
+    zc: Linear  # [2 * d, d]: gate and candidate
+    lut: np.ndarray  # int64 [n, 255]: sigmoid * 256
+
+
+class Params(NamedTuple):
+    emb: np.ndarray  # int64 [input vocab, d]: residual units
+    norm_k: np.ndarray  # int64 [1]: sqrt(d) / norm scale * 256
+    mixer_type: np.ndarray  # int64 [layers]: ATTN | CONV | RECURRENT
+    mixer_idx: np.ndarray  # int64 [layers]: index within its mixer's group
+    out: Linear  # [d, d] per layer: mixer output -> residual
+    up: Linear  # [hidden, d] per layer
+    act_lut: np.ndarray  # int64 [layers, 255]: GELU
+    down: Linear  # [d, hidden] per layer
+    attn: Attention
+    conv: Conv
+    rec: Recurrent
+    head: Linear  # [vocab, d], n = 1
+    head_lut: np.ndarray  # int32 [L]: frequency of a token (max - logit) / 64 nat below the best, >= 1
+
+
+class State(NamedTuple):
+    """Per-slot caches, updated in place. Attention keys and values of the last W positions sit in a ring
+    (position p in ring slot p % W), packed per head in the gemm layout, so that a query's scores and the
+    weighted sum of values are two int8 products (see ``_attend``)."""
+
+    kp: np.ndarray  # int8 [n_attn, slots, heads, packed bytes]: keys as a [W, d_head] matrix
+    kb: np.ndarray  # int32 [n_attn, slots, heads, W padded to 64]: -128 * each key's sum (the query offset)
+    vp: np.ndarray  # int8 [n_attn, slots, heads, packed bytes]: values as a [d_head, W] matrix
+    rstate: np.ndarray  # int64 [n_rec, slots, d]
+    chist: np.ndarray  # int8 [n_conv, slots, history, d] (ring over positions)
+    pos: np.ndarray  # int64 [slots]: tokens seen
+
+
+class Work(NamedTuple):
+    """Scratch for up to ``rows`` rows (one per thread)."""
+
+    r: np.ndarray  # int64 [rows, d]: residual stream
+    x: np.ndarray  # uint8 [rows, max k_pad]: the next gemm's input, offset +128
+    acc: np.ndarray  # int32 [rows, max o_pad]: the last gemm's output
+    rowpos: np.ndarray  # int64 [rows]: each row's position in its record
+    q: np.ndarray  # int64 [3 * d]: one row's query, key and value
+    koff: np.ndarray  # int64 [d_head]: packed offset of key dim cc (plus the column's base)
+    voff: np.ndarray  # int64 [d_head]: packed offset of value dim cc
+    xq: np.ndarray  # uint8 [1, d_head padded to 4]: one head's query, offset +128
+    sacc: np.ndarray  # int32 [1, W padded to 64]: its scores
+    sc: np.ndarray  # int64 [W]
+    xe: np.ndarray  # uint8 [2, W padded to 4]: softmax weights e = 256 * xe[1] + xe[0] (0 outside the context)
+    vacc: np.ndarray  # int32 [2, d_head padded to 64]
+    vzero: np.ndarray  # int32 [d_head padded to 64]: the value product's bias (weights are not offset)
+    freq: np.ndarray  # int64 [vocab]: one row's frequency table
+    blocks: np.ndarray  # int64 [ceil(vocab / BLOCK)]: its block sums
+
+
+# -- scalar helpers ------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def _requant(acc, m, s):
-    return (acc * m + (np.int64(1) << (s - np.int64(1)))) >> s
+    return (acc * m + (np.int64(1) << (s - np.int64(1)))) >> s  # |acc| < 2**31, m < 2**31: < 2**62
 
 
 @njit(cache=True, inline="always")
@@ -39,142 +135,337 @@ def _isqrt(n):
     return r
 
 
-@njit(cache=True)
-def _norm(r, out, k):
-    """out = r / rms(r) on the int8 grid of 1/20: r * k / (256 * isqrt(sum r^2)), one division per vector."""
-    ss = np.int64(0)
-    for c in range(r.shape[0]):
-        ss += r[c] * r[c]
-    if ss == 0:
-        out[:] = 0
-        return
-    inv = (k << 32) // (_isqrt(ss) * 256)  # < 2**40 as k < 2**17; |r| < 2**22 keeps r * inv < 2**62
-    for c in range(r.shape[0]):
-        out[c] = _clamp8((r[c] * inv + (np.int64(1) << 31)) >> 32)
-
-
-@njit(cache=True)
-def _matvec(w, x, acc):
-    """acc[o] = sum_i w[o, i] * x[i]  (int16 x int16 -> int32: exact, |acc| < 2**31 by construction)."""
-    n_out, n_in = w.shape
-    for o in range(n_out):
-        a = np.int32(0)
-        for i in range(n_in):
-            a += np.int32(w[o, i]) * np.int32(x[i])
-        acc[o] = a
-
-
-@njit(cache=True)
-def step(tokens, slots, emb, norm_k, mixer_type, mixer_idx,
-         wo, wo_m, wo_s, w1, w1_m, w1_s, act_lut, w2, w2_m, w2_s,
-         qkv, qkv_m, qkv_s, score_m, score_s, slopes, attn_lut,
-         taps, taps_m, taps_s, dilation, conv_lut,
-         zc, zc_m, zc_s, sig_lut,
-         wh, wh_m, wh_s, head_lut,
-         kcache, vcache, rstate, chist, pos, freq):
-    """Advance each record ``slots[j]`` by input token ``tokens[j]``; write its next-token frequencies.
-
-    freq[j, v] >= 1 (float64 holding exact integers) are the next token's weights; the coder normalizes them.
-    State (caches, recurrent states, conv histories, positions) is indexed by slot and updated in place.
-    """
-    d = emb.shape[1]
-    n_layers = mixer_type.shape[0]
-    n_heads = slopes.shape[1] if slopes.shape[0] > 0 else 1
-    dh = d // n_heads
-    window = kcache.shape[3]
-    hist = chist.shape[2]
-    hidden = w1.shape[1]
-    vocab = wh.shape[0]
-    r = np.zeros(d, np.int64)
-    h = np.zeros(d, np.int16)
-    y = np.zeros(d, np.int16)
-    acc = np.zeros(max(3 * d, hidden, vocab), np.int32)
-    g = np.zeros(hidden, np.int16)
-    scores = np.zeros(window, np.int64)
-    s32 = np.zeros(window, np.int32)
-    logits = np.zeros(vocab, np.int64)
-    e32 = np.zeros(window, np.int32)
-    for j in range(tokens.shape[0]):
-        b = slots[j]
-        p = pos[b]
+@njit(nogil=True, cache=True)
+def _norm_rows(r, n, k, x):
+    """x[j, :d] = r_j / rms(r_j) on the int8 grid of 1/20, offset +128: r * k / (256 * isqrt(sum r^2))."""
+    d = r.shape[1]
+    for j in range(n):
+        ss = np.int64(0)
         for c in range(d):
-            r[c] = emb[tokens[j], c]
-        for layer in range(n_layers):
-            _norm(r, h, norm_k)
-            t = mixer_type[layer]
-            i = mixer_idx[layer]
-            if t == ATTN:
-                _matvec(qkv[i], h, acc)
-                ring = p % window
-                kc = kcache[i, b]  # [d, window]: positions contiguous, so the loops below vectorize
-                vc = vcache[i, b]
-                for c in range(d):
-                    h[c] = _clamp8(_requant(np.int64(acc[c]), qkv_m[i, c], qkv_s[i, c]))  # q (reuses h)
-                    kc[c, ring] = _clamp8(_requant(np.int64(acc[d + c]), qkv_m[i, d + c], qkv_s[i, d + c]))
-                    vc[c, ring] = _clamp8(_requant(np.int64(acc[2 * d + c]), qkv_m[i, 2 * d + c], qkv_s[i, 2 * d + c]))
-                n_ctx = min(p + 1, window)  # ring slots 0..n_ctx-1 hold the last n_ctx positions
-                # int32 is exact here: |q.k| <= dh * 127**2 and sum(e * v) <= window * 2**15 * 127 < 2**31
-                for hd in range(n_heads):
-                    for w in range(n_ctx):
-                        s32[w] = 0
-                    for c in range(hd * dh, (hd + 1) * dh):
-                        qc = np.int32(h[c])
-                        for w in range(n_ctx):
-                            s32[w] += qc * np.int32(kc[c, w])
-                    best = np.int64(-(1 << 62))
-                    for w in range(n_ctx):
-                        back = (p - w) % window
-                        sc = _requant(np.int64(s32[w]), score_m[i], score_s[i]) - slopes[i, hd] * back
-                        scores[w] = sc
-                        best = max(best, sc)
-                    total = np.int64(0)
-                    for w in range(n_ctx):
-                        e = np.int32(attn_lut[min(best - scores[w], attn_lut.shape[0] - 1)])
-                        e32[w] = e
-                        total += e
-                    for c in range(hd * dh, (hd + 1) * dh):
-                        m = np.int32(0)
-                        for w in range(n_ctx):
-                            m += e32[w] * np.int32(vc[c, w])
-                        y[c] = _clamp8((2 * np.int64(m) + total) // (2 * total))
-            elif t == CONV:
-                ring = p % hist
-                for c in range(d):
-                    chist[i, b, ring, c] = h[c]
-                for c in range(d):
-                    a = np.int64(0)
-                    for k in range(taps.shape[1]):
-                        q = p - k * dilation[i]
-                        if q < 0:
-                            break
-                        a += np.int64(taps[i, k, c]) * np.int64(chist[i, b, q % hist, c])
-                    y[c] = conv_lut[i, _clamp8(_requant(a, taps_m[i, c], taps_s[i, c])) + 127]
-            else:
-                _matvec(zc[i], h, acc)
-                for c in range(d):
-                    z = sig_lut[i, _clamp8(_requant(np.int64(acc[c]), zc_m[i, c], zc_s[i, c])) + 127]
-                    cc = _clamp8(_requant(np.int64(acc[d + c]), zc_m[i, d + c], zc_s[i, d + c]))
-                    s = ((256 - z) * rstate[i, b, c] + z * cc * 256 + 128) >> 8
-                    rstate[i, b, c] = s
-                    y[c] = _clamp8((s + 128) >> 8)
-            _matvec(wo[layer], y, acc)
+            ss += r[j, c] * r[j, c]
+        if ss == 0:
             for c in range(d):
-                r[c] += _requant(np.int64(acc[c]), wo_m[layer, c], wo_s[layer, c])
-            _norm(r, h, norm_k)
-            _matvec(w1[layer], h, acc)
-            for c in range(hidden):
-                g[c] = act_lut[layer, _clamp8(_requant(np.int64(acc[c]), w1_m[layer, c], w1_s[layer, c])) + 127]
-            _matvec(w2[layer], g, acc)
-            for c in range(d):
-                r[c] += _requant(np.int64(acc[c]), w2_m[layer, c], w2_s[layer, c])
-        _norm(r, h, norm_k)
-        _matvec(wh, h, acc)
+                x[j, c] = 128
+            continue
+        inv = (k << 32) // (_isqrt(ss) * 256)  # < 2**40 as k < 2**17; |r| < 2**22 keeps r * inv < 2**62
+        for c in range(d):
+            x[j, c] = np.uint8(_clamp8((r[j, c] * inv + (np.int64(1) << 31)) >> 32) + 128)
+
+
+@njit(nogil=True, cache=True)
+def _residual_add(r, acc, n, m, s):
+    d = r.shape[1]
+    for j in range(n):
+        for c in range(d):
+            r[j, c] += _requant(np.int64(acc[j, c]), m[c], s[c])
+
+
+# -- mixers, one row at a time (rows of one slot in order) ----------------------------------------------------
+@njit(nogil=True, cache=True, inline="always")
+def packed_offset(row, col, n_groups):
+    """Byte offset of w[row, col] in gemm's packed layout with n_groups groups of 4 inputs."""
+    return (((row // OB) * n_groups + col // KG) * OB + row % OB) * KG + col % KG
+
+
+@njit(nogil=True, cache=True)
+def _attend(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, p, acc_row, x_row, wk):
+    """Attention of one row at position p of its slot (caches kp, kb, vp of this layer and slot); y -> x_row.
+
+    Scores for the W ring slots are one gemm per head ([1, d_head] x keys), the weighted sum of values two
+    more (the weights' low and high bytes). Exact: |q.k| <= d_head * 127**2, and with e <= 2**15 the value
+    sums are <= W * 255 * 127 per byte, 256 * hi + lo <= W * 2**15 * 127 < 2**31.
+    """
+    d = wk.q.shape[0] // 3
+    n_heads = slopes.shape[0]
+    dh = d // n_heads
+    window = wk.sc.shape[0]
+    col = p % window
+    q = wk.q
+    for c in range(3 * d):  # q, k, v on the int8 grid
+        q[c] = _clamp8(_requant(np.int64(acc_row[c]), m_q[c], s_q[c]))
+    k_base = packed_offset(col, 0, wk.xq.shape[1] // KG)  # + wk.koff[cc]: key col, dim cc
+    v_base = packed_offset(0, col, wk.xe.shape[1] // KG)  # + wk.voff[cc]: value dim cc, col
+    for hd in range(n_heads):
+        ksum = np.int64(0)
+        for cc in range(dh):
+            kv = q[d + hd * dh + cc]
+            kp[hd, k_base + wk.koff[cc]] = kv
+            vp[hd, v_base + wk.voff[cc]] = q[2 * d + hd * dh + cc]
+            ksum += kv
+        kb[hd, col] = -128 * ksum
+    n_ctx = min(p + 1, window)  # ring slots 0..n_ctx-1 hold the last n_ctx positions
+    sc, xe = wk.sc, wk.xe
+    last = lut.shape[0] - 1
+    for hd in range(n_heads):
+        for cc in range(dh):
+            wk.xq[0, cc] = np.uint8(q[hd * dh + cc] + 128)
+        gemm(wk.xq, 1, kp[hd], kb[hd], wk.sacc)
+        slope = slopes[hd]
         best = np.int64(-(1 << 62))
-        for v in range(vocab):
-            lv = _requant(np.int64(acc[v]), wh_m[v], wh_s[v])
-            logits[v] = lv
-            best = max(best, lv)
-        last = head_lut.shape[0] - 1
-        for v in range(vocab):  # integers <= 2**20, exact in float64: the coder takes them as they are
-            freq[j, v] = np.float64(head_lut[min(best - logits[v], last)])
-        pos[b] = p + 1
+        for w in range(n_ctx):
+            back = col - w if w <= col else col - w + window  # (p - w) mod W: distance to p
+            v = _requant(np.int64(wk.sacc[0, w]), score_m, score_s) - slope * back
+            sc[w] = v
+            if v > best:
+                best = v
+        total = np.int64(0)
+        for w in range(n_ctx):
+            gap = best - sc[w]
+            if gap > last:
+                gap = last
+            e = lut[gap]  # in [0, 2**15]
+            xe[0, w] = np.uint8(e & 255)
+            xe[1, w] = np.uint8(e >> 8)
+            total += e
+        gemm(xe, 2, vp[hd], wk.vzero, wk.vacc)
+        # y = (2m + total) // (2 total) as float64: num and den are integers below 2**53, so the division is
+        # correctly rounded to within |num / den| * 2**-53 < 1 / den of the true quotient, which is never that
+        # close to an integer it is not; floor of the rounded quotient is the integer floor division, exactly.
+        den = np.float64(2 * total)
+        for cc in range(dh):
+            m = 256 * np.int64(wk.vacc[1, cc]) + np.int64(wk.vacc[0, cc])
+            y = np.int64(np.floor(np.float64(2 * m + total) / den))
+            x_row[hd * dh + cc] = np.uint8(_clamp8(y) + 128)
+
+
+@njit(nogil=True, cache=True)
+def _conv(taps, m, s, dil, lut, hist, p, x_row):
+    """Causal dilated depthwise conv of one row; its normed input is x_row (+128), y -> x_row (+128)."""
+    n_hist = hist.shape[0]
+    d = hist.shape[1]
+    ring = p % n_hist
+    for c in range(d):
+        hist[ring, c] = np.int8(np.int64(x_row[c]) - 128)
+    for c in range(d):
+        a = np.int64(0)
+        for k in range(taps.shape[0]):
+            q = p - k * dil
+            if q < 0:
+                break
+            a += taps[k, c] * np.int64(hist[q % n_hist, c])
+        x_row[c] = np.uint8(lut[_clamp8(_requant(a, m[c], s[c])) + 127] + 128)
+
+
+@njit(nogil=True, cache=True)
+def _recur(m, s, lut, rstate, acc_row, x_row):
+    """minGRU step of one row from its zc product; y -> x_row (+128)."""
+    d = rstate.shape[0]
+    for c in range(d):
+        z = lut[_clamp8(_requant(np.int64(acc_row[c]), m[c], s[c])) + 127]
+        cc = _clamp8(_requant(np.int64(acc_row[d + c]), m[d + c], s[d + c]))
+        v = ((256 - z) * rstate[c] + z * cc * 256 + 128) >> 8
+        rstate[c] = v
+        x_row[c] = np.uint8(_clamp8((v + 128) >> 8) + 128)
+
+
+# -- the model over rows -------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def forward(P, st, tokens, slots, n, wk):
+    """Rows 0..n-1 (token tokens[j] of slot slots[j]) through every layer; the head's logits -> wk.acc.
+
+    Advances each row's slot by one position; rows of one slot must come in order.
+    """
+    for j in range(n):
+        b = slots[j]
+        wk.rowpos[j] = st.pos[b]
+        st.pos[b] += 1
+        wk.r[j, :] = P.emb[tokens[j]]
+    k = P.norm_k[0]
+    for layer in range(P.mixer_type.shape[0]):
+        t = P.mixer_type[layer]
+        i = P.mixer_idx[layer]
+        _norm_rows(wk.r, n, k, wk.x)
+        if t == ATTN:
+            gemm(wk.x, n, P.attn.qkv.w[i], P.attn.qkv.bias[i], wk.acc)
+            a = P.attn
+            for j in range(n):
+                b = slots[j]
+                _attend(a.qkv.m[i], a.qkv.s[i], a.score_m[i], a.score_s[i], a.slopes[i], a.lut,
+                        st.kp[i, b], st.kb[i, b], st.vp[i, b], wk.rowpos[j], wk.acc[j], wk.x[j], wk)
+        elif t == CONV:
+            for j in range(n):
+                cv = P.conv
+                _conv(cv.taps[i], cv.m[i], cv.s[i], cv.dilation[i], cv.lut[i], st.chist[i, slots[j]], wk.rowpos[j], wk.x[j])
+        else:
+            gemm(wk.x, n, P.rec.zc.w[i], P.rec.zc.bias[i], wk.acc)
+            for j in range(n):
+                _recur(P.rec.zc.m[i], P.rec.zc.s[i], P.rec.lut[i], st.rstate[i, slots[j]], wk.acc[j], wk.x[j])
+        gemm(wk.x, n, P.out.w[layer], P.out.bias[layer], wk.acc)
+        _residual_add(wk.r, wk.acc, n, P.out.m[layer], P.out.s[layer])
+        _norm_rows(wk.r, n, k, wk.x)
+        gemm(wk.x, n, P.up.w[layer], P.up.bias[layer], wk.acc)
+        hidden = P.up.m.shape[1]
+        m1, s1, lut = P.up.m[layer], P.up.s[layer], P.act_lut[layer]
+        for j in range(n):
+            for c in range(hidden):
+                g = lut[_clamp8(_requant(np.int64(wk.acc[j, c]), m1[c], s1[c])) + 127]
+                wk.x[j, c] = np.uint8(g + 128)
+        gemm(wk.x, n, P.down.w[layer], P.down.bias[layer], wk.acc)
+        _residual_add(wk.r, wk.acc, n, P.down.m[layer], P.down.s[layer])
+    _norm_rows(wk.r, n, k, wk.x)
+    gemm(wk.x, n, P.head.w[0], P.head.bias[0], wk.acc)
+
+
+@njit(nogil=True, cache=True)
+def table(m, s, lut, acc_row, freq, blocks):
+    """Head products -> next-token frequencies freq[v] in [1, 2**20] and their BLOCK sums; returns the total.
+
+    (Inner helpers take arrays, not parameter groups: passing a group costs a reference count per array.)
+    """
+    vocab = freq.shape[0]
+    best = np.int64(-(1 << 62))
+    for v in range(vocab):  # logits in 1/64 nat
+        lv = _requant(np.int64(acc_row[v]), m[v], s[v])
+        freq[v] = lv
+        if lv > best:
+            best = lv
+    last = lut.shape[0] - 1
+    total = np.int64(0)
+    for b in range(blocks.shape[0]):
+        sb = np.int64(0)
+        for v in range(b * BLOCK, min((b + 1) * BLOCK, vocab)):
+            gap = best - freq[v]
+            if gap > last:
+                gap = last
+            f = lut[gap]
+            freq[v] = f
+            sb += f
+        blocks[b] = sb
+        total += sb  # <= vocab * 2**20 < 2**53: exact as float64 in the coder
+    return total
+
+
+@njit(nogil=True, cache=True)
+def frequencies(P, st, tokens, slots, wk, out):
+    """out[j] = next-token frequencies after row j (float64 holding exact integers): the tables the coder uses."""
+    n = tokens.shape[0]
+    rows = wk.r.shape[0]
+    for j0 in range(0, n, rows):
+        m = min(rows, n - j0)
+        forward(P, st, tokens[j0 : j0 + m], slots[j0 : j0 + m], m, wk)
+        for j in range(m):
+            table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
+            for v in range(out.shape[1]):
+                out[j0 + j, v] = np.float64(wk.freq[v])
+
+
+@njit(nogil=True, cache=True)
+def reset_slot(st, b):
+    st.kp[:, b] = 0
+    st.kb[:, b] = 0
+    st.vp[:, b] = 0
+    st.rstate[:, b] = 0
+    st.chist[:, b] = 0
+    st.pos[b] = 0
+
+
+# -- coder loops ---------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts, probs):
+    """Range-code records r = 0..: inputs[starts[r]:starts[r+1]] is [cond token, ids[:-1]], targets the ids.
+
+    Each record is one slot-0 pass in chunks of wk rows. Writes its words at word_starts[r] (room for
+    coder.max_words(n) each) and each token's coded interval to lefts/probs (for ``verify_records``);
+    returns the number of words per record.
+    """
+    n_rec = starts.shape[0] - 1
+    n_words = np.zeros(n_rec, np.int64)
+    slots = np.zeros(wk.r.shape[0], np.int64)
+    es = np.zeros(4, np.uint64)
+    vocab = wk.freq.shape[0]
+    for rec in range(n_rec):
+        a, b = starts[rec], starts[rec + 1]
+        if b == a:
+            continue
+        reset_slot(st, 0)
+        coder.encoder_init(es)
+        out = words[word_starts[rec] :]
+        k = 0
+        for c0 in range(a, b, wk.r.shape[0]):
+            m = min(wk.r.shape[0], b - c0)
+            forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
+            for j in range(m):
+                total = table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
+                scale = coder.quant_scale(total, vocab)
+                left, prob = coder.symbol_interval(wk.freq, targets[c0 + j], total, scale)
+                lefts[c0 + j] = left
+                probs[c0 + j] = prob
+                k = coder.encode_symbol(es, left, prob, out, k)
+        n_words[rec] = coder.encoder_finish(es, out, k)
+    return n_words
+
+
+@njit(nogil=True, cache=True)
+def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out, out_starts, n_out, status):
+    """Decode records in lockstep: record r starts from token first[r], reads words[word_starts[r]:word_starts[r+1]]
+    and stops when its tokens' pieces add up to lengths[r] bytes. Tokens -> out[out_starts[r]:], counts -> n_out.
+
+    status[r]: OK, BAD_QUANTILE (the body is no encoding under this model) or PAST_LENGTH (the tokens overrun the
+    length). A failed record stops; the others go on. Slot r of st is record r.
+    """
+    n = first.shape[0]
+    vocab = wk.freq.shape[0]
+    ds = np.zeros((n, 4), np.uint64)
+    remaining = lengths.copy()
+    tokens = first.copy()
+    active = np.empty(n, np.int64)
+    n_active = 0
+    for r in range(n):
+        reset_slot(st, r)
+        n_out[r] = 0
+        status[r] = OK
+        coder.decoder_init(ds[r], words, word_starts[r], word_starts[r + 1])
+        if remaining[r] > 0:
+            active[n_active] = r
+            n_active += 1
+    rows = wk.r.shape[0]
+    step_tokens = np.empty(rows, np.int64)
+    while n_active > 0:
+        for j0 in range(0, n_active, rows):
+            m = min(rows, n_active - j0)
+            for j in range(m):
+                step_tokens[j] = tokens[active[j0 + j]]
+            forward(P, st, step_tokens, active[j0 : j0 + m], m, wk)
+            for j in range(m):
+                r = active[j0 + j]
+                total = table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
+                scale = coder.quant_scale(total, vocab)
+                q = coder.decoder_quantile(ds[r])
+                if q >= 1 << coder.PRECISION:
+                    status[r] = BAD_QUANTILE
+                    remaining[r] = 0
+                    continue
+                sym, left, prob = coder.find_symbol(wk.freq, wk.blocks, BLOCK, q, scale)
+                coder.decoder_advance(ds[r], left, prob, words, word_starts[r + 1])
+                out[out_starts[r] + n_out[r]] = sym
+                n_out[r] += 1
+                tokens[r] = sym
+                remaining[r] -= piece_len[sym]
+                if remaining[r] < 0:
+                    status[r] = PAST_LENGTH
+                    remaining[r] = 0
+        kept = 0
+        for j in range(n_active):
+            if remaining[active[j]] > 0:
+                active[kept] = active[j]
+                kept += 1
+        n_active = kept
+
+
+@njit(nogil=True, cache=True)
+def verify_records(words, word_starts, n_words, starts, lefts, probs):
+    """True per record when its words decode back to the coded intervals (so to its tokens: cdf is strictly
+    increasing, an interval names one symbol). The encoder's own check, without running the model again."""
+    n_rec = starts.shape[0] - 1
+    ok = np.ones(n_rec, np.bool_)
+    ds = np.zeros(4, np.uint64)
+    for rec in range(n_rec):
+        w0 = word_starts[rec]
+        coder.decoder_init(ds, words, w0, w0 + n_words[rec])
+        for t in range(starts[rec], starts[rec + 1]):
+            q = coder.decoder_quantile(ds)
+            if q < lefts[t] or q >= lefts[t] + probs[t]:
+                ok[rec] = False
+                break
+            coder.decoder_advance(ds, lefts[t], probs[t], words, w0 + n_words[rec])
+    return ok

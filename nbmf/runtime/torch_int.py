@@ -27,9 +27,10 @@ class TorchIntModel:
         self.model = model
 
     def new_state(self, batch: int) -> dict:
-        s = self.model.new_state(batch)
-        return {k: self.torch.from_numpy(getattr(s, k).astype(np.int64)).to(self.device)
-                for k in ("kcache", "vcache", "rstate", "chist", "pos")}
+        m, d, w, torch = self.model, self.cfg.d_model, self.cfg.context, self.torch
+        shapes = {"kcache": (m.n_attn, batch, d, w), "vcache": (m.n_attn, batch, d, w), "rstate": (m.n_rec, batch, d),
+                  "chist": (m.n_conv, batch, m.history, d), "pos": (batch,)}
+        return {k: torch.zeros(v, dtype=torch.int64, device=self.device) for k, v in shapes.items()}
 
     def _requant(self, acc, m, s):
         return (acc * m + (1 << (s - 1))) >> s

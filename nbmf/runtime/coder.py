@@ -1,0 +1,202 @@
+"""Range coder in numba, bit-compatible with what v1 bodies were written with.
+
+Released bodies were written by ``constriction`` 0.5 (``stream.queue.RangeEncoder``, 32-bit words and a
+64-bit state, with ``stream.model.Categorical(perfect=False)``: a lazily quantized categorical at 24-bit
+precision). This module is the same code as integer arithmetic the runtime can call per token without
+leaving compiled code, so the model step, the tables and the coder run in one loop. constriction stays
+the reference: tests/nbmf/test_coder.py checks words and symbols against it on real and random tables.
+
+The categorical model over n symbols with integer frequencies f (f_i >= 1, sum < 2**53):
+    C_i = f_0 + ... + f_(i-1)                     (exact: every partial sum is an integer < 2**53)
+    scale = float64(2**24 - n) / float64(C_n)     (one IEEE division)
+    cdf(i) = trunc(float64(C_i) * scale) + i,  cdf(n) = 2**24
+so every symbol keeps probability >= 1 / 2**24. Because the C_i are integers below 2**53, the float64
+running sums constriction forms are exactly these C_i, whatever the summation order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+PRECISION = 24
+_P = np.uint64(PRECISION)
+_W = np.uint64(32)
+_ONE = np.uint64(1)
+_WORD_MASK = np.uint64(0xFFFFFFFF)
+_RANGE_FLOOR = np.uint64(1 << 32)  # the coder renormalizes when range drops below one word
+_FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_TOTAL = 1 << PRECISION
+
+
+@njit(nogil=True, cache=True, inline="always")
+def cdf_at(c, i, scale):
+    """cdf(i) for prefix sum c = C_i (an integer held in int64)."""
+    return np.int64(np.float64(c) * scale) + i
+
+
+@njit(nogil=True, cache=True)
+def quant_scale(total, n):
+    return np.float64(_TOTAL - n) / np.float64(total)
+
+
+# -- encoder ------------------------------------------------------------------------------------------------
+# Encoder state lives in a small int64/uint64 array so one record's coder can pause between kernel calls:
+#   st[0] lower, st[1] range, st[2] number of inverted (held-back) words, st[3] first inverted word.
+
+
+@njit(nogil=True, cache=True)
+def encoder_init(st):
+    st[0] = np.uint64(0)
+    st[1] = _FULL
+    st[2] = np.uint64(0)
+    st[3] = np.uint64(0)
+
+
+@njit(nogil=True, cache=True)
+def _flush_inverted(st, carry, out, n_out):
+    first = (st[3] + _ONE) & _WORD_MASK if carry else st[3]
+    rest = np.uint32(0) if carry else np.uint32(0xFFFFFFFF)
+    out[n_out] = np.uint32(first)
+    n_out += 1
+    for _ in range(1, np.int64(st[2])):
+        out[n_out] = rest
+        n_out += 1
+    return n_out
+
+
+@njit(nogil=True, cache=True)
+def encode_symbol(st, left, prob, out, n_out):
+    """Code one symbol with cumulative ``left`` and probability ``prob`` (on the 2**24 grid); returns n_out.
+
+    ``out`` needs room for one word per symbol plus the held-back ones (see ``max_words``).
+    """
+    lower, rng = st[0], st[1]
+    scale = rng >> _P
+    rng = scale * np.uint64(prob)  # <= (range >> 24) << 24: no overflow
+    new_lower = lower + scale * np.uint64(left)  # wraps modulo 2**64 like the reference
+    if st[2] != 0 and new_lower + rng > new_lower:  # inverted -> normal: emit the held-back words
+        n_out = _flush_inverted(st, new_lower < lower, out, n_out)
+        st[2] = np.uint64(0)
+    lower = new_lower
+    if rng < _RANGE_FLOOR:
+        rng = rng << _W
+        word = lower >> _W
+        lower = lower << _W
+        if st[2] != 0:
+            st[2] += _ONE
+        elif lower + rng > lower:
+            out[n_out] = np.uint32(word)
+            n_out += 1
+        else:
+            st[2] = _ONE
+            st[3] = word
+    st[0], st[1] = lower, rng
+    return n_out
+
+
+@njit(nogil=True, cache=True)
+def encoder_finish(st, out, n_out):
+    """Seal: the words that pin the final interval. Returns n_out (unchanged when nothing was coded)."""
+    lower, rng = st[0], st[1]
+    if rng == _FULL:
+        return n_out
+    point = lower + (_RANGE_FLOOR - _ONE)
+    if st[2] != 0:
+        n_out = _flush_inverted(st, point < lower, out, n_out)
+    point_word = point >> _W
+    out[n_out] = np.uint32(point_word)
+    n_out += 1
+    if ((lower + rng) >> _W) == point_word:
+        out[n_out] = np.uint32(0)
+        n_out += 1
+    return n_out
+
+
+def max_words(n_symbols: int) -> int:
+    """Words an encoding of n symbols can take: one per symbol (each renormalizes at most once) + the seal."""
+    return n_symbols + 3
+
+
+# -- decoder ------------------------------------------------------------------------------------------------
+# Decoder state: d[0] lower, d[1] range, d[2] point, d[3] index of the next word to read.
+
+
+@njit(nogil=True, cache=True)
+def decoder_init(d, words, start, end):
+    point = np.uint64(0)
+    k = start
+    for _ in range(2):
+        point = point << _W
+        if k < end:
+            point |= np.uint64(words[k])
+            k += 1
+    d[0] = np.uint64(0)
+    d[1] = _FULL
+    d[2] = point
+    d[3] = np.uint64(k)
+
+
+@njit(nogil=True, cache=True)
+def decoder_quantile(d):
+    """The 24-bit quantile the next symbol lies at; >= 2**24 means the body cannot be a valid encoding."""
+    scale = d[1] >> _P
+    return np.int64((d[2] - d[0]) // scale)
+
+
+@njit(nogil=True, cache=True)
+def decoder_advance(d, left, prob, words, end):
+    scale = d[1] >> _P
+    d[0] = d[0] + scale * np.uint64(left)
+    rng = scale * np.uint64(prob)
+    if rng < _RANGE_FLOOR:
+        d[0] = d[0] << _W
+        rng = rng << _W
+        k = np.int64(d[3])
+        nxt = np.uint64(0)
+        if k < end:  # past the end the stream reads as zero words (trailing zeros are stripped from bodies)
+            nxt = np.uint64(words[k])
+        d[2] = (d[2] << _W) | nxt
+        d[3] = np.uint64(k + 1)
+    d[1] = rng
+
+
+@njit(nogil=True, cache=True)
+def find_symbol(freq, block_sums, block, q, scale):
+    """(symbol, left, prob) with cdf(symbol) <= q < cdf(symbol + 1).
+
+    ``block_sums[j]`` = sum of freq over [j * block, (j + 1) * block): the search walks blocks, then symbols.
+    """
+    n = freq.shape[0]
+    c = np.int64(0)
+    j = 0
+    n_blocks = block_sums.shape[0]
+    while j < n_blocks - 1:  # the last block holds the last symbol, whose right edge is 2**24
+        end = (j + 1) * block
+        c_end = c + block_sums[j]
+        if cdf_at(c_end, end, scale) > q:
+            break
+        c = c_end
+        j += 1
+    i = j * block
+    left = cdf_at(c, i, scale)
+    while i < n - 1:
+        c_next = c + freq[i]
+        right = cdf_at(c_next, i + 1, scale)
+        if right > q:
+            return i, left, right - left
+        c = c_next
+        left = right
+        i += 1
+    return n - 1, left, _TOTAL - left
+
+
+@njit(nogil=True, cache=True)
+def symbol_interval(freq, s, total, scale):
+    """(left, prob) of symbol s: what the encoder codes."""
+    n = freq.shape[0]
+    c = np.int64(0)
+    for i in range(s):
+        c += freq[i]
+    left = cdf_at(c, s, scale)
+    right = _TOTAL if s == n - 1 else cdf_at(c + freq[s], s + 1, scale)
+    return left, right - left
