@@ -86,7 +86,8 @@ def cross_process(artifact, records_file, mode: str, batch: int, threads: int, l
     import subprocess
     import sys
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    env = dict(os.environ, NBMF_THREADS=str(threads), OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads))
     p = subprocess.run([sys.executable, "-c", CROSS_PROCESS, str(artifact), mode, str(batch), str(records_file), str(limit)],
                        input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
     if p.returncode != 0:

@@ -11,6 +11,8 @@ change only the ingress ``user_config`` (``current``, ``candidate``, ``canary_sh
 (No ``from __future__ import annotations``: Serve validates builder args against the real
 ``AppArgs`` annotation; a string annotation would hand ``build_app`` a plain dict.)
 """
+import math
+
 from ray.serve import Application
 
 from serve.args import AppArgs
@@ -39,7 +41,8 @@ def build_app(args: AppArgs) -> Application:
         user_config={"preload": preload},
         **scaling,
     ).bind(str(model_dir), args.loader, args.max_models_per_replica, args.max_batch_size,
-           args.batch_wait_timeout_s, args.limits.max_output_bytes)
+           args.batch_wait_timeout_s, args.limits.max_output_bytes,
+           args.model_threads or max(1, math.ceil(args.model_num_cpus)))
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},

@@ -189,13 +189,13 @@ def _attend(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, p, acc_row, x_r
         ksum = np.int64(0)
         for cc in range(dh):
             kv = q[d + hd * dh + cc]
-            kp[hd, k_base + wk.koff[cc]] = kv
-            vp[hd, v_base + wk.voff[cc]] = q[2 * d + hd * dh + cc]
+            kp[hd, np.uint64(k_base + wk.koff[cc])] = kv
+            vp[hd, np.uint64(v_base + wk.voff[cc])] = q[2 * d + hd * dh + cc]
             ksum += kv
         kb[hd, col] = -128 * ksum
     n_ctx = min(p + 1, window)  # ring slots 0..n_ctx-1 hold the last n_ctx positions
     sc, xe = wk.sc, wk.xe
-    last = lut.shape[0] - 1
+    last = np.uint64(lut.shape[0] - 1)
     for hd in range(n_heads):
         for cc in range(dh):
             wk.xq[0, cc] = np.uint8(q[hd * dh + cc] + 128)
@@ -210,10 +210,7 @@ def _attend(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, p, acc_row, x_r
                 best = v
         total = np.int64(0)
         for w in range(n_ctx):
-            gap = best - sc[w]
-            if gap > last:
-                gap = last
-            e = lut[gap]  # in [0, 2**15]
+            e = np.int64(lut[min(np.uint64(best - sc[w]), last)])  # in [0, 2**15]
             xe[0, w] = np.uint8(e & 255)
             xe[1, w] = np.uint8(e >> 8)
             total += e
@@ -243,7 +240,7 @@ def _conv(taps, m, s, dil, lut, hist, p, x_row):
             if q < 0:
                 break
             a += taps[k, c] * np.int64(hist[q % n_hist, c])
-        x_row[c] = np.uint8(lut[_clamp8(_requant(a, m[c], s[c])) + 127] + 128)
+        x_row[c] = np.uint8(lut[np.uint64(_clamp8(_requant(a, m[c], s[c])) + 127)] + 128)
 
 
 @njit(nogil=True, cache=True)
@@ -251,7 +248,7 @@ def _recur(m, s, lut, rstate, acc_row, x_row):
     """minGRU step of one row from its zc product; y -> x_row (+128)."""
     d = rstate.shape[0]
     for c in range(d):
-        z = lut[_clamp8(_requant(np.int64(acc_row[c]), m[c], s[c])) + 127]
+        z = lut[np.uint64(_clamp8(_requant(np.int64(acc_row[c]), m[c], s[c])) + 127)]
         cc = _clamp8(_requant(np.int64(acc_row[d + c]), m[d + c], s[d + c]))
         v = ((256 - z) * rstate[c] + z * cc * 256 + 128) >> 8
         rstate[c] = v
@@ -298,7 +295,7 @@ def forward(P, st, tokens, slots, n, wk):
         m1, s1, lut = P.up.m[layer], P.up.s[layer], P.act_lut[layer]
         for j in range(n):
             for c in range(hidden):
-                g = lut[_clamp8(_requant(np.int64(wk.acc[j, c]), m1[c], s1[c])) + 127]
+                g = lut[np.uint64(_clamp8(_requant(np.int64(wk.acc[j, c]), m1[c], s1[c])) + 127)]
                 wk.x[j, c] = np.uint8(g + 128)
         gemm(wk.x, n, P.down.w[layer], P.down.bias[layer], wk.acc)
         _residual_add(wk.r, wk.acc, n, P.down.m[layer], P.down.s[layer])
@@ -310,24 +307,22 @@ def forward(P, st, tokens, slots, n, wk):
 def table(m, s, lut, acc_row, freq, blocks):
     """Head products -> next-token frequencies freq[v] in [1, 2**20] and their BLOCK sums; returns the total.
 
-    (Inner helpers take arrays, not parameter groups: passing a group costs a reference count per array.)
+    (Inner helpers take arrays, not parameter groups: passing a group costs a reference count per array.
+    Table indices are cast to unsigned where they are known to be >= 0: numba then skips its negative-index
+    wraparound, and the lookups vectorize.)
     """
     vocab = freq.shape[0]
     best = np.int64(-(1 << 62))
     for v in range(vocab):  # logits in 1/64 nat
         lv = _requant(np.int64(acc_row[v]), m[v], s[v])
         freq[v] = lv
-        if lv > best:
-            best = lv
-    last = lut.shape[0] - 1
+        best = max(best, lv)
+    last = np.uint64(lut.shape[0] - 1)
     total = np.int64(0)
     for b in range(blocks.shape[0]):
         sb = np.int64(0)
         for v in range(b * BLOCK, min((b + 1) * BLOCK, vocab)):
-            gap = best - freq[v]
-            if gap > last:
-                gap = last
-            f = lut[gap]
+            f = np.int64(lut[min(np.uint64(best - freq[v]), last)])  # gap >= 0: unsigned, no wraparound test
             freq[v] = f
             sb += f
         blocks[b] = sb
@@ -469,3 +464,18 @@ def verify_records(words, word_starts, n_words, starts, lefts, probs):
                 break
             coder.decoder_advance(ds, lefts[t], probs[t], words, w0 + n_words[rec])
     return ok
+
+
+@njit(nogil=True, cache=True)
+def code_tables(freqs, targets):
+    """Range-code targets[t] under frequency table freqs[t] (int64 [T, vocab], from any runtime): the words."""
+    es = np.zeros(4, np.uint64)
+    coder.encoder_init(es)
+    out = np.zeros(targets.shape[0] + 3, np.uint32)  # coder.max_words
+    k = 0
+    for t in range(targets.shape[0]):
+        f = freqs[t]
+        total = f.sum()
+        left, prob = coder.symbol_interval(f, targets[t], total, coder.quant_scale(total, f.shape[0]))
+        k = coder.encode_symbol(es, left, prob, out, k)
+    return out[: coder.encoder_finish(es, out, k)]

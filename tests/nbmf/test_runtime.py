@@ -1,0 +1,120 @@
+"""The integer runtime: exact int8 products, the kernel's named interface, and results independent of the
+instruction set, the row grouping and the thread count."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nbmf.runtime import kernels
+from nbmf.runtime.gemm import gemm, pack, padded
+from nbmf.runtime.intmodel import IntModel
+
+
+@pytest.mark.parametrize("n_out,n_in", [(1, 1), (5, 7), (64, 4), (70, 130), (384, 128), (128, 512), (2048, 128)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 33])
+def test_gemm_is_the_exact_integer_product(n_out, n_in, rows):
+    rng = np.random.default_rng(n_out * 1000 + n_in + rows)
+    w = rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)
+    w[0, :] = 127  # the extremes the offset trick must carry exactly
+    x = rng.integers(-127, 128, (rows, n_in))
+    x[-1, :] = -127
+    p = pack(w)
+    xu = np.full((rows + 2, padded(n_in, 4) + 8), 77, np.uint8)  # wider than needed, stale padding
+    xu[:rows, :n_in] = x + 128
+    xu[:rows, n_in : padded(n_in, 4)] = rng.integers(0, 256, (rows, padded(n_in, 4) - n_in))  # meets zero weights
+    acc = np.full((rows + 2, padded(n_out, 64) + 64), -5, np.int32)
+    gemm(xu, rows, p.w, p.bias, acc)
+    assert np.array_equal(acc[:rows, :n_out], x @ w.astype(np.int64).T)
+    assert (acc[rows:] == -5).all() and (acc[:, padded(n_out, 64):] == -5).all()  # nothing outside its block
+
+
+def test_pack_refuses_what_the_kernel_cannot_carry():
+    with pytest.raises(ValueError, match="-127, 127"):
+        pack(np.full((2, 2), -128, np.int8))
+    with pytest.raises(ValueError, match="2-d"):
+        pack(np.zeros(3, np.int8))
+
+
+def test_kernel_interface_is_pinned():
+    """The kernel takes named groups; renaming, reordering or retyping one is a deliberate, visible change."""
+    assert kernels.Params._fields == ("emb", "norm_k", "mixer_type", "mixer_idx", "out", "up", "act_lut", "down",
+                                      "attn", "conv", "rec", "head", "head_lut")
+    assert kernels.Linear._fields == ("w", "bias", "m", "s")
+    assert kernels.Attention._fields == ("qkv", "score_m", "score_s", "slopes", "lut")
+    assert kernels.Conv._fields == ("taps", "m", "s", "dilation", "lut")
+    assert kernels.Recurrent._fields == ("zc", "lut")
+    assert kernels.State._fields == ("kp", "kb", "vp", "rstate", "chist", "pos")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from nbmf.codecs.neural import load_codec
+    from nbmf.testing import tiny_artifact
+
+    return load_codec(tiny_artifact(tmp_path_factory.mktemp("rt") / "v1", family="hybrid", steps=8))
+
+
+def test_swapped_or_misshapen_arrays_are_refused(tiny):
+    params = dict(tiny.model.params)
+    with pytest.raises(ValueError, match="w1_m"):  # [layers, hidden] where [layers, d] is due, and back
+        IntModel(tiny.cfg, dict(params, w1_m=params["w2_m"], w2_m=params["w1_m"]))
+    with pytest.raises(ValueError, match="multipliers"):  # same shape, other meaning: m and s trade places
+        IntModel(tiny.cfg, dict(params, wo_m=params["wo_s"], wo_s=params["wo_m"]))
+    with pytest.raises(ValueError, match="lacks"):
+        IntModel(tiny.cfg, {k: v for k, v in params.items() if k != "head_lut"})
+    wide = dataclasses.replace(tiny.cfg, d_model=2 * tiny.cfg.d_model)
+    with pytest.raises(ValueError, match="do not fit"):
+        IntModel(wide, params)
+
+
+def test_rows_in_any_grouping_give_the_same_tables(tiny):
+    """One record token by token, in one pass, and interleaved with others in lockstep: the same integers."""
+    rng = np.random.default_rng(3)
+    seqs = [rng.integers(0, tiny.cfg.vocab_size, n) for n in (1, 70, 150)]  # past the attention window
+    want = [tiny.model.frequencies(s) for s in seqs]
+    step_by_step = tiny.model.new_state(1)
+    rows = np.concatenate([tiny.model.step(step_by_step, s[t : t + 1], [0]) for s in seqs[1:2] for t in range(len(s))])
+    assert np.array_equal(rows, want[1])
+    st = tiny.model.new_state(3)
+    lock = {k: [] for k in range(3)}
+    for t in range(150):
+        live = [k for k in range(3) if t < len(seqs[k])]
+        out = tiny.model.step(st, [seqs[k][t] for k in live], live)
+        for j, k in enumerate(live):
+            lock[k].append(out[j])
+    assert all(np.array_equal(np.array(lock[k]), want[k]) for k in range(3))
+
+
+def test_threads_do_not_change_bytes(tiny):
+    from nbmf.codecs.neural import NeuralCodec
+
+    rng = np.random.default_rng(5)
+    items = [(bytes(rng.integers(32, 127, int(n)).astype(np.uint8)), 2) for n in rng.integers(0, 400, 13)]
+    one = NeuralCodec(tiny.name, tiny.cfg, tiny.model, tiny.tokenizer, threads=1)
+    three = NeuralCodec(tiny.name, tiny.cfg, tiny.model, tiny.tokenizer, threads=3)
+    bodies = one.encode_many(items)
+    assert three.encode_many(items) == bodies
+    jobs = [(b, k, len(r)) for b, (r, k) in zip(bodies, items)]
+    assert three.decode_many(jobs) == one.decode_many(jobs) == [r for r, _ in items]
+
+
+def test_portable_build_gives_the_vnni_build_integers(tiny, tmp_path):
+    """The same kernel compiled without VNNI (plain LLVM vector IR) in a fresh process: identical tables."""
+    seq = np.random.default_rng(1).integers(0, tiny.cfg.vocab_size, 140)
+    script = ("import sys, json, numpy as np; from nbmf.codecs.neural import load_codec; "
+              "from nbmf.runtime.gemm import host_has_vnni; c = load_codec(sys.argv[1]); "
+              "f = c.model.frequencies(np.array(json.loads(sys.argv[2]), np.int64)); "
+              "print(json.dumps([host_has_vnni(), f.astype(np.int64).tolist()]))")
+    env = dict(os.environ, NBMF_GEMM="portable", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    p = subprocess.run([sys.executable, "-c", script, str(tiny.path), json.dumps(seq.tolist())], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    vnni, tables = json.loads(p.stdout)
+    assert vnni is False
+    assert np.array_equal(np.array(tables), tiny.model.frequencies(seq))  # on a host without VNNI: portable twice
