@@ -114,10 +114,9 @@ class RegistryVersion:
 
     def encode(self, payload, fidelity: str) -> bytes:
         blob = self.registry.encode(payload, fidelity=fidelity, version=self.name)
-        from nbmf.blob import peek_header
+        from nbmf.blob import blob_version
 
-        eid = peek_header(blob).encoder_id
-        if (eid == 0) != (self.name == "stub") or (eid != 0 and self.name != f"v{eid}"):
+        if blob_version(blob) != self.name:
             self.stats["fallbacks"] += 1  # the registry wrote another version (the blob says so)
         return blob
 

@@ -12,6 +12,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
+from nbmf.blob import is_legacy
 from nbmf.errors import CorruptBlobError, FormatError, LegacySignatureError, OutputTooLargeError
 
 PREVIEW_CHARS = 2048
@@ -29,9 +30,9 @@ def parse(blob) -> dict | None:
     if isinstance(blob, dict):
         obj = blob
     elif isinstance(blob, (bytes, bytearray, memoryview, str)):
-        data = bytes(blob) if not isinstance(blob, str) else blob.encode("utf-8", "surrogatepass")
-        if not data[:1] == b"{":
+        if not is_legacy(blob):
             return None
+        data = bytes(blob) if not isinstance(blob, str) else blob.encode("utf-8", "surrogatepass")
         try:
             obj = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError):
