@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,11 +34,17 @@ STUB_ID = 0
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"  # what makes a vN/ directory a version (the artifact format is nbmf/artifact.py)
 ENV = "NBMF_MODEL_DIR"
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the repository, when nbmf runs from a source checkout
+PACKAGED = Path(__file__).resolve().parent / "released"  # the released models shipped in the wheel
 _NEURAL = re.compile(r"v([1-9][0-9]*)", re.ASCII)
 
 
 class ModelDirError(NBMFError):
     """The model directory cannot take this version (it exists already, or the artifact names another)."""
+
+
+class NoModelWarning(UserWarning):
+    """The library encodes with the stub because it found no model to encode with."""
 
 
 # -- names ------------------------------------------------------------------------------------------
@@ -71,8 +78,42 @@ def is_version_name(name: str) -> bool:
 
 # -- reading ----------------------------------------------------------------------------------------
 def default_model_dir() -> Path:
-    """$NBMF_MODEL_DIR, else the repository's ``models/``."""
-    return Path(os.environ.get(ENV) or Path(__file__).resolve().parents[1] / "models")
+    """Where the default registry finds its models, first match wins:
+
+    1. ``$NBMF_MODEL_DIR`` when set;
+    2. ``models/`` of the source checkout nbmf runs from (a directory with pyproject.toml above nbmf/);
+    3. ``nbmf/released``: the released models the wheel ships as package data.
+
+    With none of them present this is the packaged path, which does not exist; ``Registry.default``
+    then warns once (``NoModelWarning``) and encodes with the stub.
+    """
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    checkout = SOURCE_ROOT / "models"
+    if (SOURCE_ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return PACKAGED
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """A NoModelWarning, at most once per process for each ``key``."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, NoModelWarning, stacklevel=3)
+
+
+def warn_if_no_model(model_dir: Path) -> None:
+    """Say once, and where to put one, when the default model directory gives encode no model."""
+    if model_dir.is_dir() and (model_dir / CURRENT).is_file():
+        return
+    why = "does not exist" if not model_dir.is_dir() else f"has no {CURRENT} file"
+    warn_once(f"no-model:{model_dir}", f"nbmf: the model directory {model_dir} {why}, so encode writes stub (zlib) "
+              "blobs and blobs of neural versions cannot be decoded. Set NBMF_MODEL_DIR to a model directory "
+              "(vN/ artifact dirs + a CURRENT file naming one, like the repository's models/), or write "
+              "'stub' into its CURRENT to encode with the stub on purpose.")
 
 
 def version_dirs(model_dir) -> dict[int, Path]:

@@ -86,8 +86,14 @@ class Registry:
 
     @classmethod
     def default(cls) -> "Registry":
-        """Stub + every version in $NBMF_MODEL_DIR (default: the repository's models/)."""
-        return cls(default_model_dir())
+        """Stub + every version in the default model directory (``nbmf.modeldir.default_model_dir``).
+
+        Without a CURRENT there, encode writes stub blobs: a NoModelWarning says so once, and where to
+        put a model.
+        """
+        d = default_model_dir()
+        modeldir.warn_if_no_model(d)
+        return cls(d)
 
     def register(self, codec, make_current: bool = False) -> None:
         self._codecs[codec.encoder_id] = codec
@@ -126,11 +132,14 @@ class Registry:
             raws = [(canonical(raw, kind), kind) for raw, kind in raws]
         try:
             codec = self.codec(version or self.current)
-        except NBMFError:
+        except NBMFError as e:
             if version is not None:
                 raise  # an explicitly requested version that cannot load is the caller's error
             codec = self.stub  # the current model cannot load: writes go on with the stub, counted
             self.stats.fallbacks[f"{self.current}:unavailable"] += len(raws)
+            modeldir.warn_once(f"unavailable:{self.model_dir}/{self.current}",
+                               f"nbmf: the current version {self.current} cannot load ({e}); encode writes stub "
+                               "blobs until it can (counted in Registry.stats.fallbacks)")
         stub_bodies = self.stub.encode_many(raws)
         bodies = stub_bodies
         used = [0] * len(raws)
