@@ -72,7 +72,7 @@ def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
 
 
 def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[dict, list[dict], object]:
-    from nbmf.config import load_config
+    from train.jobconfig import load_config
     from train.config import TrainJobConfig
     from train.driver import prepare
     from tune import config as tcfg
@@ -99,7 +99,7 @@ def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[
 
 
 def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> Path:
-    from nbmf.config import load_config
+    from train.jobconfig import load_config
     from train.config import TrainJobConfig
     from train.driver import run_training
     from tune.config import trial_overrides

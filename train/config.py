@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nbmf.config import ConfigError, from_dict, load_config, to_dict
+from train.jobconfig import ConfigError, from_dict, load_config, to_dict
 from nbmf.models import ModelConfig
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbmf.config import ConfigError
+from train.jobconfig import ConfigError
 from train import checkpoint as ckpt_io
 from train.config import TrainJobConfig, load
 from train.data import iter_rows, resolve_source, shard_windows

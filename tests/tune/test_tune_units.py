@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nbmf.config import ConfigError
+from train.jobconfig import ConfigError
 from tune import config as tcfg
 from tune import register
 from tune.driver import choose
