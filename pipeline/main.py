@@ -60,10 +60,10 @@ def seed_l2_store(path: Path, records: list[dict]) -> dict:
 
 def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
     from nbmf.data.collect import CollectConfig, collect
-    from nbmf.testing import sample_records
+    from nbmf.data.corpus import read_corpus
 
     l2 = run / "l2.sqlite"
-    seeded = seed_l2_store(l2, sample_records(cfg.sample / "train.jsonl", limit=300))
+    seeded = seed_l2_store(l2, read_corpus(cfg.sample / "train.jsonl", limit=300))
     say(console, "collect", f"L2 store seeded with legacy blobs: {seeded}")
     manifest = collect(CollectConfig(sources=(str(cfg.sample / "train.jsonl"), str(cfg.sample / "val.jsonl"), f"l2://{l2}"),
                                      out=run / "dataset", fractions=(0.8, 0.1, 0.1), progress=False))
@@ -148,7 +148,7 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
     import numpy as np
     from ray import serve
 
-    from nbmf.testing import sample_records
+    from nbmf.data.corpus import read_corpus
     from serve.app import build_app
     from serve.args import AppArgs
 
@@ -157,7 +157,7 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
     t0 = time.time()
     serve.run(build_app(args), name="nbmf", route_prefix="/", blocking=False)
     say(console, "serve", f"app healthy in {time.time() - t0:.1f} s: {args.model_dump(include={'current', 'candidate', 'canary_share'})}")
-    records = sample_records(cfg.sample / "val.jsonl", limit=cfg.http_records)
+    records = read_corpus(cfg.sample / "val.jsonl", limit=cfg.http_records)
     lat_enc, lat_dec, versions, exact = [], [], {}, 0
     with httpx.Client(base_url="http://127.0.0.1:8000", timeout=30) as client:
         client.get("/healthz").raise_for_status()
