@@ -70,7 +70,8 @@ def read_manifest(path) -> dict:
     except FileNotFoundError:
         raise ArtifactError(f"{path} is not a model artifact: it has no {MANIFEST}") from None
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path / MANIFEST} is not valid JSON ({e}); restore the artifact from its source") from None
+        raise ArtifactError(f"{path / MANIFEST} is not valid JSON ({e}); "
+                            "restore the artifact from its source") from None
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path}: unsupported artifact format {manifest.get('format')!r} (expected {FORMAT})")
     files = manifest.get("files") or {}

@@ -10,8 +10,8 @@ import json
 import sys
 
 from nbmf.blob import Fidelity, Kind, from_envelope, is_legacy, peek_header, to_envelope
-from nbmf.modeldir import version_id
 from nbmf.errors import CorruptBlobError, FormatError, UnknownVersionError
+from nbmf.modeldir import version_id
 
 KINDS = ("auto", "text", "json", "bytes")
 

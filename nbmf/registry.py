@@ -78,7 +78,8 @@ class Registry:
             current = modeldir.current(self.model_dir)  # a CURRENT naming a version not held raises
         self.current = current or "stub"
         if version_id(self.current) not in self._codecs and version_id(self.current) not in self._paths:
-            raise UnknownVersionError(f"current version {self.current!r} is not in {self.model_dir}; it holds {self.versions()}")
+            raise UnknownVersionError(f"current version {self.current!r} is not in {self.model_dir}; "
+                                      f"it holds {self.versions()}")
 
     @classmethod
     def from_dir(cls, model_dir, current: str | None = None) -> "Registry":
@@ -200,7 +201,8 @@ class Registry:
             old = legacy.parse(b)
             if old is not None:
                 d = legacy.decode(old, max_output_size)
-                kind = Kind.TEXT if isinstance(d.payload, str) and d.fidelity == "semantic" else infer_legacy_kind(d.payload)
+                semantic_text = isinstance(d.payload, str) and d.fidelity == "semantic"
+                kind = Kind.TEXT if semantic_text else infer_legacy_kind(d.payload)
                 results[j] = DecodeResult(d.payload, kind, _fidelity(d.fidelity), LEGACY, d.truncated, True)
                 self.stats.decodes[LEGACY] += 1
                 continue
@@ -218,7 +220,8 @@ class Registry:
                 raws = codec.decode_many([(b, h.kind, h.original_length) for _, h, b in part], fidelity=int(fid))
                 for (j, h, _), raw in zip(part, raws):
                     if len(raw) != h.original_length:
-                        raise NBMFError(f"encoder {h.version} decoded {len(raw)} bytes, header says {h.original_length}")
+                        raise NBMFError(f"encoder {h.version} decoded {len(raw)} bytes, "
+                                        f"header says {h.original_length}")
                     results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version)
                     self.stats.decodes[h.version] += 1
         return results  # type: ignore[return-value]

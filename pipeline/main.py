@@ -72,9 +72,9 @@ def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
 
 
 def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[dict, list[dict], object]:
-    from train.jobconfig import load_config
     from train.config import TrainJobConfig
     from train.driver import prepare
+    from train.jobconfig import load_config
     from tune import config as tcfg
     from tune import results
     from tune.driver import choose, evaluate, run_search, trial_rows
@@ -99,9 +99,9 @@ def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[
 
 
 def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> Path:
-    from train.jobconfig import load_config
     from train.config import TrainJobConfig
     from train.driver import run_training
+    from train.jobconfig import load_config
     from tune.config import trial_overrides
 
     tune_cfg, _ = cfgs
@@ -184,7 +184,8 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
 
 def stage_report(cfg: PipelineConfig, run: Path, console) -> dict:
     from nbmf.bench import report
-    from nbmf.bench.run import BenchConfig, run as bench_run
+    from nbmf.bench.run import BenchConfig
+    from nbmf.bench.run import run as bench_run
     from nbmf.registry import Registry
 
     result = bench_run(BenchConfig(input=cfg.sample / "val.jsonl", limit=cfg.bench_records or None, progress=False),

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.jobconfig import ConfigError, to_dict
 from train.config import TrainJobConfig, load
 from train.data import Source, data_hash, iter_rows, ray_dataset, resolve_source
+from train.jobconfig import ConfigError, to_dict
 
 
 def free_port() -> int:

@@ -154,8 +154,8 @@ class LegacyStub:
         self.stats = Counter()
 
     def prepare(self, raw: bytes, kind: str):
-        from nbmf.payload import from_raw
         from nbmf.blob import Kind
+        from nbmf.payload import from_raw
 
         return from_raw(raw, Kind[kind.upper()])
 

@@ -60,8 +60,9 @@ def gate_lines(result: dict, all_details: bool = False) -> list[str]:
                              f"{g['gate']:<36} {_f(g['value'], 4)} {g['op']} {g['threshold']}")
         else:
             failed = [g["gate"] for g in gates if not g["passed"]]
+            fails = f" (fails: {'; '.join(failed)})" if failed else ""
             lines.append(f"{'PASS' if not failed else 'FAIL'}  {row['codec']:<14} {row['fidelity']:<9} "
-                         f"{len(gates) - len(failed)}/{len(gates)} gates" + (f" (fails: {'; '.join(failed)})" if failed else ""))
+                         f"{len(gates) - len(failed)}/{len(gates)} gates{fails}")
     return lines
 
 

@@ -64,7 +64,8 @@ def decode(obj: dict, max_output_size: int) -> LegacyDecoded:
         except zlib.error as e:
             raise CorruptBlobError(f"legacy lossless code is not zlib ({e}): the blob was damaged") from None
         if len(raw) > max_output_size:
-            raise OutputTooLargeError(f"legacy blob inflates past max_output_size={max_output_size} bytes; raise the limit to read it")
+            raise OutputTooLargeError(f"legacy blob inflates past max_output_size={max_output_size} bytes; "
+                                      "raise the limit to read it")
         if not d.eof or d.unused_data:
             raise CorruptBlobError("legacy lossless code is truncated or has trailing data")
         try:

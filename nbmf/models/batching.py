@@ -21,7 +21,7 @@ LOSSLESS, SEMANTIC = Fidelity.LOSSLESS, Fidelity.SEMANTIC
 
 
 def corpus_raw(record: dict) -> tuple[bytes, Kind]:
-    """(raw bytes, kind) of a corpus record ``{"data": ...}``: exactly what the codec codes (``nbmf.payload.to_raw``)."""
+    """(raw bytes, kind) of a corpus record ``{"data": ...}``: what the codec codes (``nbmf.payload.to_raw``)."""
     return to_raw(record["data"])
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.artifacts import sample_records
 from nbmf.bench.anchors import legacy_blob
 from nbmf.data.store import SQLiteL2Store
 from nbmf.migrate import MigrateConfig, migrate
 from nbmf.registry import Registry
-from helpers.artifacts import sample_records
 
 ROOT = Path(__file__).resolve().parents[2]
 VAL = ROOT / "data" / "sample" / "val.jsonl"

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.artifacts import sample_records
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
 from nbmf.models.batching import corpus_raw
-from helpers.artifacts import sample_records
 
 ROOT = Path(__file__).resolve().parents[2]
 VAL = ROOT / "data" / "sample" / "val.jsonl"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import nbmf
-from nbmf.registry import Registry, default_model_dir
 from helpers.artifacts import sample_records
+from nbmf.registry import Registry, default_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "released"

@@ -48,10 +48,10 @@ def test_a_job_submitted_to_the_head_node_succeeds(trained):
 
 
 def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
+    from helpers.artifacts import sample_records
     from nbmf.artifact import read_manifest
     from nbmf.blob import Kind, peek_header
     from nbmf.payload import from_raw
-    from helpers.artifacts import sample_records
     from train.data import corpus_row
     from train.export import registry_with
 
