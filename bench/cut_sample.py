@@ -39,7 +39,7 @@ def cut(src: Path, budget: int, seed: int) -> tuple[list[bytes], dict]:
     stats = {}
     for key in sorted(strata):
         lines = sorted(strata[key])
-        share = budget * sum(len(l) for _, l in lines) / total
+        share = budget * sum(len(line) for _, line in lines) / total
         used = 0
         n = 0
         for rank, line in lines:

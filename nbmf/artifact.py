@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 from nbmf.errors import ArtifactError
+from nbmf.modeldir import MANIFEST, neural_id
 from nbmf.models.config import ModelConfig
 
-MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 TOKENIZER = "tokenizer.json"
 FORMAT = "nbmf-model/1"
@@ -33,10 +33,8 @@ def sha256_file(path: Path) -> str:
 
 
 def encoder_id_of(version: str) -> int:
-    """'v3' -> 3. Neural versions are named vN (N >= 1); id 0 is the stub."""
-    if not (version.startswith("v") and version[1:].isdigit() and int(version[1:]) >= 1):
-        raise ValueError(f"neural encoder versions are named v1, v2, ...; got {version!r}")
-    return int(version[1:])
+    """'v3' -> 3. Neural versions are named vN (N >= 1); id 0 is the stub (rule: nbmf.modeldir)."""
+    return neural_id(version)
 
 
 def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokenizer, metrics: dict,
@@ -72,7 +70,8 @@ def read_manifest(path) -> dict:
     except FileNotFoundError:
         raise ArtifactError(f"{path} is not a model artifact: it has no {MANIFEST}") from None
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path / MANIFEST} is not valid JSON ({e}); restore the artifact from its source") from None
+        raise ArtifactError(f"{path / MANIFEST} is not valid JSON ({e}); "
+                            "restore the artifact from its source") from None
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path}: unsupported artifact format {manifest.get('format')!r} (expected {FORMAT})")
     files = manifest.get("files") or {}

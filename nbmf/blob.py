@@ -24,10 +24,11 @@ import zlib
 from dataclasses import dataclass
 
 from nbmf.errors import CorruptBlobError, FormatError
+from nbmf.modeldir import version_id, version_name  # encoder version names (nbmf.modeldir owns them)
 
 FORMAT_V1 = 1
 _ESCAPE = 7
-STUB_ID = 0
+LEGACY = "legacy"  # the version name of old stub blobs (never an encoder id)
 
 
 class Fidelity(enum.IntEnum):
@@ -41,18 +42,24 @@ class Kind(enum.IntEnum):
     BYTES = 2
 
 
-def version_name(encoder_id: int) -> str:
-    """0 -> 'stub', N -> 'vN'."""
-    return "stub" if encoder_id == STUB_ID else f"v{encoder_id}"
+def is_legacy(blob) -> bool:
+    """Whether ``blob`` is an old stub blob: a dict, or JSON text/bytes starting with '{'.
+
+    No v1 blob starts with '{' (0x7B: format bits 01, kind bits 11, and kind 3 is invalid), so the
+    first byte alone tells the two formats apart. Does not validate the legacy blob (``legacy.parse`` does).
+    """
+    if isinstance(blob, dict):
+        return True
+    if isinstance(blob, str):
+        return blob[:1] == "{"
+    if isinstance(blob, (bytes, bytearray, memoryview)):
+        return bytes(blob[:1]) == b"{"
+    return False
 
 
-def version_id(name: str) -> int:
-    """'stub' -> 0, 'vN' -> N."""
-    if name == "stub":
-        return STUB_ID
-    if name.startswith("v") and name[1:].isdigit() and int(name[1:]) >= 1:
-        return int(name[1:])
-    raise ValueError(f"encoder versions are 'stub' or 'v1', 'v2', ...; got {name!r}")
+def blob_version(blob) -> str:
+    """``legacy``, ``stub`` or ``vN`` for a blob, from its first bytes alone (no checksum, no decoding)."""
+    return LEGACY if is_legacy(blob) else version_name(peek_header(blob).encoder_id)
 
 
 @dataclass(frozen=True)
@@ -126,9 +133,9 @@ def peek_header(blob: bytes) -> Header:
     blob = bytes(blob)
     if not blob:
         raise CorruptBlobError("blob is empty")
-    first = blob[0]
-    if first == ord("{"):
+    if is_legacy(blob):
         raise FormatError("this is a legacy stub blob (JSON), not a v1 blob: decode it through nbmf.decode")
+    first = blob[0]
     fmt, fidelity, kind, low = first >> 6, (first >> 5) & 1, (first >> 3) & 3, first & 7
     if fmt != FORMAT_V1:
         raise FormatError(f"unknown blob format version {fmt} (this library reads v1); upgrade nbmf")

@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     except NBMFError as e:
         print(f"nbmf {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as e:  # an optional dependency (nbmf.extras says which extra brings it)
+        print(f"nbmf {args.command}: {e}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, TypeError) as e:
         print(f"nbmf {args.command}: {e}", file=sys.stderr)
         return 2

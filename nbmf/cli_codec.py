@@ -9,8 +9,9 @@ import argparse
 import json
 import sys
 
-from nbmf.blob import Fidelity, Kind, from_envelope, peek_header, to_envelope, version_id
+from nbmf.blob import Fidelity, Kind, from_envelope, is_legacy, peek_header, to_envelope
 from nbmf.errors import CorruptBlobError, FormatError, UnknownVersionError
+from nbmf.modeldir import version_id
 
 KINDS = ("auto", "text", "json", "bytes")
 
@@ -38,7 +39,7 @@ def _blob_of(data: bytes):
     are the invalid 11), so a leading '{' after whitespace always means JSON.
     """
     text = data.lstrip(b" \t\r\n")
-    if text[:1] != b"{":
+    if not is_legacy(text):
         return data
     try:
         obj = json.loads(text)

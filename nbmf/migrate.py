@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbmf.errors import NBMFError
+from nbmf.extras import require
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ def _same(a, b) -> bool:
 
 
 def migrate(cfg: MigrateConfig, registry=None) -> dict:
-    from tqdm import tqdm
-
     from nbmf.data.store import SQLiteL2Store, blob_version
     from nbmf.registry import Registry, default_model_dir
+
+    tqdm = require("tqdm").tqdm
 
     reg = registry or Registry(cfg.model_dir or default_model_dir())
     target = cfg.version or reg.current

@@ -14,24 +14,21 @@ smaller than the stub's writes a stub blob instead (the header says so) and is c
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbmf import blob as blobfmt
-from nbmf.blob import Fidelity, Kind, version_id, version_name
+from nbmf import modeldir
+from nbmf.blob import LEGACY, Fidelity, Kind
 from nbmf.codecs import legacy
 from nbmf.codecs.stub import StubCodec
 from nbmf.errors import NBMFError, OutputTooLargeError, UnknownVersionError
+from nbmf.modeldir import default_model_dir, version_id, version_name
 from nbmf.payload import canonical, from_raw, to_raw
 
 DEFAULT_MAX_OUTPUT = 64 << 20  # bytes: the decompression-bomb guard
-
-
-def default_model_dir() -> Path:
-    return Path(os.environ.get("NBMF_MODEL_DIR") or Path(__file__).resolve().parents[1] / "models")
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class DecodeResult:
     payload: object
     kind: Kind
     fidelity: Fidelity
-    version: str  # "stub", "vN" or "legacy"
+    version: str  # "stub", "vN" or "legacy" (names: nbmf.modeldir)
     truncated: bool = False  # legacy semantic previews cut at 2048 characters
     legacy: bool = False
 
@@ -73,23 +70,16 @@ class Registry:
         self.verify = verify
         self.stub = StubCodec()
         self._codecs: dict[int, object] = {0: self.stub}
-        self._paths: dict[int, Path] = {}
         self._lock = threading.Lock()
         self.stats = Stats()
         self.model_dir = Path(model_dir) if model_dir else None
-        if self.model_dir and self.model_dir.is_dir():
-            for d in sorted(self.model_dir.iterdir()):
-                if d.is_dir() and (d / "manifest.json").is_file():
-                    try:
-                        self._paths[version_id(d.name)] = d
-                    except ValueError:
-                        continue
-        pointer = self.model_dir / "CURRENT" if self.model_dir else None
-        if current is None and pointer is not None and pointer.is_file():
-            current = pointer.read_text().strip() or None
+        self._paths: dict[int, Path] = modeldir.version_dirs(self.model_dir)
+        if current is None:
+            current = modeldir.current(self.model_dir)  # a CURRENT naming a version not held raises
         self.current = current or "stub"
         if version_id(self.current) not in self._codecs and version_id(self.current) not in self._paths:
-            raise UnknownVersionError(f"current version {self.current!r} is not in {self.model_dir}; it holds {self.versions()}")
+            raise UnknownVersionError(f"current version {self.current!r} is not in {self.model_dir}; "
+                                      f"it holds {self.versions()}")
 
     @classmethod
     def from_dir(cls, model_dir, current: str | None = None) -> "Registry":
@@ -97,8 +87,14 @@ class Registry:
 
     @classmethod
     def default(cls) -> "Registry":
-        """Stub + every version in $NBMF_MODEL_DIR (default: the repository's models/)."""
-        return cls(default_model_dir())
+        """Stub + every version in the default model directory (``nbmf.modeldir.default_model_dir``).
+
+        Without a CURRENT there, encode writes stub blobs: a NoModelWarning says so once, and where to
+        put a model.
+        """
+        d = default_model_dir()
+        modeldir.warn_if_no_model(d)
+        return cls(d)
 
     def register(self, codec, make_current: bool = False) -> None:
         self._codecs[codec.encoder_id] = codec
@@ -137,11 +133,14 @@ class Registry:
             raws = [(canonical(raw, kind), kind) for raw, kind in raws]
         try:
             codec = self.codec(version or self.current)
-        except NBMFError:
+        except NBMFError as e:
             if version is not None:
                 raise  # an explicitly requested version that cannot load is the caller's error
             codec = self.stub  # the current model cannot load: writes go on with the stub, counted
             self.stats.fallbacks[f"{self.current}:unavailable"] += len(raws)
+            modeldir.warn_once(f"unavailable:{self.model_dir}/{self.current}",
+                               f"nbmf: the current version {self.current} cannot load ({e}); encode writes stub "
+                               "blobs until it can (counted in Registry.stats.fallbacks)")
         stub_bodies = self.stub.encode_many(raws)
         bodies = stub_bodies
         used = [0] * len(raws)
@@ -202,9 +201,10 @@ class Registry:
             old = legacy.parse(b)
             if old is not None:
                 d = legacy.decode(old, max_output_size)
-                kind = Kind.TEXT if isinstance(d.payload, str) and d.fidelity == "semantic" else infer_legacy_kind(d.payload)
-                results[j] = DecodeResult(d.payload, kind, _fidelity(d.fidelity), "legacy", d.truncated, True)
-                self.stats.decodes["legacy"] += 1
+                semantic_text = isinstance(d.payload, str) and d.fidelity == "semantic"
+                kind = Kind.TEXT if semantic_text else infer_legacy_kind(d.payload)
+                results[j] = DecodeResult(d.payload, kind, _fidelity(d.fidelity), LEGACY, d.truncated, True)
+                self.stats.decodes[LEGACY] += 1
                 continue
             header, body = blobfmt.unpack(b)
             if header.original_length > max_output_size:
@@ -220,7 +220,8 @@ class Registry:
                 raws = codec.decode_many([(b, h.kind, h.original_length) for _, h, b in part], fidelity=int(fid))
                 for (j, h, _), raw in zip(part, raws):
                     if len(raw) != h.original_length:
-                        raise NBMFError(f"encoder {h.version} decoded {len(raw)} bytes, header says {h.original_length}")
+                        raise NBMFError(f"encoder {h.version} decoded {len(raw)} bytes, "
+                                        f"header says {h.original_length}")
                     results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version)
                     self.stats.decodes[h.version] += 1
         return results  # type: ignore[return-value]

@@ -60,10 +60,10 @@ def seed_l2_store(path: Path, records: list[dict]) -> dict:
 
 def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
     from nbmf.data.collect import CollectConfig, collect
-    from nbmf.testing import sample_records
+    from nbmf.data.corpus import read_corpus
 
     l2 = run / "l2.sqlite"
-    seeded = seed_l2_store(l2, sample_records(cfg.sample / "train.jsonl", limit=300))
+    seeded = seed_l2_store(l2, read_corpus(cfg.sample / "train.jsonl", limit=300))
     say(console, "collect", f"L2 store seeded with legacy blobs: {seeded}")
     manifest = collect(CollectConfig(sources=(str(cfg.sample / "train.jsonl"), str(cfg.sample / "val.jsonl"), f"l2://{l2}"),
                                      out=run / "dataset", fractions=(0.8, 0.1, 0.1), progress=False))
@@ -72,9 +72,9 @@ def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
 
 
 def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[dict, list[dict], object]:
-    from nbmf.config import load_config
     from train.config import TrainJobConfig
     from train.driver import prepare
+    from train.jobconfig import load_config
     from tune import config as tcfg
     from tune import results
     from tune.driver import choose, evaluate, run_search, trial_rows
@@ -99,9 +99,9 @@ def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[
 
 
 def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> Path:
-    from nbmf.config import load_config
     from train.config import TrainJobConfig
     from train.driver import run_training
+    from train.jobconfig import load_config
     from tune.config import trial_overrides
 
     tune_cfg, _ = cfgs
@@ -148,7 +148,7 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
     import numpy as np
     from ray import serve
 
-    from nbmf.testing import sample_records
+    from nbmf.data.corpus import read_corpus
     from serve.app import build_app
     from serve.args import AppArgs
 
@@ -157,7 +157,7 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
     t0 = time.time()
     serve.run(build_app(args), name="nbmf", route_prefix="/", blocking=False)
     say(console, "serve", f"app healthy in {time.time() - t0:.1f} s: {args.model_dump(include={'current', 'candidate', 'canary_share'})}")
-    records = sample_records(cfg.sample / "val.jsonl", limit=cfg.http_records)
+    records = read_corpus(cfg.sample / "val.jsonl", limit=cfg.http_records)
     lat_enc, lat_dec, versions, exact = [], [], {}, 0
     with httpx.Client(base_url="http://127.0.0.1:8000", timeout=30) as client:
         client.get("/healthz").raise_for_status()
@@ -184,7 +184,8 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
 
 def stage_report(cfg: PipelineConfig, run: Path, console) -> dict:
     from nbmf.bench import report
-    from nbmf.bench.run import BenchConfig, run as bench_run
+    from nbmf.bench.run import BenchConfig
+    from nbmf.bench.run import run as bench_run
     from nbmf.registry import Registry
 
     result = bench_run(BenchConfig(input=cfg.sample / "val.jsonl", limit=cfg.bench_records or None, progress=False),

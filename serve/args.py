@@ -15,16 +15,14 @@ canary_share
 """
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-VERSION_RE = re.compile(r"^(stub|v[1-9][0-9]*)$")
+from nbmf.modeldir import is_version_name
 
 
 def check_version(name: str | None) -> str | None:
     """Encoder version names are ``stub`` or ``vN`` (N >= 1); anything else is a config error."""
-    if name is not None and not VERSION_RE.match(name):
+    if name is not None and not is_version_name(name):
         raise ValueError(f"encoder versions are named 'stub', 'v1', 'v2', ...; got {name!r}")
     return name
 

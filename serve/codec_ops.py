@@ -9,22 +9,21 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbmf.blob import from_envelope, peek_header, to_envelope, unpack, version_name
+from nbmf import modeldir
+from nbmf.blob import blob_version, from_envelope, peek_header, to_envelope, unpack
 from nbmf.errors import NBMFError
-from nbmf.registry import Registry, default_model_dir
+from nbmf.modeldir import default_model_dir, version_name
+from nbmf.registry import Registry
 
 __all__ = ["DecodeOutcome", "VersionModel", "blob_version", "current_version", "from_envelope",
            "import_loader", "list_versions", "load_codec", "resolve_model_dir", "stub_registry",
            "to_envelope", "version_name", "encode_items", "decode_items"]
 
-_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
-LEGACY = "legacy"
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
@@ -34,26 +33,19 @@ def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
 
 def list_versions(model_dir: Path) -> list[str]:
     """Neural versions present in the model registry directory (``vN/manifest.json``), by id."""
-    if not model_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p.name) for p in model_dir.iterdir()
-             if (m := _VERSION_DIR.match(p.name)) and (p / "manifest.json").is_file()]
-    return [name for _, name in sorted(found)]
+    return modeldir.versions(model_dir)
 
 
 def current_version(model_dir: Path) -> str:
-    """The model dir's ``CURRENT`` when it names a present version; else ``stub``."""
-    try:
-        name = (model_dir / "CURRENT").read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return "stub"
-    return name if name in list_versions(model_dir) else "stub"
+    """The model dir's ``CURRENT``, ``stub`` when it has none; one naming a version not held raises
+    UnknownVersionError (the same rule as the library's Registry)."""
+    return modeldir.current(model_dir) or "stub"
 
 
 def manifest_summary(model_dir: Path, version: str) -> dict:
     """What /v1/versions shows about a version (unverified read: listing must stay cheap)."""
     try:
-        m = json.loads((model_dir / version / "manifest.json").read_text(encoding="utf-8"))
+        m = json.loads((model_dir / version / modeldir.MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return {"name": version, "error": f"unreadable manifest: {e}"}
     arch = m.get("architecture") or {}
@@ -77,13 +69,6 @@ def import_loader(spec: str) -> Callable[[str, str], object]:
 def stub_registry() -> Registry:
     """A registry that holds only the stub (and reads legacy blobs): what the ingress runs locally."""
     return Registry()
-
-
-def blob_version(blob: bytes | dict) -> str:
-    """``legacy``, ``stub`` or ``vN`` for a blob, from its header alone (no checksum, no decoding)."""
-    if isinstance(blob, dict) or blob[:1] == b"{":  # what nbmf.codecs.legacy.parse recognizes
-        return LEGACY
-    return version_name(peek_header(blob).encoder_id)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,21 @@ from nbmf.errors import NBMFError
 from serve import codec_ops, schemas
 from serve.args import Limits, Timeouts, check_version
 from serve.canary import CanaryRouter
-from serve.http import (ERROR_STATUS, JSON_TYPES, RAW_TYPE, ApiError, AsciiJSONResponse, blob_from_json, body_doc,
-                        client_error, media_type, parse_json, raw_payload, read_body, validate)
+from serve.http import (
+    ERROR_STATUS,
+    JSON_TYPES,
+    RAW_TYPE,
+    ApiError,
+    AsciiJSONResponse,
+    blob_from_json,
+    body_doc,
+    client_error,
+    media_type,
+    parse_json,
+    raw_payload,
+    read_body,
+    validate,
+)
 from serve.metrics import ServiceMetrics
 
 log = logging.getLogger("ray.serve")

@@ -19,8 +19,7 @@ from collections import defaultdict
 
 from ray import serve
 
-from serve.codec_ops import (VersionModel, blob_version, current_version, import_loader, list_versions,
-                             resolve_model_dir)
+from serve.codec_ops import VersionModel, blob_version, current_version, import_loader, list_versions, resolve_model_dir
 from serve.metrics import ServiceMetrics
 
 log = logging.getLogger("ray.serve")

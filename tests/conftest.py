@@ -101,7 +101,7 @@ def make_legacy_blob():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A model registry directory holding one real (tiny, seconds to train) neural version: v1/ + CURRENT."""
-    from nbmf.testing import tiny_artifact
+    from helpers.artifacts import tiny_artifact
 
     d = tmp_path_factory.mktemp("models")
     tiny_artifact(d / "v1", steps=20)
@@ -120,9 +120,9 @@ def tiny_codec(tiny_model_dir):
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
     """One private `ray start --head` node per test session, shared by the Train and Tune test modules
-    (train.testing.session_head); their drivers run as subprocesses against it, so these tests neither
+    (helpers.ray_jobs.session_head); their drivers run as subprocesses against it, so these tests neither
     depend on nor disturb a Ray instance another suite keeps in the test process."""
-    from train.testing import session_head
+    from helpers.ray_jobs import session_head
 
     head, owner = session_head(tmp_path_factory.mktemp("ray") / "head.log")
     yield head

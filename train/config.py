@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nbmf.config import ConfigError, from_dict, load_config, to_dict
 from nbmf.models import ModelConfig
+from train.jobconfig import ConfigError, from_dict, load_config, to_dict
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = {"text": 0, "json": 1, "bytes": 2}
-FIDELITIES = {"lossless": 0, "semantic": 1}
+from nbmf.blob import Fidelity, Kind
+
+KINDS = {k.name.lower(): int(k) for k in Kind}  # {"text": 0, "json": 1, "bytes": 2}: Parquet/Arrow spellings
+FIDELITIES = {f.name.lower(): int(f) for f in Fidelity}  # {"lossless": 0, "semantic": 1}
 SPLITS = ("train", "val", "test")
 
 
@@ -152,15 +154,9 @@ def data_hash(src: Source) -> str:
 
 def semantic_form(raw: bytes, kind: int) -> bytes | None:
     """The canonical (semantic-fidelity) bytes of a record, or None for bytes payloads."""
-    from nbmf.models.batching import semantic_raw
+    from nbmf.payload import canonical
 
-    if kind == KINDS["text"]:
-        data = raw.decode("utf-8", "surrogatepass")
-    elif kind == KINDS["json"]:
-        data = json.loads(raw.decode("utf-8", "surrogatepass"))
-    else:
-        return None
-    return semantic_raw({"data": data})[0]
+    return None if kind == Kind.BYTES else canonical(raw, Kind(kind))
 
 
 def _picked(raw: bytes, seed: int, share: float) -> bool:

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbmf.config import ConfigError, to_dict
 from train.config import TrainJobConfig, load
 from train.data import Source, data_hash, iter_rows, ray_dataset, resolve_source
+from train.jobconfig import ConfigError, to_dict
 
 
 def free_port() -> int:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     if args.print_config:
-        from nbmf.config import dump_yaml
+        from train.jobconfig import dump_yaml
 
         print(dump_yaml(cfg), end="")
         return 0

@@ -20,9 +20,9 @@ import torch
 from torch.nn import functional as F
 
 from nbmf.artifact import sha256_file
+from nbmf.data.corpus import read_corpus
 from nbmf.models import ModelConfig, build_model
 from nbmf.models.batching import LOSSLESS, PAD, SEMANTIC, corpus_raw, make_batches, record_windows, semantic_raw
-from nbmf.testing import sample_records
 from nbmf.tokenizer import Tokenizer
 
 
@@ -45,7 +45,7 @@ class TrainConfig:
 
 
 def load_records(path: str, limit: int | None = None) -> list[dict]:
-    return sample_records(Path(path), limit=limit)
+    return read_corpus(path, limit=limit)
 
 
 def file_sha256(path: str) -> str:

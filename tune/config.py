@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbmf.config import ConfigError, from_dict, load_config
+from train.jobconfig import ConfigError, from_dict, load_config
 
 DISTRIBUTIONS = ("choice", "loguniform", "uniform", "randint")
 

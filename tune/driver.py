@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from nbmf.config import ConfigError, load_config, to_dict
 from train.config import TrainJobConfig
 from train.data import iter_rows
 from train.driver import init_ray, is_uri, prepare, rows_of, storage_of, train_tokenizer
+from train.jobconfig import ConfigError, load_config, to_dict
 from tune import config as tcfg
 from tune import gates, register, results
 

@@ -13,10 +13,10 @@ def run_trial(params: dict, *, base: dict, tokenizers: dict, prepared, search: s
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from nbmf.config import from_dict
     from nbmf.tokenizer import Tokenizer
     from train.config import TrainJobConfig
     from train.driver import build_trainer, local_run_dir, with_vocab
+    from train.jobconfig import from_dict
     from tune.config import trial_overrides
 
     cfg = from_dict(TrainJobConfig, base, trial_overrides(params))

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbmf.extras import require
+
 DICT_SIZE = 112_640  # bytes; the zstd CLI's default dictionary size, as in ../shared/ANCHORS.md
 DICT_SAMPLES = 30_000  # training records drawn from the train split
 DICT_SEED = 0
@@ -81,22 +83,17 @@ class Brotli(ClassicalCodec):
         self.quality, self.name = quality, f"brotli-{quality}"
 
     def compress(self, data):
-        import brotli
-
-        return brotli.compress(data, quality=self.quality)
+        return require("brotli").compress(data, quality=self.quality)
 
     def decompress(self, data):
-        import brotli
-
-        return brotli.decompress(data)
+        return require("brotli").decompress(data)
 
 
 class Zstd(ClassicalCodec):
     """zstd frames without checksum, content size or dictionary id (the smallest honest frame)."""
 
     def __init__(self, level: int = 19, dictionary: bytes | None = None):
-        import zstandard as zstd
-
+        zstd = require("zstandard")
         super().__init__()
         self.level = level
         self.name = f"zstd-{level}" + ("-dict" if dictionary else "")
@@ -157,8 +154,8 @@ class LegacyStub:
         self.stats = Counter()
 
     def prepare(self, raw: bytes, kind: str):
-        from nbmf.payload import from_raw
         from nbmf.blob import Kind
+        from nbmf.payload import from_raw
 
         return from_raw(raw, Kind[kind.upper()])
 
@@ -236,8 +233,7 @@ def train_dictionary(train: str | Path, spec: DictionarySpec = DictionarySpec(),
                      cache_dir: str | Path | None = None) -> tuple[bytes, dict]:
     """zstd dictionary from `spec.samples` records drawn (random.Random(seed).sample) from the
     training split; cached on disk by (train content hash, spec). Returns (dict bytes, info)."""
-    import zstandard as zstd
-
+    zstd = require("zstandard")
     factory, key = _train_source(Path(train))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     tag = hashlib.sha256(f"{key}|{spec.size}|{spec.samples}|{spec.seed}".encode()).hexdigest()[:24]

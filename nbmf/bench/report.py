@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from nbmf.extras import require
+
 TYPES = ("conversation", "document", "structured")
 
 
@@ -18,8 +20,7 @@ def _f(x, digits=2) -> str:
 
 def tables(result: dict):
     """(compression table, speed/fidelity table) as rich Tables."""
-    from rich.table import Table
-
+    Table = require("rich.table").Table
     n, raw = result["records"], result["raw_bytes"]
     comp = Table(title=f"nbmf bench: {result['input']} ({n} records, {raw:,} raw bytes) - ratio = raw / stored",
                  title_justify="left")
@@ -59,14 +60,14 @@ def gate_lines(result: dict, all_details: bool = False) -> list[str]:
                              f"{g['gate']:<36} {_f(g['value'], 4)} {g['op']} {g['threshold']}")
         else:
             failed = [g["gate"] for g in gates if not g["passed"]]
+            fails = f" (fails: {'; '.join(failed)})" if failed else ""
             lines.append(f"{'PASS' if not failed else 'FAIL'}  {row['codec']:<14} {row['fidelity']:<9} "
-                         f"{len(gates) - len(failed)}/{len(gates)} gates" + (f" (fails: {'; '.join(failed)})" if failed else ""))
+                         f"{len(gates) - len(failed)}/{len(gates)} gates{fails}")
     return lines
 
 
 def print_report(result: dict, console=None) -> None:
-    from rich.console import Console
-
+    Console = require("rich.console").Console
     if console is None:
         console = Console()
         if not console.is_terminal:  # logs and pipes: never squeeze the table into 80 columns
@@ -119,8 +120,7 @@ def write_pairs(result: dict, path: str | Path) -> int:
 
 def write_plot(result: dict, path: str | Path) -> None:
     """Ratio vs record size per codec: faint points per record, a line through per-bin medians."""
-    import matplotlib
-
+    matplotlib = require("matplotlib")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     import numpy as np

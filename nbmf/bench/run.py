@@ -17,6 +17,7 @@ from pathlib import Path
 from nbmf.bench import anchors
 from nbmf.bench.anchors import DictionarySpec
 from nbmf.bench.metrics import Measurements, check_gates, summarize
+from nbmf.extras import require
 
 ANCHOR_NAMES = ("legacy", "zlib-9", "zstd-19", "zstd-19-dict", "brotli-11")
 FIDELITIES = ("lossless", "semantic")
@@ -114,10 +115,9 @@ class RegistryVersion:
 
     def encode(self, payload, fidelity: str) -> bytes:
         blob = self.registry.encode(payload, fidelity=fidelity, version=self.name)
-        from nbmf.blob import peek_header
+        from nbmf.blob import blob_version
 
-        eid = peek_header(blob).encoder_id
-        if (eid == 0) != (self.name == "stub") or (eid != 0 and self.name != f"v{eid}"):
+        if blob_version(blob) != self.name:
             self.stats["fallbacks"] += 1  # the registry wrote another version (the blob says so)
         return blob
 
@@ -139,8 +139,7 @@ def _expected_semantic(codec, raw: bytes, kind: str) -> bytes:
 
 
 def _similarity(a: bytes, b: bytes) -> float:
-    from rapidfuzz.distance import Levenshtein
-
+    Levenshtein = require("rapidfuzz.distance").Levenshtein
     return float(Levenshtein.normalized_similarity(a.decode("utf-8", "surrogatepass"),
                                                    b.decode("utf-8", "surrogatepass")))
 
@@ -302,10 +301,9 @@ def _payload_json(raw: bytes, kind: str, lossy: bool = False):
 
 def run(cfg: BenchConfig, registry=None) -> dict:
     """Run the bench; return the result dict (see report.write_json for the file layout)."""
-    from tqdm import tqdm
-
     from nbmf.registry import Registry
 
+    tqdm = require("tqdm").tqdm
     t_start = time.perf_counter()
     registry = registry if registry is not None else Registry.default()
     records, bad = load_records(cfg)

@@ -12,6 +12,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
+from nbmf.blob import is_legacy
 from nbmf.errors import CorruptBlobError, FormatError, LegacySignatureError, OutputTooLargeError
 
 PREVIEW_CHARS = 2048
@@ -29,9 +30,9 @@ def parse(blob) -> dict | None:
     if isinstance(blob, dict):
         obj = blob
     elif isinstance(blob, (bytes, bytearray, memoryview, str)):
-        data = bytes(blob) if not isinstance(blob, str) else blob.encode("utf-8", "surrogatepass")
-        if not data[:1] == b"{":
+        if not is_legacy(blob):
             return None
+        data = bytes(blob) if not isinstance(blob, str) else blob.encode("utf-8", "surrogatepass")
         try:
             obj = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -63,7 +64,8 @@ def decode(obj: dict, max_output_size: int) -> LegacyDecoded:
         except zlib.error as e:
             raise CorruptBlobError(f"legacy lossless code is not zlib ({e}): the blob was damaged") from None
         if len(raw) > max_output_size:
-            raise OutputTooLargeError(f"legacy blob inflates past max_output_size={max_output_size} bytes; raise the limit to read it")
+            raise OutputTooLargeError(f"legacy blob inflates past max_output_size={max_output_size} bytes; "
+                                      "raise the limit to read it")
         if not d.eof or d.unused_data:
             raise CorruptBlobError("legacy lossless code is truncated or has trailing data")
         try:

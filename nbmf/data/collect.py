@@ -20,6 +20,7 @@ from pathlib import Path
 
 from nbmf.data.sources import BadLine, Record, Source, SourceOptions
 from nbmf.data.split import SPLITS, Splitter
+from nbmf.extras import require
 
 DATASET_FORMAT = "nbmf-dataset/1"
 COLUMNS = ("id", "group", "type", "domain", "source", "kind", "fidelity", "raw", "n_bytes",
@@ -27,8 +28,7 @@ COLUMNS = ("id", "group", "type", "domain", "source", "kind", "fidelity", "raw",
 
 
 def schema():
-    import pyarrow as pa
-
+    pa = require("pyarrow")
     return pa.schema([
         ("id", pa.string()), ("group", pa.string()), ("type", pa.string()), ("domain", pa.string()),
         ("source", pa.string()), ("kind", pa.string()), ("fidelity", pa.string()),
@@ -83,9 +83,7 @@ class _ShardWriter:
             self.flush(split)
 
     def flush(self, split: str) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        pa, pq = require("pyarrow"), require("pyarrow.parquet")
         rows = self.buffers.pop(split, [])
         self.buffered_bytes[split] = 0
         if not rows:
@@ -147,8 +145,7 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
     truncated = 0
     group_fallbacks = 0
 
-    from tqdm import tqdm
-
+    tqdm = require("tqdm").tqdm
     for src in sources:
         stats = {"source": src.spec, "records": 0, "bad": 0, "duplicates": 0, "filtered": 0}
         source_stats.append(stats)

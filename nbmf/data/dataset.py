@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nbmf.data.split import SPLITS
+from nbmf.extras import require
 
 
 class DatasetError(ValueError):
@@ -46,9 +47,9 @@ def _keep_semantic(path: Path, include_semantic: bool | None) -> bool:
 def read_records(path: str | Path, split: str | None = None, columns: Sequence[str] | None = None,
                  *, include_semantic: bool | None = None, batch_rows: int = 1024) -> Iterator[dict]:
     """Yield rows as dicts ({"id", "type", "raw", ...}), one shard batch in memory at a time."""
-    import pyarrow.parquet as pq
-
     from nbmf.data.collect import COLUMNS
+
+    pq = require("pyarrow.parquet")
 
     path = Path(path)
     keep_sem = _keep_semantic(path, include_semantic)

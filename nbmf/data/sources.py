@@ -169,7 +169,8 @@ def iter_json_array(path: Path, opts: SourceOptions, progress: Progress,
                             break
                     except json.JSONDecodeError as e:
                         if eof or len(buf) - pos > opts.max_element_bytes:
-                            yield BadLine(here(), f"invalid JSON in array element {index}: {e.msg}; rest of file skipped")
+                            yield BadLine(here(), f"invalid JSON in array element {index}: {e.msg}; "
+                                                  "rest of file skipped")
                             return
                     fill()
                 origin = here()
@@ -219,7 +220,7 @@ def chunk_text(paragraphs: Iterator[tuple[int, list[str]]], target: int) -> Iter
     target is cut at line boundaries instead (a line is never cut)."""
     def pieces():
         for start, lines in paragraphs:
-            if sum(len(l.encode()) + 1 for l in lines) <= 2 * target:
+            if sum(len(line.encode()) + 1 for line in lines) <= 2 * target:
                 yield start, "\n".join(lines)
                 continue
             acc, size, first = [], 0, start

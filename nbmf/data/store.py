@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-LEGACY_VERSION = "legacy"
+from nbmf.blob import blob_version  # the encoder version column is what the blob's header says
+
+__all__ = ["L2Row", "L2Store", "SQLiteL2Store", "blob_version"]
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,6 @@ class L2Row:
     encoder_version: str
     created_at: str  # ISO-8601 UTC
     updated_at: str
-
-
-def blob_version(blob: bytes) -> str:
-    """Encoder version name of a blob: "legacy" for the old dict blobs, else "stub"/"vN"."""
-    if blob[:1] == b"{":  # never a v1 blob: kind bits 0b11 are invalid (docs/FORMAT.md)
-        return LEGACY_VERSION
-    from nbmf.blob import peek_header
-
-    eid = peek_header(blob).encoder_id
-    return "stub" if eid == 0 else f"v{eid}"
 
 
 def _now() -> str:

@@ -7,44 +7,28 @@ numpy only, so Ray Data workers and the standalone trainer share it.
 """
 from __future__ import annotations
 
-import json
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
+from nbmf.blob import Fidelity, Kind
 from nbmf.models.config import ModelConfig, sequence_for
+from nbmf.payload import canonical, to_raw
 
 PAD = -1  # target id of padding: ignored by the loss
 
-KIND_TEXT, KIND_JSON = 0, 1
-LOSSLESS, SEMANTIC = 0, 1
+LOSSLESS, SEMANTIC = Fidelity.LOSSLESS, Fidelity.SEMANTIC
 
 
-def corpus_raw(record: dict) -> tuple[bytes, int]:
-    """(raw bytes, kind) of a corpus record: text for strings, JSON (``ensure_ascii=False``) otherwise."""
-    data = record["data"]
-    if isinstance(data, str):
-        return data.encode("utf-8", "surrogatepass"), KIND_TEXT
-    return json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"), KIND_JSON
+def corpus_raw(record: dict) -> tuple[bytes, Kind]:
+    """(raw bytes, kind) of a corpus record ``{"data": ...}``: what the codec codes (``nbmf.payload.to_raw``)."""
+    return to_raw(record["data"])
 
 
-def semantic_raw(record: dict) -> tuple[bytes, int]:
-    """The canonical (semantic-fidelity) form: NFC + collapsed whitespace, or compact sorted JSON."""
-    try:
-        from nbmf.payload import canonical  # the one definition, once the foundation provides it
-    except ImportError:  # pragma: no cover - bootstrap before nbmf.payload existed
-        canonical = None
-    data = record["data"]
-    if isinstance(data, str):
-        if canonical is not None:
-            return canonical(data.encode("utf-8", "surrogatepass"), KIND_TEXT), KIND_TEXT
-        return " ".join(unicodedata.normalize("NFC", data).split()).encode("utf-8", "surrogatepass"), KIND_TEXT
-    if canonical is not None:
-        raw, _ = corpus_raw(record)
-        return canonical(raw, KIND_JSON), KIND_JSON
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return text.encode("utf-8", "surrogatepass"), KIND_JSON
+def semantic_raw(record: dict) -> tuple[bytes, Kind]:
+    """The canonical (semantic-fidelity) form of a corpus record (``nbmf.payload.canonical``)."""
+    raw, kind = corpus_raw(record)
+    return canonical(raw, kind), kind
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ Each op is one the integer runtime (nbmf/runtime) reproduces with int8 weights a
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from nbmf.models.config import ATTN_LOGIT_UNITS, GATE_UNITS, ModelConfig
 from nbmf.models.quant import ActQuant, QLinear, RMSNormQ, fake_quant, fake_quant_weight
+
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """Per-head ALiBi slopes (nats per token of distance), rounded to the runtime's 1/256 grid."""

@@ -8,7 +8,7 @@ import pytest
 
 import nbmf
 from nbmf.data.collect import CollectConfig, collect
-from nbmf.data.dataset import DatasetError, read_records, ray_dataset, shard_paths
+from nbmf.data.dataset import DatasetError, ray_dataset, read_records, shard_paths
 from nbmf.data.store import SQLiteL2Store
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "val.jsonl"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.artifacts import sample_records
 from nbmf.bench.anchors import legacy_blob
 from nbmf.data.store import SQLiteL2Store
 from nbmf.migrate import MigrateConfig, migrate
 from nbmf.registry import Registry
-from nbmf.testing import sample_records
 
 ROOT = Path(__file__).resolve().parents[2]
 VAL = ROOT / "data" / "sample" / "val.jsonl"
@@ -23,7 +23,7 @@ VAL = ROOT / "data" / "sample" / "val.jsonl"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from nbmf.testing import tiny_artifact
+    from helpers.artifacts import tiny_artifact
 
     d = tmp_path_factory.mktemp("models")
     tiny_artifact(d / "v1", steps=20)

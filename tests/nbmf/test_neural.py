@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.artifacts import sample_records
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
 from nbmf.models.batching import corpus_raw
-from nbmf.testing import sample_records
 
 ROOT = Path(__file__).resolve().parents[2]
 VAL = ROOT / "data" / "sample" / "val.jsonl"
@@ -24,7 +24,7 @@ VAL = ROOT / "data" / "sample" / "val.jsonl"
 
 @pytest.fixture(scope="session", params=["transformer", "cnn", "recurrent", "hybrid"])
 def family_codec(request, tmp_path_factory):
-    from nbmf.testing import tiny_artifact
+    from helpers.artifacts import tiny_artifact
 
     path = tiny_artifact(tmp_path_factory.mktemp(request.param) / "v1", family=request.param, steps=12)
     return load_codec(path)
@@ -47,7 +47,7 @@ def test_every_family_round_trips_and_batches_identically(family_codec, val_item
 
 @pytest.fixture(scope="session")
 def codec(tmp_path_factory):
-    from nbmf.testing import tiny_artifact
+    from helpers.artifacts import tiny_artifact
 
     return load_codec(tiny_artifact(tmp_path_factory.mktemp("tiny") / "v1", steps=30))
 
@@ -111,7 +111,7 @@ def test_manifest_describes_the_artifact(codec):
 
 @pytest.mark.parametrize("enc,dec", [((1, 1), (7, 2)), ((32, 2), (1, 1)), ((7, 2), (32, 1))])
 def test_blobs_decode_in_another_process_with_other_batch_and_threads(codec, enc, dec):
-    from nbmf.testing import cross_process
+    from helpers.artifacts import cross_process
 
     bodies = cross_process(codec.path, VAL, "encode", *enc, limit=40)
     assert cross_process(codec.path, VAL, "decode", *dec, limit=40, stdin=bodies).startswith("ok 40")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import nbmf
 from nbmf import registry as registry_mod
-from nbmf.blob import Fidelity, Kind, pack, unpack
+from nbmf.blob import Fidelity, Kind, pack
 from nbmf.errors import ArtifactError, CorruptBlobError, NBMFError, OutputTooLargeError, UnknownVersionError
 from nbmf.payload import canonical, from_raw, to_raw
 from nbmf.registry import Registry

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import nbmf
+from helpers.artifacts import sample_records
 from nbmf.registry import Registry, default_model_dir
-from nbmf.testing import sample_records
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "released"
@@ -111,7 +111,7 @@ def test_released_model_round_trips_every_val_record(registry):
 @pytest.mark.parametrize("enc,dec", [((1, 1), (7, 2)), ((32, 2), (1, 1))])
 def test_every_val_record_decodes_in_another_process_batch_and_thread_count(registry, enc, dec):
     """Released model: encode batch 1 / 1 thread, decode batch 7 / 2 threads in another process, and vice versa."""
-    from nbmf.testing import cross_process
+    from helpers.artifacts import cross_process
 
     path = CORPUS_VAL if CORPUS_VAL.exists() else SAMPLE_VAL
     artifact = registry.codec(registry.current).path

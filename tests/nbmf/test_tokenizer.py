@@ -1,7 +1,7 @@
 """The byte-level BPE: every byte sequence round-trips exactly; the vocabulary is dense and complete."""
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import pytest
 
 from nbmf.tokenizer import Tokenizer
 

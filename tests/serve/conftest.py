@@ -129,7 +129,7 @@ def sample_payloads() -> list:
 @pytest.fixture(scope="session")
 def neural_model_dir(tmp_path_factory):
     """A model registry directory with two real neural versions (v1 transformer, v2 cnn) and CURRENT=v1."""
-    from nbmf.testing import tiny_artifact
+    from helpers.artifacts import tiny_artifact
 
     out = tmp_path_factory.mktemp("neural-models")
     tiny_artifact(out / "v1", version="v1", family="transformer", seed=1)

@@ -104,3 +104,25 @@ def test_config_yaml_is_a_valid_serve_deploy_config():
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_serve_reads_the_model_dir_by_the_library_rule(tmp_path):
+    """codec_ops lists versions and reads CURRENT through nbmf.modeldir: the same answers as the Registry."""
+    from nbmf.errors import UnknownVersionError
+    from nbmf.registry import Registry
+    from serve import codec_ops
+    from serve.args import check_version
+
+    for name in ("v2", "v01", "v10"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    assert codec_ops.list_versions(tmp_path) == ["v2", "v10"] == Registry(tmp_path).versions()[1:]
+    assert codec_ops.current_version(tmp_path) == "stub"
+    (tmp_path / "CURRENT").write_text("v10\n")
+    assert codec_ops.current_version(tmp_path) == "v10" == Registry(tmp_path).current
+    (tmp_path / "CURRENT").write_text("v01\n")  # before: silently the stub here, an error in the library
+    with pytest.raises(UnknownVersionError):
+        codec_ops.current_version(tmp_path)
+    for bad in ("v01", "v1\n", "V1"):
+        with pytest.raises(ValueError):
+            check_version(bad)

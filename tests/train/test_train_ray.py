@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def train(head, storage: Path, name: str, *overrides: str) -> dict:
     """`python -m train` on the session's head node; the run's result.json."""
-    from train.testing import run_module
+    from helpers.ray_jobs import run_module
 
     p = run_module("train", ["--config", "train/configs/tiny.yaml", f"run.storage_path={storage}",
                              f"run.name={name}", *overrides], head=head, cwd=REPO)
@@ -28,7 +28,7 @@ def _state(summary) -> dict:
 @pytest.fixture(scope="module")
 def trained(ray_head, tmp_path_factory):
     """The 2-worker tiny run, submitted as a job to the head node exactly as users submit it."""
-    from train.testing import ray_env
+    from helpers.ray_jobs import ray_env
 
     storage = tmp_path_factory.mktemp("runs")
     ray = str(Path(sys.executable).parent / "ray")
@@ -48,10 +48,10 @@ def test_a_job_submitted_to_the_head_node_succeeds(trained):
 
 
 def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
+    from helpers.artifacts import sample_records
     from nbmf.artifact import read_manifest
     from nbmf.blob import Kind, peek_header
     from nbmf.payload import from_raw
-    from nbmf.testing import sample_records
     from train.data import corpus_row
     from train.export import registry_with
 
@@ -84,7 +84,7 @@ def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
 
 
 def test_wandb_offline_files_hold_the_logged_metrics(trained):
-    from train.testing import read_wandb_run
+    from helpers.ray_jobs import read_wandb_run
 
     storage, summary, _ = trained
     run = read_wandb_run(storage / "two-workers" / "wandb")
@@ -113,7 +113,7 @@ def test_worker_crash_resumes_from_the_checkpoint_and_ends_at_the_same_step(ray_
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_run(ray_head, tmp_path):
     """A run whose worker dies with no retries left fails; `--resume` continues it from its checkpoint."""
-    from train.testing import run_module
+    from helpers.ray_jobs import run_module
 
     args = ["--config", "train/configs/tiny.yaml", f"run.storage_path={tmp_path}", "run.name=interrupted",
             "optim.epochs=1", "run.checkpoint_every=30", "run.max_failures=0", "export.enabled=false",

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbmf.config import ConfigError
 from train import checkpoint as ckpt_io
 from train.config import TrainJobConfig, load
 from train.data import iter_rows, resolve_source, shard_windows
 from train.driver import main, run_training
+from train.jobconfig import ConfigError
 from train.loop import lr_at
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ TINY = REPO / "tune" / "configs" / "tiny.yaml"
 @pytest.fixture(scope="module")
 def search(ray_head, tmp_path_factory):
     """`python -m tune` on the session's head node: exit 0 means a version was registered."""
-    from train.testing import run_module
+    from helpers.ray_jobs import run_module
 
     d = tmp_path_factory.mktemp("tune")
     args = ["--config", "tune/configs/tiny.yaml", "search.name=s4", f"search.storage_path={d}",
@@ -59,7 +59,7 @@ def test_a_four_trial_search_registers_a_version(search):
 
 
 def test_each_trial_is_a_wandb_run_grouped_by_the_search(search):
-    from train.testing import read_wandb_run
+    from helpers.ray_jobs import read_wandb_run
 
     _, d, report, _ = search
     for t in report["trials"]:

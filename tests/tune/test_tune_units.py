@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nbmf.config import ConfigError
+from train.jobconfig import ConfigError
 from tune import config as tcfg
 from tune import register
 from tune.driver import choose
@@ -90,7 +90,7 @@ def test_gate_thresholds_move_but_gates_stay_nbmf_bench_gates():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """Two real tiny artifacts exported as v1 and v2 (seconds on CPU)."""
-    from nbmf.testing import tiny_artifact
+    from helpers.artifacts import tiny_artifact
 
     d = tmp_path_factory.mktemp("art")
     return {v: tiny_artifact(d / v, version=v, steps=5, records=120) for v in ("v1", "v2")}

@@ -1,24 +1,20 @@
-"""Small real model artifacts for tests and demos (imports torch: not part of the decode path).
+"""Small real model artifacts for tests (imports torch: not part of the decode path).
 
 ``tiny_artifact`` trains a tiny model for a few steps on the bundled sample and exports it through
 the real export path, so tests exercise exactly what production runs, only smaller.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-SAMPLE_TRAIN = Path(__file__).resolve().parents[1] / "data" / "sample" / "train.jsonl"
+from nbmf.data.corpus import read_corpus
+
+SAMPLE_TRAIN = Path(__file__).resolve().parents[2] / "data" / "sample" / "train.jsonl"
 
 
 def sample_records(path: Path = SAMPLE_TRAIN, limit: int | None = None) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line))
-            if limit and len(out) >= limit:
-                break
-    return out
+    """Records of a corpus file (default: the bundled training sample); ``limit`` 0 or None: all."""
+    return read_corpus(path, limit=limit or None)
 
 
 def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", steps: int = 40, seed: int = 0,
@@ -61,9 +57,9 @@ CROSS_PROCESS = r"""
 import json, sys
 from nbmf.codecs.neural import load_codec
 from nbmf.models.batching import corpus_raw
-from nbmf.testing import sample_records
+from nbmf.data.corpus import read_corpus
 codec = load_codec(sys.argv[1]); mode = sys.argv[2]; batch = int(sys.argv[3]); limit = int(sys.argv[5]) or None
-items = [corpus_raw(r) for r in sample_records(sys.argv[4], limit=limit)]
+items = [corpus_raw(r) for r in read_corpus(sys.argv[4], limit=limit)]
 if mode == "encode":
     bodies = []
     for i in range(0, len(items), batch):

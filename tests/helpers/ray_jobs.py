@@ -1,4 +1,4 @@
-"""Test support for the Ray jobs: one private local Ray head node, and a reader for offline W&B runs.
+"""Test support for the Ray jobs (tests/train, tests/tune): one private local Ray head node, and a reader for offline W&B runs.
 
 ``LocalHead`` runs ``ray start --head --block`` as a child process on free ports, so a test session
 gets a real cluster (dashboard and job server included, which ``ray job submit`` and Train-inside-

@@ -1,11 +1,11 @@
-"""nbmf.config: YAML presets + dotted overrides into frozen dataclasses; one ConfigError per bad config."""
+"""train.jobconfig: YAML presets + dotted overrides into frozen dataclasses; one ConfigError per bad config."""
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
-from nbmf.config import ConfigError, from_dict, load_config, parse_overrides, to_dict
+from train.jobconfig import ConfigError, from_dict, load_config, parse_overrides, to_dict
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,13 @@ def test_parse_overrides_nests():
     tree, problems = parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=text with = sign"])
     assert tree == {"a": {"b": {"c": 1}, "d": [1, 2]}, "e": "text with = sign"}
     assert problems == []
+
+
+def test_docstring_examples_run():
+    """The module's doctest (it left nbmf/, whose doctests pytest collects, for train/, whose it does not)."""
+    import doctest
+
+    import train.jobconfig
+
+    result = doctest.testmod(train.jobconfig, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

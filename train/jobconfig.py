@@ -24,7 +24,7 @@ Optim(lr=0.0003, warmup=10)
 >>> from_dict(Job, {"nmae": "x", "optim": {"lr": "fast"}})
 Traceback (most recent call last):
     ...
-nbmf.config.ConfigError: 2 problems in config:
+train.jobconfig.ConfigError: 2 problems in config:
   - nmae: unknown key (did you mean 'name'?)
   - optim.lr: expected float, got str 'fast'
 """
