@@ -1,6 +1,6 @@
 """Optional dependencies: the core install is what encode and decode need; the rest comes in extras.
 
-    pip install nbmf              encode / decode / inspect (numpy, numba, constriction, tokenizers, safetensors)
+    pip install nbmf              encode / decode / inspect (numpy, numba, tokenizers, safetensors)
     pip install 'nbmf[data]'      nbmf collect, datasets, nbmf migrate (pyarrow, tqdm)
     pip install 'nbmf[bench]'     nbmf bench: anchors, similarity, tables and plots (zstandard, brotli,
                                   rapidfuzz, rich, matplotlib, tqdm)

@@ -73,6 +73,10 @@ def build_params(cfg: ModelConfig, p: dict[str, np.ndarray]) -> kernels.Params:
     )
 
 
+def _cat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.int64) if len(arrays) else np.zeros(0, np.int64)
+
+
 class IntModel:
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray]):
         missing = [k for k in PARAMS if k not in params]
@@ -170,9 +174,8 @@ class IntModel:
         words = np.zeros(int(word_starts[-1]), np.uint32)
         lefts = np.zeros(int(starts[-1]), np.int64)
         probs = np.zeros(int(starts[-1]), np.int64)
-        cat = (lambda xs: np.concatenate(xs).astype(np.int64) if len(xs) else np.zeros(0, np.int64))
         n_words = kernels.encode_records(self.kernel_params, self.new_state(1), self.new_work(kernels.CHUNK),
-                                         cat(inputs), cat(targets), starts, words, word_starts, lefts, probs)
+                                         _cat(inputs), _cat(targets), starts, words, word_starts, lefts, probs)
         out = [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))]
         if not verify:
             return out

@@ -142,6 +142,6 @@ def test_core_dependencies_are_the_codec_runtime():
 
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     core = {d.partition("==")[0] for d in project["dependencies"]}
-    assert core == {"numpy", "numba", "constriction", "tokenizers", "safetensors"}
+    assert core == {"numpy", "numba", "tokenizers", "safetensors"}  # the range coder is nbmf.runtime.coder
     extras = project["optional-dependencies"]
     assert {"data", "bench"} <= set(extras) and "nbmf[data,bench,train,serve,test]" in extras["all"]

@@ -54,8 +54,8 @@ def test_kernel_interface_is_pinned():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    from helpers.artifacts import tiny_artifact
     from nbmf.codecs.neural import load_codec
-    from nbmf.testing import tiny_artifact
 
     return load_codec(tiny_artifact(tmp_path_factory.mktemp("rt") / "v1", family="hybrid", steps=8))
 
