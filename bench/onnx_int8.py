@@ -20,7 +20,6 @@ from nbmf.runtime.gemm import gemm, pack, padded
 
 
 def ort_session(w: np.ndarray):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -30,7 +29,7 @@ def ort_session(w: np.ndarray):
         [helper.make_tensor_value_info("x", TensorProto.UINT8, ["rows", k])],
         [helper.make_tensor_value_info("y", TensorProto.INT32, ["rows", n])],
         [numpy_helper.from_array(np.ascontiguousarray(w.T), "w"), numpy_helper.from_array(np.array(128, np.uint8), "xz")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

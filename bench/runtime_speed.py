@@ -14,7 +14,6 @@ ratios against the baseline of this same run; absolute times on a shared machine
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
