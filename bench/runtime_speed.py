@@ -181,7 +181,7 @@ def plot(rows: list[tuple[str, float, float]], path: Path, names: tuple[str, str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
     y = range(len(rows))
     ax.barh([i + 0.2 for i in y], [r[1] for r in rows], height=0.4, label=names[0], color="#999")
     ax.barh([i - 0.2 for i in y], [r[2] for r in rows], height=0.4, label=names[1], color="#2a6")
@@ -191,7 +191,7 @@ def plot(rows: list[tuple[str, float, float]], path: Path, names: tuple[str, str
     ax.set_xscale("log")
     ax.set_xlabel("records/s (log scale)")
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_title("neural codec throughput, same records, same run")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
