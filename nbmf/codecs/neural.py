@@ -38,11 +38,18 @@ def _body(words: np.ndarray) -> bytes:
     return words.astype("<u4").tobytes().rstrip(b"\0")
 
 
-def _groups(n: int, parts: int) -> list[range]:
-    """Contiguous ranges of 0..n-1, about equal, at most ``parts`` of them (none empty)."""
+def _groups(sizes: list[int], parts: int) -> list[list[int]]:
+    """Indices of items split into at most ``parts`` groups of about equal total size (longest first, each to
+    the lightest group); each group keeps its indices in order. Work per record grows with its size."""
+    n = len(sizes)
     parts = max(1, min(parts, n))
-    bounds = np.linspace(0, n, parts + 1).round().astype(int)
-    return [range(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for i in sorted(range(n), key=lambda i: -sizes[i]):
+        g = load.index(min(load))
+        groups[g].append(i)
+        load[g] += sizes[i] + 1
+    return [sorted(g) for g in groups if g]
 
 
 class NeuralCodec:
@@ -78,14 +85,18 @@ class NeuralCodec:
 
         return sequence_for(ids, int(kind), int(fidelity), self.cfg)
 
-    def _map(self, fn, n: int) -> list:
-        """fn(range) over up to ``threads`` contiguous groups of n items, results concatenated in order."""
-        groups = _groups(n, self.threads)
+    def _map(self, fn, sizes: list[int]) -> list:
+        """fn(list of indices) over up to ``threads`` groups of balanced total size; results back in item order."""
+        groups = _groups(sizes, self.threads)
         if len(groups) <= 1:
-            return fn(range(n))
+            return fn(list(range(len(sizes))))
         if self._pool is None or self._pool._max_workers != self.threads:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbmf-codec")
-        return [x for part in self._pool.map(fn, groups) for x in part]
+        out: list = [None] * len(sizes)
+        for group, part in zip(groups, self._pool.map(fn, groups)):
+            for i, x in zip(group, part):
+                out[i] = x
+        return out
 
     # -- encode ---------------------------------------------------------------------------------
     def encode_raw(self, raw: bytes, kind, fidelity=0) -> bytes:
@@ -106,7 +117,7 @@ class NeuralCodec:
         ids = self.tokenizer.encode_batch(raws)
         seqs = [self._sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
 
-        def run(group: range) -> list[bytes | None]:
+        def run(group: list[int]) -> list[bytes | None]:
             got = self.model.encode([seqs[i] for i in group], [ids[i] for i in group], verify=verify)
             words, ok = got if verify else (got, None)
             out: list[bytes | None] = []
@@ -120,7 +131,7 @@ class NeuralCodec:
                 out.append(body)
             return out
 
-        return self._map(run, len(items))
+        return self._map(run, [len(x) for x in ids])
 
     # -- decode ---------------------------------------------------------------------------------
     def decode_raw(self, body: bytes, kind, original_length: int, fidelity=0) -> bytes:
@@ -135,9 +146,9 @@ class NeuralCodec:
         bodies = [_words(body) for body, _, _ in items]
         lengths = np.array([int(length) for _, _, length in items], np.int64)
 
-        def run(group: range) -> list[bytes]:
-            tokens, status = self.model.decode(first[group.start : group.stop], bodies[group.start : group.stop],
-                                               lengths[group.start : group.stop], self._piece_len)
+        def run(group: list[int]) -> list[bytes]:
+            tokens, status = self.model.decode(first[group], [bodies[i] for i in group], lengths[group],
+                                               self._piece_len)
             if (status == kernels.BAD_QUANTILE).any():
                 raise CorruptBlobError("neural body cannot be decoded (it is no range-coder output under this "
                                        "model): the blob is corrupted")
@@ -146,7 +157,7 @@ class NeuralCodec:
                                        "or was written by a different model")
             return [self.tokenizer.decode(t) for t in tokens]
 
-        return self._map(run, len(items))
+        return self._map(run, [int(n) for n in lengths])
 
     # -- measurement ----------------------------------------------------------------------------
     def cross_entropy_bits(self, raw: bytes, kind, fidelity=0) -> float:
