@@ -17,7 +17,7 @@ import numpy as np
 
 from nbmf.codecs.neural import _body, load_codec
 from nbmf.models.batching import corpus_raw
-from nbmf.runtime.kernels import code_tables
+from nbmf.runtime.coder import code_tables
 from nbmf.runtime.torch_int import TorchIntModel
 
 

@@ -75,7 +75,8 @@ class NeuralCodec:
         self._piece_len = tokenizer.piece_lengths().astype(np.int64)
         if self._piece_len.min(initial=1) < 1:
             raise ValueError("every token must stand for at least one byte (the decoder's stop condition)")
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # made on first use with more than one group
+        self._pool_size = 0
 
     def __repr__(self) -> str:
         return f"NeuralCodec({self.name}, {self.cfg.family}, d={self.cfg.d_model}, layers={self.cfg.n_layers})"
@@ -90,8 +91,11 @@ class NeuralCodec:
         groups = _groups(sizes, self.threads)
         if len(groups) <= 1:
             return fn(list(range(len(sizes))))
-        if self._pool is None or self._pool._max_workers != self.threads:
+        if self._pool_size != self.threads:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbmf-codec")
+            self._pool_size = self.threads
         out: list = [None] * len(sizes)
         for group, part in zip(groups, self._pool.map(fn, groups)):
             for i, x in zip(group, part):
@@ -118,8 +122,7 @@ class NeuralCodec:
         seqs = [self._sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
 
         def run(group: list[int]) -> list[bytes | None]:
-            got = self.model.encode([seqs[i] for i in group], [ids[i] for i in group], verify=verify)
-            words, ok = got if verify else (got, None)
+            words, ok = self.model.encode([seqs[i] for i in group], [ids[i] for i in group])
             out: list[bytes | None] = []
             for k, i in enumerate(group):
                 if len(ids[i]) == 0:

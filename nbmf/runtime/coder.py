@@ -191,7 +191,7 @@ def find_symbol(freq, block_sums, block, q, scale):
 
 
 @njit(nogil=True, cache=True)
-def symbol_interval(freq, s, total, scale):
+def symbol_interval(freq, s, scale):
     """(left, prob) of symbol s: what the encoder codes."""
     n = freq.shape[0]
     c = np.int64(0)
@@ -200,3 +200,22 @@ def symbol_interval(freq, s, total, scale):
     left = cdf_at(c, s, scale)
     right = _TOTAL if s == n - 1 else cdf_at(c + freq[s], s + 1, scale)
     return left, right - left
+
+
+@njit(nogil=True, cache=True)
+def encode_with_table(st, freq, total, s, out, n_out):
+    """Code symbol s under the integer table freq (summing to total): returns (n_out, left, prob)."""
+    left, prob = symbol_interval(freq, s, quant_scale(total, freq.shape[0]))
+    return encode_symbol(st, left, prob, out, n_out), left, prob
+
+
+@njit(nogil=True, cache=True)
+def code_tables(freqs, targets):
+    """Range-code targets[t] under frequency table freqs[t] (int64 [T, vocab], from any runtime): the words."""
+    st = np.zeros(4, np.uint64)
+    encoder_init(st)
+    out = np.zeros(targets.shape[0] + 3, np.uint32)  # max_words
+    k = 0
+    for t in range(targets.shape[0]):
+        k = encode_with_table(st, freqs[t], freqs[t].sum(), targets[t], out, k)[0]
+    return out[: encoder_finish(st, out, k)]

@@ -46,8 +46,6 @@ class Packed(NamedTuple):
 
     w: np.ndarray  # int8 [n_blocks * k_groups * 256]
     bias: np.ndarray  # int32 [n_blocks * 64]: -128 * row sums (the activation offset), 0 in padding
-    n_out: int  # true outputs (rows of the original matrix)
-    n_in: int  # true inputs (columns)
 
 
 def padded(n: int, multiple: int) -> int:
@@ -68,7 +66,7 @@ def pack(w: np.ndarray) -> Packed:
     # [block, out-in-block, group, byte] -> [block, group, out-in-block, byte]
     blocks = full.reshape(o_pad // OB, OB, k_pad // KG, KG).transpose(0, 2, 1, 3)
     bias = (-128 * full.astype(np.int64).sum(axis=1)).astype(np.int32)
-    return Packed(np.ascontiguousarray(blocks).reshape(-1), bias, n_out, n_in)
+    return Packed(np.ascontiguousarray(blocks).reshape(-1), bias)
 
 
 # -- the micro-kernel: LLVM IR ------------------------------------------------------------------------------

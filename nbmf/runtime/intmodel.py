@@ -163,11 +163,9 @@ class IntModel:
         return self.step(self.new_state(1), sequence, np.zeros(len(sequence), np.int64))
 
     # -- coding ----------------------------------------------------------------------------------------------
-    def encode(self, inputs: list[np.ndarray], targets: list[np.ndarray], verify: bool = False):
-        """Range-coded words (uint32) of each record: targets[r] coded under the tables after inputs[r].
-
-        With ``verify``, also a bool per record: its words decode back to what was coded (``verify_records``).
-        """
+    def encode(self, inputs: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Range-coded words (uint32) of each record, targets[r] coded under the tables after inputs[r], and a
+        bool per record: its words decode back to what was coded (``kernels.verify_records``; no model run)."""
         lengths = np.array([len(x) for x in inputs], np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         word_starts = np.concatenate([[0], np.cumsum([coder.max_words(n) for n in lengths])]).astype(np.int64)
@@ -176,10 +174,8 @@ class IntModel:
         probs = np.zeros(int(starts[-1]), np.int64)
         n_words = kernels.encode_records(self.kernel_params, self.new_state(1), self.new_work(kernels.CHUNK),
                                          _cat(inputs), _cat(targets), starts, words, word_starts, lefts, probs)
-        out = [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))]
-        if not verify:
-            return out
-        return out, kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
+        ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
+        return [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))], ok
 
     def decode(self, first: np.ndarray, bodies: list[np.ndarray], lengths: np.ndarray, piece_len: np.ndarray):
         """Tokens of records decoded in lockstep -> (list of int64 token arrays, status per record)."""

@@ -367,7 +367,6 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
     n_words = np.zeros(n_rec, np.int64)
     slots = np.zeros(wk.r.shape[0], np.int64)
     es = np.zeros(4, np.uint64)
-    vocab = wk.freq.shape[0]
     for rec in range(n_rec):
         a, b = starts[rec], starts[rec + 1]
         if b == a:
@@ -381,11 +380,9 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
             forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
             for j in range(m):
                 total = table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
-                scale = coder.quant_scale(total, vocab)
-                left, prob = coder.symbol_interval(wk.freq, targets[c0 + j], total, scale)
+                k, left, prob = coder.encode_with_table(es, wk.freq, total, targets[c0 + j], out, k)
                 lefts[c0 + j] = left
                 probs[c0 + j] = prob
-                k = coder.encode_symbol(es, left, prob, out, k)
         n_words[rec] = coder.encoder_finish(es, out, k)
     return n_words
 
@@ -465,17 +462,3 @@ def verify_records(words, word_starts, n_words, starts, lefts, probs):
             coder.decoder_advance(ds, lefts[t], probs[t], words, w0 + n_words[rec])
     return ok
 
-
-@njit(nogil=True, cache=True)
-def code_tables(freqs, targets):
-    """Range-code targets[t] under frequency table freqs[t] (int64 [T, vocab], from any runtime): the words."""
-    es = np.zeros(4, np.uint64)
-    coder.encoder_init(es)
-    out = np.zeros(targets.shape[0] + 3, np.uint32)  # coder.max_words
-    k = 0
-    for t in range(targets.shape[0]):
-        f = freqs[t]
-        total = f.sum()
-        left, prob = coder.symbol_interval(f, targets[t], total, coder.quant_scale(total, f.shape[0]))
-        k = coder.encode_symbol(es, left, prob, out, k)
-    return out[: coder.encoder_finish(es, out, k)]

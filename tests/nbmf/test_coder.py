@@ -24,7 +24,7 @@ def _encode(freqs, symbols):
     for t in range(len(symbols)):
         f = freqs[t]
         total = f.sum()
-        left, prob = coder.symbol_interval(f, symbols[t], total, coder.quant_scale(total, f.shape[0]))
+        left, prob = coder.symbol_interval(f, symbols[t], coder.quant_scale(total, f.shape[0]))
         n = coder.encode_symbol(st, left, prob, out, n)
     return out[: coder.encoder_finish(st, out, n)]
 
