@@ -108,9 +108,10 @@ def t_forward(P, st, toks, slots, n, wk, reps):
 @njit(nogil=True)
 def t_attend(P, st, wk, reps):
     a = P.attn
+    slots, rowpos = np.zeros(1, np.int64), np.full(1, 1000, np.int64)  # a full attention window
     for _ in range(reps):
-        kernels._attend(a.qkv.m[0], a.qkv.s[0], a.score_m[0], a.score_s[0], a.slopes[0], a.lut, st.kp[0, 0],
-                        st.kb[0, 0], st.vp[0, 0], 1000, wk.acc[0], wk.x[0], wk)
+        kernels._attention(a.qkv.m[0], a.qkv.s[0], a.score_m[0], a.score_s[0], a.slopes[0], a.lut, st.kp[0],
+                           st.kb[0], st.vp[0], slots, rowpos, 1, wk.acc, wk.x, wk)
 
 @njit(nogil=True)
 def t_gemms(P, wk, n, reps):
@@ -125,7 +126,7 @@ def t_gemms(P, wk, n, reps):
 @njit(nogil=True)
 def t_table(P, wk, reps):
     for _ in range(reps):
-        kernels.table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[0], wk.freq, wk.blocks)
+        kernels.table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc, 0, wk.freq, wk.blocks)
 
 @njit(nogil=True)
 def t_search(wk, reps):

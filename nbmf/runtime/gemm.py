@@ -90,8 +90,14 @@ def _dot4(builder, vnni: bool, acc, xv, wv):
     return acc
 
 
-def _micro_kernel(nb: int):
-    """acc[nb rows, 64 outputs] = bias + sum over k groups (see gemm); nb is fixed at compile time."""
+def _micro_kernel(nb: int, split: int):
+    """acc[nb rows, 64 outputs] = bias + sum over k groups (see gemm); nb is fixed at compile time.
+
+    Each vpdpbusd waits for the previous one into the same accumulator, so one chain of k_groups steps is
+    latency-bound when there are few chains (4 per row). With ``split`` > 1, groups k, k+1, ... go into
+    ``split`` independent partial sums that are added at the end (integer addition: the same result), so
+    few rows still keep the vector units busy. Groups past the last full ``split`` go into the first set.
+    """
 
     @intrinsic
     def mk(typingctx, x, x_off, ldx, w, w_off, k_groups, acc, acc_off, ldacc, bias, bias_off):
@@ -110,39 +116,78 @@ def _micro_kernel(nb: int):
             bias_p = context.make_array(tys[9])(context, builder, bias_a).data
             v16p = _V16.as_pointer()
             i32p = ir.IntType(32).as_pointer()
+            zero16 = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
             bias_v = [builder.load(builder.bitcast(builder.gep(bias_p, [builder.add(bias_off, i64(16 * j))]), v16p),
                                    align=4) for j in range(4)]
-            pre = builder.basic_block
-            loop = builder.append_basic_block("mk_loop")
-            done = builder.append_basic_block("mk_done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            accs = [[builder.phi(_V16) for _ in range(4)] for _ in range(nb)]
-            w_row = builder.gep(w_p, [builder.add(w_off, builder.mul(k, i64(KG * OB)))])
-            wv = [builder.load(builder.bitcast(builder.gep(w_row, [i64(64 * j)]), v16p), align=1) for j in range(4)]
-            new = []
-            zero16 = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
-            for b in range(nb):
-                xa = builder.gep(x_p, [builder.add(builder.add(x_off, builder.mul(i64(b), ldx)), builder.mul(k, i64(KG)))])
-                xw = builder.load(builder.bitcast(xa, i32p), align=1)
-                xv = builder.shuffle_vector(builder.insert_element(ir.Constant(_V16, None), xw, i64(0)),
-                                            ir.Constant(_V16, None), zero16)
-                new.append([_dot4(builder, vnni, accs[b][j], xv, wv[j]) for j in range(4)])
-            k_next = builder.add(k, i64(1))
-            builder.cbranch(builder.icmp_signed("<", k_next, k_groups), loop, done)
-            k.add_incoming(i64(0), pre)
-            k.add_incoming(k_next, loop)
-            for b in range(nb):
-                for j in range(4):
-                    accs[b][j].add_incoming(bias_v[j], pre)
-                    accs[b][j].add_incoming(new[b][j], loop)
-            builder.position_at_end(done)
+            zero_v = ir.Constant(_V16, [0] * 16)
+
+            def step(k, accs):
+                """accs[b][j] + group k of rows b, output vectors j."""
+                w_row = builder.gep(w_p, [builder.add(w_off, builder.mul(k, i64(KG * OB)))])
+                wv = [builder.load(builder.bitcast(builder.gep(w_row, [i64(64 * j)]), v16p), align=1) for j in range(4)]
+                out = []
+                for b in range(nb):
+                    xa = builder.gep(x_p, [builder.add(builder.add(x_off, builder.mul(i64(b), ldx)), builder.mul(k, i64(KG)))])
+                    xw = builder.load(builder.bitcast(xa, i32p), align=1)
+                    xv = builder.shuffle_vector(builder.insert_element(ir.Constant(_V16, None), xw, i64(0)),
+                                                ir.Constant(_V16, None), zero16)
+                    out.append([_dot4(builder, vnni, accs[b][j], xv, wv[j]) for j in range(4)])
+                return out
+
+            def loop(name, k_start, k_stop, stride, init, guard=True):
+                """for k in range(k_start, k_stop - stride + 1, stride): init[s] += step(k + s); -> (sets, k_end).
+                guard=False: the caller knows the body runs at least once."""
+                pre = builder.basic_block
+                body = builder.append_basic_block(name)
+                done = builder.append_basic_block(name + "_done")
+                if guard:
+                    builder.cbranch(builder.icmp_signed("<=", builder.add(k_start, i64(stride)), k_stop), body, done)
+                else:
+                    builder.branch(body)
+                builder.position_at_end(body)
+                k = builder.phi(i64)
+                sets = [[[builder.phi(_V16) for _ in range(4)] for _ in range(nb)] for _ in range(stride)]
+                new = [step(builder.add(k, i64(s)), sets[s]) for s in range(stride)]
+                k_next = builder.add(k, i64(stride))
+                builder.cbranch(builder.icmp_signed("<=", builder.add(k_next, i64(stride)), k_stop), body, done)
+                k.add_incoming(k_start, pre)
+                k.add_incoming(k_next, body)
+                builder.position_at_end(done)
+                k_end = builder.phi(i64)
+                if guard:
+                    k_end.add_incoming(k_start, pre)
+                k_end.add_incoming(k_next, body)
+                out = []
+                for s in range(stride):
+                    out_s = []
+                    for b in range(nb):
+                        row = []
+                        for j in range(4):
+                            sets[s][b][j].add_incoming(init[s][b][j], pre)
+                            sets[s][b][j].add_incoming(new[s][b][j], body)
+                            phi = builder.phi(_V16)
+                            if guard:
+                                phi.add_incoming(init[s][b][j], pre)
+                            phi.add_incoming(new[s][b][j], body)
+                            row.append(phi)
+                        out_s.append(row)
+                    out.append(out_s)
+                return out, k_end
+
+            first = [[bias_v[j] for j in range(4)] for _ in range(nb)]
+            k_end = i64(0)
+            if split > 1:
+                rest = [[[zero_v] * 4 for _ in range(nb)] for _ in range(split - 1)]
+                sets, k_end = loop("mk_split", i64(0), k_groups, split, [first] + rest)
+                first = [[sets[0][b][j] for j in range(4)] for b in range(nb)]
+                for s in range(1, split):  # |sum| < 2**31 as for one chain: the same terms, grouped
+                    first = [[builder.add(first[b][j], sets[s][b][j]) for j in range(4)] for b in range(nb)]
+            sets, _ = loop("mk_tail" if split > 1 else "mk_loop", k_end, k_groups, 1, [first], guard=split > 1)
             for b in range(nb):
                 row = builder.add(acc_off, builder.mul(i64(b), ldacc))
                 for j in range(4):
                     dst = builder.bitcast(builder.gep(acc_p, [builder.add(row, i64(16 * j))]), v16p)
-                    builder.store(new[b][j], dst, align=4)
+                    builder.store(sets[0][b][j], dst, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -150,7 +195,29 @@ def _micro_kernel(nb: int):
     return mk
 
 
-_mk1, _mk2, _mk3, _mk4 = (_micro_kernel(n) for n in range(1, NB_MAX + 1))
+SPLIT = {1: 1, 2: 2, 3: 1, 4: 1}  # independent partial sums per row count: >= 8 accumulator chains
+_mk1, _mk2, _mk3, _mk4 = (_micro_kernel(n, SPLIT[n]) for n in range(1, NB_MAX + 1))
+
+
+@njit(nogil=True, cache=True)
+def gemm_at(x, x_off, ldx, n_rows, w, w_off, k_groups, n_blocks, bias, bias_off, acc, acc_off, ldacc):
+    """``gemm`` on offsets into C-contiguous buffers of any shape (offsets in elements): one matrix of a
+    stacked cache, say, without taking a view of it (a view costs two atomic reference counts per call)."""
+    for ob in range(n_blocks):
+        wo = w_off + ob * k_groups * KG * OB
+        bo = bias_off + ob * OB
+        b = 0
+        while b + 4 <= n_rows:
+            _mk4(x, x_off + b * ldx, ldx, w, wo, k_groups, acc, acc_off + b * ldacc + ob * OB, ldacc, bias, bo)
+            b += 4
+        rest = n_rows - b
+        xo, ao = x_off + b * ldx, acc_off + b * ldacc + ob * OB
+        if rest == 3:
+            _mk3(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
+        elif rest == 2:
+            _mk2(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
+        elif rest == 1:
+            _mk1(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
 
 
 @njit(nogil=True, cache=True)
@@ -161,29 +228,20 @@ def gemm(x, n_rows, w, bias, acc):
     Both are row-major buffers that may be wider than this matrix (one scratch serves every layer);
     columns past k_pad are not read and columns past o_pad are not written.
     """
-    ldx = x.shape[1]
-    ldacc = acc.shape[1]
     n_blocks = bias.shape[0] // OB
     k_groups = w.shape[0] // (n_blocks * KG * OB)
-    for ob in range(n_blocks):
-        w_off = ob * k_groups * KG * OB
-        b = 0
-        while b + 4 <= n_rows:
-            _mk4(x, b * ldx, ldx, w, w_off, k_groups, acc, b * ldacc + ob * OB, ldacc, bias, ob * OB)
-            b += 4
-        rest = n_rows - b
-        if rest == 3:
-            _mk3(x, b * ldx, ldx, w, w_off, k_groups, acc, b * ldacc + ob * OB, ldacc, bias, ob * OB)
-        elif rest == 2:
-            _mk2(x, b * ldx, ldx, w, w_off, k_groups, acc, b * ldacc + ob * OB, ldacc, bias, ob * OB)
-        elif rest == 1:
-            _mk1(x, b * ldx, ldx, w, w_off, k_groups, acc, b * ldacc + ob * OB, ldacc, bias, ob * OB)
+    gemm_at(x, 0, x.shape[1], n_rows, w, 0, k_groups, n_blocks, bias, 0, acc, 0, acc.shape[1])
 
 
 if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the runtime as plain Python: the same product in numpy
-    def gemm(x, n_rows, w, bias, acc):  # noqa: F811
-        n_blocks = bias.shape[0] // OB
-        k_groups = w.shape[0] // (n_blocks * KG * OB)
-        full = w.reshape(n_blocks, k_groups, OB, KG).transpose(0, 2, 1, 3).reshape(n_blocks * OB, k_groups * KG)
-        xs = x[:n_rows, : k_groups * KG].astype(np.int64)
-        acc[:n_rows, : n_blocks * OB] = xs @ full.astype(np.int64).T + bias
+    def gemm_at(x, x_off, ldx, n_rows, w, w_off, k_groups, n_blocks, bias, bias_off, acc, acc_off, ldacc):  # noqa: F811
+        k, o = k_groups * KG, n_blocks * OB
+        if n_rows == 0:
+            return
+        wf = w.reshape(-1)[w_off : w_off + o * k].reshape(n_blocks, k_groups, OB, KG)
+        full = wf.transpose(0, 2, 1, 3).reshape(o, k).astype(np.int64)
+        xs = np.stack([x.reshape(-1)[x_off + b * ldx : x_off + b * ldx + k] for b in range(n_rows)]).astype(np.int64)
+        out = xs @ full.T + bias.reshape(-1)[bias_off : bias_off + o]
+        flat = acc.reshape(-1)
+        for b in range(n_rows):
+            flat[acc_off + b * ldacc : acc_off + b * ldacc + o] = out[b]

@@ -26,7 +26,8 @@ import numpy as np
 from numba import njit
 
 from nbmf.runtime import coder
-from nbmf.runtime.gemm import KG, OB, gemm
+from nbmf.runtime.gemm import KG, OB, gemm, gemm_at
+from nbmf.runtime.lookup import LANES, lookup16, lookup16_bytes
 
 ATTN, CONV, RECURRENT = 0, 1, 2
 CHUNK = 64  # positions of one record per encode pass: the head's [64, vocab] int32 scratch stays in L2
@@ -160,7 +161,9 @@ def _residual_add(r, acc, n, m, s):
             r[j, c] += _requant(np.int64(acc[j, c]), m[c], s[c])
 
 
-# -- mixers, one row at a time (rows of one slot in order) ----------------------------------------------------
+# -- mixers over rows (rows of one slot in order) ------------------------------------------------------------
+# Each takes one layer's arrays once and indexes slots and rows inside: taking a view (st.kp[i, b], wk.x[j])
+# per row costs two atomic reference counts each, which at these sizes is a sixth of the model's time.
 @njit(nogil=True, cache=True, inline="always")
 def packed_offset(row, col, n_groups):
     """Byte offset of w[row, col] in gemm's packed layout with n_groups groups of 4 inputs."""
@@ -168,91 +171,116 @@ def packed_offset(row, col, n_groups):
 
 
 @njit(nogil=True, cache=True)
-def _attend(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, p, acc_row, x_row, wk):
-    """Attention of one row at position p of its slot (caches kp, kb, vp of this layer and slot); y -> x_row.
+def _attention(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, slots, rowpos, n, acc, x, wk):
+    """Attention of rows 0..n-1 (row j: slot slots[j], position rowpos[j]) from their qkv products acc[j]
+    over this layer's caches kp, kb, vp [slots, heads, ...]; y -> x[j] (+128).
 
-    Scores for the W ring slots are one gemm per head ([1, d_head] x keys), the weighted sum of values two
-    more (the weights' low and high bytes). Exact: |q.k| <= d_head * 127**2, and with e <= 2**15 the value
-    sums are <= W * 255 * 127 per byte, 256 * hi + lo <= W * 2**15 * 127 < 2**31.
+    Per row and head, the scores for the W ring slots are one gemm ([1, d_head] x keys) and the weighted sum
+    of values two more (the weights' low and high bytes). Exact: |q.k| <= d_head * 127**2, and with
+    e <= 2**15 the value sums are <= W * 255 * 127 per byte, 256 * hi + lo <= W * 2**15 * 127 < 2**31.
     """
-    d = wk.q.shape[0] // 3
+    q, koff, voff, xq, sacc, sc, xe, vacc, vzero = wk.q, wk.koff, wk.voff, wk.xq, wk.sacc, wk.sc, wk.xe, wk.vacc, wk.vzero
+    d = q.shape[0] // 3
     n_heads = slopes.shape[0]
     dh = d // n_heads
-    window = wk.sc.shape[0]
-    col = p % window
-    q = wk.q
-    for c in range(3 * d):  # q, k, v on the int8 grid
-        q[c] = _clamp8(_requant(np.int64(acc_row[c]), m_q[c], s_q[c]))
-    k_base = packed_offset(col, 0, wk.xq.shape[1] // KG)  # + wk.koff[cc]: key col, dim cc
-    v_base = packed_offset(0, col, wk.xe.shape[1] // KG)  # + wk.voff[cc]: value dim cc, col
-    for hd in range(n_heads):
-        ksum = np.int64(0)
-        for cc in range(dh):
-            kv = q[d + hd * dh + cc]
-            kp[hd, np.uint64(k_base + wk.koff[cc])] = kv
-            vp[hd, np.uint64(v_base + wk.voff[cc])] = q[2 * d + hd * dh + cc]
-            ksum += kv
-        kb[hd, col] = -128 * ksum
-    n_ctx = min(p + 1, window)  # ring slots 0..n_ctx-1 hold the last n_ctx positions
-    sc, xe = wk.sc, wk.xe
+    window = sc.shape[0]
     last = np.uint64(lut.shape[0] - 1)
-    for hd in range(n_heads):
-        for cc in range(dh):
-            wk.xq[0, cc] = np.uint8(q[hd * dh + cc] + 128)
-        gemm(wk.xq, 1, kp[hd], kb[hd], wk.sacc)
-        slope = slopes[hd]
-        best = np.int64(-(1 << 62))
-        for w in range(n_ctx):
-            back = col - w if w <= col else col - w + window  # (p - w) mod W: distance to p
-            v = _requant(np.int64(wk.sacc[0, w]), score_m, score_s) - slope * back
-            sc[w] = v
-            if v > best:
-                best = v
-        total = np.int64(0)
-        for w in range(n_ctx):
-            e = np.int64(lut[min(np.uint64(best - sc[w]), last)])  # in [0, 2**15]
-            xe[0, w] = np.uint8(e & 255)
-            xe[1, w] = np.uint8(e >> 8)
-            total += e
-        gemm(xe, 2, vp[hd], wk.vzero, wk.vacc)
-        # y = (2m + total) // (2 total) as float64: num and den are integers below 2**53, so the division is
-        # correctly rounded to within |num / den| * 2**-53 < 1 / den of the true quotient, which is never that
-        # close to an integer it is not; floor of the rounded quotient is the integer floor division, exactly.
-        den = np.float64(2 * total)
-        for cc in range(dh):
-            m = 256 * np.int64(wk.vacc[1, cc]) + np.int64(wk.vacc[0, cc])
-            y = np.int64(np.floor(np.float64(2 * m + total) / den))
-            x_row[hd * dh + cc] = np.uint8(_clamp8(y) + 128)
+    k_bytes, v_bytes, w_pad = kp.shape[2], vp.shape[2], kb.shape[2]  # per head: keys, values, score outputs
+    k_groups, v_groups = xq.shape[1] // KG, xe.shape[1] // KG
+    ldxe = xe.shape[1]
+    for j in range(n):
+        b, p = slots[j], rowpos[j]
+        col = p % window
+        for c in range(3 * d):  # q, k, v on the int8 grid
+            q[c] = _clamp8(_requant(np.int64(acc[j, c]), m_q[c], s_q[c]))
+        k_base = packed_offset(col, 0, k_groups)  # + koff[cc]: key col, dim cc
+        v_base = packed_offset(0, col, v_groups)  # + voff[cc]: value dim cc, col
+        for hd in range(n_heads):
+            ksum = np.int64(0)
+            for cc in range(dh):
+                kv = q[d + hd * dh + cc]
+                kp[b, hd, np.uint64(k_base + koff[cc])] = kv
+                vp[b, hd, np.uint64(v_base + voff[cc])] = q[2 * d + hd * dh + cc]
+                ksum += kv
+            kb[b, hd, col] = -128 * ksum
+        n_ctx = min(p + 1, window)  # ring slots 0..n_ctx-1 hold the last n_ctx positions
+        for hd in range(n_heads):
+            head = b * n_heads + hd
+            for cc in range(dh):
+                xq[0, cc] = np.uint8(q[hd * dh + cc] + 128)
+            gemm_at(xq, 0, k_groups * KG, 1, kp, head * k_bytes, k_groups, w_pad // OB, kb, head * w_pad, sacc, 0, w_pad)
+            slope = slopes[hd]
+            best = np.int64(-(1 << 62))
+            for w in range(min(col + 1, n_ctx)):  # ring slot w holds position p - (col - w) ...
+                v = _requant(np.int64(sacc[0, w]), score_m, score_s) - slope * (col - w)
+                sc[w] = v
+                best = max(best, v)
+            for w in range(col + 1, n_ctx):  # ... and past the ring's turn p - (col - w + W)
+                v = _requant(np.int64(sacc[0, w]), score_m, score_s) - slope * (col - w + window)
+                sc[w] = v
+                best = max(best, v)
+            total = np.int64(0)
+            w = 0
+            while w + LANES <= n_ctx:  # e = lut[best - score] in [0, 2**15]: low bytes -> xe[0], high -> xe[1]
+                total += lookup16_bytes(lut, sc, w, best, last, xe, w, ldxe + w)
+                w += LANES
+            for w in range(w, n_ctx):
+                e = np.int64(lut[min(np.uint64(best - sc[w]), last)])
+                xe[0, w] = np.uint8(e & 255)
+                xe[1, w] = np.uint8(e >> 8)
+                total += e
+            gemm_at(xe, 0, ldxe, 2, vp, head * v_bytes, v_groups, vzero.shape[0] // OB, vzero, 0, vacc, 0, vacc.shape[1])
+            # y = (2m + total) // (2 total) as float64: num and den are integers below 2**53, so the division is
+            # correctly rounded to within |num / den| * 2**-53 < 1 / den of the true quotient, which is never
+            # that close to an integer it is not; floor of the rounded quotient is the integer floor division.
+            den = np.float64(2 * total)
+            for cc in range(dh):
+                m = 256 * np.int64(vacc[1, cc]) + np.int64(vacc[0, cc])
+                y = np.int64(np.floor(np.float64(2 * m + total) / den))
+                x[j, hd * dh + cc] = np.uint8(_clamp8(y) + 128)
 
 
 @njit(nogil=True, cache=True)
-def _conv(taps, m, s, dil, lut, hist, p, x_row):
-    """Causal dilated depthwise conv of one row; its normed input is x_row (+128), y -> x_row (+128)."""
-    n_hist = hist.shape[0]
-    d = hist.shape[1]
-    ring = p % n_hist
-    for c in range(d):
-        hist[ring, c] = np.int8(np.int64(x_row[c]) - 128)
-    for c in range(d):
-        a = np.int64(0)
-        for k in range(taps.shape[0]):
-            q = p - k * dil
-            if q < 0:
-                break
-            a += taps[k, c] * np.int64(hist[q % n_hist, c])
-        x_row[c] = np.uint8(lut[np.uint64(_clamp8(_requant(a, m[c], s[c])) + 127)] + 128)
+def _conv(taps, m, s, dil, lut, chist, slots, rowpos, n, x):
+    """Causal dilated depthwise conv of rows 0..n-1 over this layer's history chist [slots, history, d];
+    the normed input is x[j] (+128), y -> x[j] (+128)."""
+    n_hist = chist.shape[1]
+    d = chist.shape[2]
+    for j in range(n):
+        b, p = slots[j], rowpos[j]
+        ring = p % n_hist
+        for c in range(d):
+            chist[b, ring, c] = np.int8(np.int64(x[j, c]) - 128)
+        for c in range(d):
+            a = np.int64(0)
+            for k in range(taps.shape[0]):
+                q = p - k * dil
+                if q < 0:
+                    break
+                a += taps[k, c] * np.int64(chist[b, q % n_hist, c])
+            x[j, c] = np.uint8(lut[np.uint64(_clamp8(_requant(a, m[c], s[c])) + 127)] + 128)
 
 
 @njit(nogil=True, cache=True)
-def _recur(m, s, lut, rstate, acc_row, x_row):
-    """minGRU step of one row from its zc product; y -> x_row (+128)."""
-    d = rstate.shape[0]
-    for c in range(d):
-        z = lut[np.uint64(_clamp8(_requant(np.int64(acc_row[c]), m[c], s[c])) + 127)]
-        cc = _clamp8(_requant(np.int64(acc_row[d + c]), m[d + c], s[d + c]))
-        v = ((256 - z) * rstate[c] + z * cc * 256 + 128) >> 8
-        rstate[c] = v
-        x_row[c] = np.uint8(_clamp8((v + 128) >> 8) + 128)
+def _recur(m, s, lut, rstate, slots, n, acc, x):
+    """minGRU step of rows 0..n-1 from their zc products acc[j] and this layer's rstate [slots, d]; y -> x[j]."""
+    d = rstate.shape[1]
+    for j in range(n):
+        b = slots[j]
+        for c in range(d):
+            z = lut[np.uint64(_clamp8(_requant(np.int64(acc[j, c]), m[c], s[c])) + 127)]
+            cc = _clamp8(_requant(np.int64(acc[j, d + c]), m[d + c], s[d + c]))
+            v = ((256 - z) * rstate[b, c] + z * cc * 256 + 128) >> 8
+            rstate[b, c] = v
+            x[j, c] = np.uint8(_clamp8((v + 128) >> 8) + 128)
+
+
+@njit(nogil=True, cache=True)
+def _gelu(m, s, lut, n, acc, x):
+    hidden = m.shape[0]
+    for j in range(n):
+        for c in range(hidden):
+            x[j, c] = np.uint8(lut[np.uint64(_clamp8(_requant(np.int64(acc[j, c]), m[c], s[c])) + 127)] + 128)
 
 
 # -- the model over rows -------------------------------------------------------------------------------------
@@ -262,67 +290,64 @@ def forward(P, st, tokens, slots, n, wk):
 
     Advances each row's slot by one position; rows of one slot must come in order.
     """
+    r, x, acc, rowpos = wk.r, wk.x, wk.acc, wk.rowpos
     for j in range(n):
         b = slots[j]
-        wk.rowpos[j] = st.pos[b]
+        rowpos[j] = st.pos[b]
         st.pos[b] += 1
-        wk.r[j, :] = P.emb[tokens[j]]
+        r[j, :] = P.emb[tokens[j]]
     k = P.norm_k[0]
     for layer in range(P.mixer_type.shape[0]):
         t = P.mixer_type[layer]
         i = P.mixer_idx[layer]
-        _norm_rows(wk.r, n, k, wk.x)
+        _norm_rows(r, n, k, x)
         if t == ATTN:
-            gemm(wk.x, n, P.attn.qkv.w[i], P.attn.qkv.bias[i], wk.acc)
             a = P.attn
-            for j in range(n):
-                b = slots[j]
-                _attend(a.qkv.m[i], a.qkv.s[i], a.score_m[i], a.score_s[i], a.slopes[i], a.lut,
-                        st.kp[i, b], st.kb[i, b], st.vp[i, b], wk.rowpos[j], wk.acc[j], wk.x[j], wk)
+            gemm(x, n, a.qkv.w[i], a.qkv.bias[i], acc)
+            _attention(a.qkv.m[i], a.qkv.s[i], a.score_m[i], a.score_s[i], a.slopes[i], a.lut,
+                       st.kp[i], st.kb[i], st.vp[i], slots, rowpos, n, acc, x, wk)
         elif t == CONV:
-            for j in range(n):
-                cv = P.conv
-                _conv(cv.taps[i], cv.m[i], cv.s[i], cv.dilation[i], cv.lut[i], st.chist[i, slots[j]], wk.rowpos[j], wk.x[j])
+            cv = P.conv
+            _conv(cv.taps[i], cv.m[i], cv.s[i], cv.dilation[i], cv.lut[i], st.chist[i], slots, rowpos, n, x)
         else:
-            gemm(wk.x, n, P.rec.zc.w[i], P.rec.zc.bias[i], wk.acc)
-            for j in range(n):
-                _recur(P.rec.zc.m[i], P.rec.zc.s[i], P.rec.lut[i], st.rstate[i, slots[j]], wk.acc[j], wk.x[j])
-        gemm(wk.x, n, P.out.w[layer], P.out.bias[layer], wk.acc)
-        _residual_add(wk.r, wk.acc, n, P.out.m[layer], P.out.s[layer])
-        _norm_rows(wk.r, n, k, wk.x)
-        gemm(wk.x, n, P.up.w[layer], P.up.bias[layer], wk.acc)
-        hidden = P.up.m.shape[1]
-        m1, s1, lut = P.up.m[layer], P.up.s[layer], P.act_lut[layer]
-        for j in range(n):
-            for c in range(hidden):
-                g = lut[np.uint64(_clamp8(_requant(np.int64(wk.acc[j, c]), m1[c], s1[c])) + 127)]
-                wk.x[j, c] = np.uint8(g + 128)
-        gemm(wk.x, n, P.down.w[layer], P.down.bias[layer], wk.acc)
-        _residual_add(wk.r, wk.acc, n, P.down.m[layer], P.down.s[layer])
-    _norm_rows(wk.r, n, k, wk.x)
-    gemm(wk.x, n, P.head.w[0], P.head.bias[0], wk.acc)
+            zc = P.rec.zc
+            gemm(x, n, zc.w[i], zc.bias[i], acc)
+            _recur(zc.m[i], zc.s[i], P.rec.lut[i], st.rstate[i], slots, n, acc, x)
+        gemm(x, n, P.out.w[layer], P.out.bias[layer], acc)
+        _residual_add(r, acc, n, P.out.m[layer], P.out.s[layer])
+        _norm_rows(r, n, k, x)
+        gemm(x, n, P.up.w[layer], P.up.bias[layer], acc)
+        _gelu(P.up.m[layer], P.up.s[layer], P.act_lut[layer], n, acc, x)
+        gemm(x, n, P.down.w[layer], P.down.bias[layer], acc)
+        _residual_add(r, acc, n, P.down.m[layer], P.down.s[layer])
+    _norm_rows(r, n, k, x)
+    gemm(x, n, P.head.w[0], P.head.bias[0], acc)
 
 
 @njit(nogil=True, cache=True)
-def table(m, s, lut, acc_row, freq, blocks):
-    """Head products -> next-token frequencies freq[v] in [1, 2**20] and their BLOCK sums; returns the total.
+def table(m, s, lut, acc, j, freq, blocks):
+    """Head products acc[j] -> next-token frequencies freq[v] in [1, 2**20] and their BLOCK sums; returns the total.
 
-    (Inner helpers take arrays, not parameter groups: passing a group costs a reference count per array.
-    Table indices are cast to unsigned where they are known to be >= 0: numba then skips its negative-index
-    wraparound, and the lookups vectorize.)
+    (Inner helpers take arrays, not parameter groups, and a row index, not a row view: each costs atomic
+    reference counts. Table indices are cast to unsigned where they are known to be >= 0: numba then skips
+    its negative-index wraparound, and the lookups vectorize.)
     """
     vocab = freq.shape[0]
     best = np.int64(-(1 << 62))
     for v in range(vocab):  # logits in 1/64 nat
-        lv = _requant(np.int64(acc_row[v]), m[v], s[v])
+        lv = _requant(np.int64(acc[j, v]), m[v], s[v])
         freq[v] = lv
         best = max(best, lv)
-    last = np.uint64(lut.shape[0] - 1)
+    last = lut.shape[0] - 1
     total = np.int64(0)
     for b in range(blocks.shape[0]):
         sb = np.int64(0)
-        for v in range(b * BLOCK, min((b + 1) * BLOCK, vocab)):
-            f = np.int64(lut[min(np.uint64(best - freq[v]), last)])  # gap >= 0: unsigned, no wraparound test
+        v, end = b * BLOCK, min((b + 1) * BLOCK, vocab)
+        while v + LANES <= end:
+            sb += lookup16(lut, freq, v, best, last)  # freq[v] = lut[min(best - logit, last)]: gap >= 0
+            v += LANES
+        for v in range(v, end):
+            f = np.int64(lut[min(np.uint64(best - freq[v]), np.uint64(last))])
             freq[v] = f
             sb += f
         blocks[b] = sb
@@ -335,13 +360,14 @@ def frequencies(P, st, tokens, slots, wk, out):
     """out[j] = next-token frequencies after row j (float64 holding exact integers): the tables the coder uses."""
     n = tokens.shape[0]
     rows = wk.r.shape[0]
+    hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
     for j0 in range(0, n, rows):
         m = min(rows, n - j0)
         forward(P, st, tokens[j0 : j0 + m], slots[j0 : j0 + m], m, wk)
         for j in range(m):
-            table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
+            table(hm, hs, P.head_lut, acc, j, freq, blocks)
             for v in range(out.shape[1]):
-                out[j0 + j, v] = np.float64(wk.freq[v])
+                out[j0 + j, v] = np.float64(freq[v])
 
 
 @njit(nogil=True, cache=True)
@@ -367,6 +393,7 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
     n_words = np.zeros(n_rec, np.int64)
     slots = np.zeros(wk.r.shape[0], np.int64)
     es = np.zeros(4, np.uint64)
+    hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
     for rec in range(n_rec):
         a, b = starts[rec], starts[rec + 1]
         if b == a:
@@ -379,8 +406,8 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
             m = min(wk.r.shape[0], b - c0)
             forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
             for j in range(m):
-                total = table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
-                k, left, prob = coder.encode_with_table(es, wk.freq, total, targets[c0 + j], out, k)
+                total = table(hm, hs, P.head_lut, acc, j, freq, blocks)
+                k, left, prob = coder.encode_with_table(es, freq, total, targets[c0 + j], out, k)
                 lefts[c0 + j] = left
                 probs[c0 + j] = prob
         n_words[rec] = coder.encoder_finish(es, out, k)
@@ -396,7 +423,8 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
     length). A failed record stops; the others go on. Slot r of st is record r.
     """
     n = first.shape[0]
-    vocab = wk.freq.shape[0]
+    hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
+    vocab = freq.shape[0]
     ds = np.zeros((n, 4), np.uint64)
     remaining = lengths.copy()
     tokens = first.copy()
@@ -420,14 +448,14 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
             forward(P, st, step_tokens, active[j0 : j0 + m], m, wk)
             for j in range(m):
                 r = active[j0 + j]
-                total = table(P.head.m[0], P.head.s[0], P.head_lut, wk.acc[j], wk.freq, wk.blocks)
+                total = table(hm, hs, P.head_lut, acc, j, freq, blocks)
                 scale = coder.quant_scale(total, vocab)
                 q = coder.decoder_quantile(ds[r])
                 if q >= 1 << coder.PRECISION:
                     status[r] = BAD_QUANTILE
                     remaining[r] = 0
                     continue
-                sym, left, prob = coder.find_symbol(wk.freq, wk.blocks, BLOCK, q, scale)
+                sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
                 coder.decoder_advance(ds[r], left, prob, words, word_starts[r + 1])
                 out[out_starts[r] + n_out[r]] = sym
                 n_out[r] += 1
