@@ -52,19 +52,20 @@ def padded(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def pack(w: np.ndarray) -> Packed:
-    """[n_out, n_in] int8 in [-127, 127] -> Packed."""
+def pack(w: np.ndarray, width: int = OB) -> Packed:
+    """[n_out, n_in] int8 in [-127, 127] -> Packed, in blocks of ``width`` outputs (OB; or narrow_width for
+    ``gemm2_narrow``)."""
     w = np.asarray(w)
     if w.ndim != 2:
         raise ValueError(f"pack takes a 2-d weight matrix, got shape {w.shape}")
     if w.size and (w.min() < -127 or w.max() > 127):
         raise ValueError("weights must lie in [-127, 127] (the kernel's offset trick relies on it)")
     n_out, n_in = w.shape
-    o_pad, k_pad = padded(max(n_out, 1), OB), padded(max(n_in, 1), KG)
+    o_pad, k_pad = padded(max(n_out, 1), width), padded(max(n_in, 1), KG)
     full = np.zeros((o_pad, k_pad), np.int8)
     full[:n_out, :n_in] = w
     # [block, out-in-block, group, byte] -> [block, group, out-in-block, byte]
-    blocks = full.reshape(o_pad // OB, OB, k_pad // KG, KG).transpose(0, 2, 1, 3)
+    blocks = full.reshape(o_pad // width, width, k_pad // KG, KG).transpose(0, 2, 1, 3)
     bias = (-128 * full.astype(np.int64).sum(axis=1)).astype(np.int32)
     return Packed(np.ascontiguousarray(blocks).reshape(-1), bias)
 
@@ -90,8 +91,9 @@ def _dot4(builder, vnni: bool, acc, xv, wv):
     return acc
 
 
-def _micro_kernel(nb: int, split: int):
-    """acc[nb rows, 64 outputs] = bias + sum over k groups (see gemm); nb is fixed at compile time.
+def _micro_kernel(nb: int, split: int, n_vec: int = OB // 16):
+    """acc[nb rows, 16 * n_vec outputs] = bias + sum over k groups (see gemm); nb, n_vec fixed at compile time.
+    n_vec < 4 reads a narrow block (``narrow_width``): per group, 16 * n_vec outputs x 4 bytes.
 
     Each vpdpbusd waits for the previous one into the same accumulator, so one chain of k_groups steps is
     latency-bound when there are few chains (4 per row). With ``split`` > 1, groups k, k+1, ... go into
@@ -118,20 +120,21 @@ def _micro_kernel(nb: int, split: int):
             i32p = ir.IntType(32).as_pointer()
             zero16 = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
             bias_v = [builder.load(builder.bitcast(builder.gep(bias_p, [builder.add(bias_off, i64(16 * j))]), v16p),
-                                   align=4) for j in range(4)]
+                                   align=4) for j in range(n_vec)]
             zero_v = ir.Constant(_V16, [0] * 16)
 
             def step(k, accs):
                 """accs[b][j] + group k of rows b, output vectors j."""
-                w_row = builder.gep(w_p, [builder.add(w_off, builder.mul(k, i64(KG * OB)))])
-                wv = [builder.load(builder.bitcast(builder.gep(w_row, [i64(64 * j)]), v16p), align=1) for j in range(4)]
+                w_row = builder.gep(w_p, [builder.add(w_off, builder.mul(k, i64(KG * 16 * n_vec)))])
+                wv = [builder.load(builder.bitcast(builder.gep(w_row, [i64(64 * j)]), v16p), align=1)
+                      for j in range(n_vec)]
                 out = []
                 for b in range(nb):
                     xa = builder.gep(x_p, [builder.add(builder.add(x_off, builder.mul(i64(b), ldx)), builder.mul(k, i64(KG)))])
                     xw = builder.load(builder.bitcast(xa, i32p), align=1)
                     xv = builder.shuffle_vector(builder.insert_element(ir.Constant(_V16, None), xw, i64(0)),
                                                 ir.Constant(_V16, None), zero16)
-                    out.append([_dot4(builder, vnni, accs[b][j], xv, wv[j]) for j in range(4)])
+                    out.append([_dot4(builder, vnni, accs[b][j], xv, wv[j]) for j in range(n_vec)])
                 return out
 
             def loop(name, k_start, k_stop, stride, init, guard=True):
@@ -146,7 +149,7 @@ def _micro_kernel(nb: int, split: int):
                     builder.branch(body)
                 builder.position_at_end(body)
                 k = builder.phi(i64)
-                sets = [[[builder.phi(_V16) for _ in range(4)] for _ in range(nb)] for _ in range(stride)]
+                sets = [[[builder.phi(_V16) for _ in range(n_vec)] for _ in range(nb)] for _ in range(stride)]
                 new = [step(builder.add(k, i64(s)), sets[s]) for s in range(stride)]
                 k_next = builder.add(k, i64(stride))
                 builder.cbranch(builder.icmp_signed("<=", builder.add(k_next, i64(stride)), k_stop), body, done)
@@ -162,7 +165,7 @@ def _micro_kernel(nb: int, split: int):
                     out_s = []
                     for b in range(nb):
                         row = []
-                        for j in range(4):
+                        for j in range(n_vec):
                             sets[s][b][j].add_incoming(init[s][b][j], pre)
                             sets[s][b][j].add_incoming(new[s][b][j], body)
                             phi = builder.phi(_V16)
@@ -174,18 +177,18 @@ def _micro_kernel(nb: int, split: int):
                     out.append(out_s)
                 return out, k_end
 
-            first = [[bias_v[j] for j in range(4)] for _ in range(nb)]
+            first = [[bias_v[j] for j in range(n_vec)] for _ in range(nb)]
             k_end = i64(0)
             if split > 1:
-                rest = [[[zero_v] * 4 for _ in range(nb)] for _ in range(split - 1)]
+                rest = [[[zero_v] * n_vec for _ in range(nb)] for _ in range(split - 1)]
                 sets, k_end = loop("mk_split", i64(0), k_groups, split, [first] + rest)
-                first = [[sets[0][b][j] for j in range(4)] for b in range(nb)]
+                first = [[sets[0][b][j] for j in range(n_vec)] for b in range(nb)]
                 for s in range(1, split):  # |sum| < 2**31 as for one chain: the same terms, grouped
-                    first = [[builder.add(first[b][j], sets[s][b][j]) for j in range(4)] for b in range(nb)]
+                    first = [[builder.add(first[b][j], sets[s][b][j]) for j in range(n_vec)] for b in range(nb)]
             sets, _ = loop("mk_tail" if split > 1 else "mk_loop", k_end, k_groups, 1, [first], guard=split > 1)
             for b in range(nb):
                 row = builder.add(acc_off, builder.mul(i64(b), ldacc))
-                for j in range(4):
+                for j in range(n_vec):
                     dst = builder.bitcast(builder.gep(acc_p, [builder.add(row, i64(16 * j))]), v16p)
                     builder.store(sets[0][b][j], dst, align=4)
             return context.get_dummy_value()
@@ -197,6 +200,30 @@ def _micro_kernel(nb: int, split: int):
 
 SPLIT = {1: 1, 2: 2, 3: 1, 4: 1}  # independent partial sums per row count: >= 8 accumulator chains
 _mk1, _mk2, _mk3, _mk4 = (_micro_kernel(n, SPLIT[n]) for n in range(1, NB_MAX + 1))
+_mk2w16, _mk2w32, _mk2w48 = (_micro_kernel(2, SPLIT[2], v) for v in (1, 2, 3))
+
+
+@njit(cache=True)
+def narrow_width(n_out):
+    """Block width for a matrix of n_out outputs packed narrow: n_out rounded up to 16 lanes, at most OB.
+    (Attention values have d_head outputs: padding them to 64 would double the cache the decoder streams.)"""
+    return min(OB, -(-max(n_out, 1) // 16) * 16)
+
+
+@njit(nogil=True, cache=True)
+def gemm2_narrow(x, ldx, w, w_off, k_groups, n_blocks, width, bias, acc, ldacc):
+    """Two rows of x times a matrix packed in blocks of ``width`` outputs (narrow_width; the packed layout of
+    the module docstring with ``width`` in place of 64): acc[:2, :n_blocks * width], exact int32."""
+    for ob in range(n_blocks):
+        wo = w_off + ob * k_groups * KG * width
+        if width == 16:
+            _mk2w16(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
+        elif width == 32:
+            _mk2w32(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
+        elif width == 48:
+            _mk2w48(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
+        else:
+            _mk2(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
 
 
 @njit(nogil=True, cache=True)
@@ -245,3 +272,11 @@ if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the runtime as plain Python: 
         flat = acc.reshape(-1)
         for b in range(n_rows):
             flat[acc_off + b * ldacc : acc_off + b * ldacc + o] = out[b]
+
+    def gemm2_narrow(x, ldx, w, w_off, k_groups, n_blocks, width, bias, acc, ldacc):  # noqa: F811
+        k = k_groups * KG
+        for ob in range(n_blocks):
+            wo = w_off + ob * k_groups * KG * width
+            full = w.reshape(-1)[wo : wo + width * k].reshape(k_groups, width, KG).transpose(1, 0, 2).reshape(width, k)
+            out = x[:2, :k].astype(np.int64) @ full.astype(np.int64).T + bias[ob * width : (ob + 1) * width]
+            acc[:2, ob * width : (ob + 1) * width] = out

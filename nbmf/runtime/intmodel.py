@@ -10,7 +10,7 @@ import numpy as np
 
 from nbmf.models.config import ModelConfig
 from nbmf.runtime import coder, kernels
-from nbmf.runtime.gemm import KG, OB, pack, padded
+from nbmf.runtime.gemm import KG, OB, narrow_width, pack, padded
 
 PARAMS = (
     "emb", "norm_k", "mixer_type", "mixer_idx",
@@ -119,7 +119,7 @@ class IntModel:
         d, w, heads = cfg.d_model, cfg.context, cfg.n_heads
         dh = d // heads
         k_bytes = padded(w, OB) * padded(dh, KG)  # keys: a [W, d_head] matrix, packed
-        v_bytes = padded(dh, OB) * padded(w, KG)  # values: a [d_head, W] matrix, packed
+        v_bytes = padded(dh, narrow_width(dh)) * padded(w, KG)  # values: a [d_head, W] matrix, packed narrow
         return kernels.State(
             kp=np.zeros((self.n_attn, batch, heads, k_bytes), np.int8),
             kb=np.zeros((self.n_attn, batch, heads, padded(w, OB)), np.int32),
@@ -133,14 +133,15 @@ class IntModel:
         cfg = self.cfg
         d, w, vocab = cfg.d_model, cfg.context, cfg.vocab_size
         dh = d // cfg.n_heads
+        vw = narrow_width(dh)
         return kernels.Work(
             r=np.zeros((rows, d), np.int64), x=np.zeros((rows, self._k_pad), np.uint8),
             acc=np.zeros((rows, self._o_pad), np.int32), rowpos=np.zeros(rows, np.int64), q=np.zeros(3 * d, np.int64),
-            koff=np.array([kernels.packed_offset(0, cc, padded(dh, KG) // KG) for cc in range(dh)], np.int64),
-            voff=np.array([kernels.packed_offset(cc, 0, padded(w, KG) // KG) for cc in range(dh)], np.int64),
+            koff=np.array([kernels.packed_offset(0, cc, padded(dh, KG) // KG, OB) for cc in range(dh)], np.int64),
+            voff=np.array([kernels.packed_offset(cc, 0, padded(w, KG) // KG, vw) for cc in range(dh)], np.int64),
             xq=np.full((1, padded(dh, KG)), 128, np.uint8), sacc=np.zeros((1, padded(w, OB)), np.int32),
             sc=np.zeros(w, np.int64), xe=np.zeros((2, padded(w, KG)), np.uint8),
-            vacc=np.zeros((2, padded(dh, OB)), np.int32), vzero=np.zeros(padded(dh, OB), np.int32),
+            vacc=np.zeros((2, padded(dh, vw)), np.int32), vzero=np.zeros(padded(dh, vw), np.int32),
             freq=np.zeros(vocab, np.int64), blocks=np.zeros(-(-vocab // kernels.BLOCK), np.int64),
         )
 

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from nbmf.runtime import coder
-from nbmf.runtime.gemm import KG, OB, gemm, gemm_at
+from nbmf.runtime.gemm import KG, OB, gemm, gemm2_narrow, gemm_at, narrow_width
 from nbmf.runtime.lookup import LANES, lookup16, lookup16_bytes
 
 ATTN, CONV, RECURRENT = 0, 1, 2
@@ -89,7 +89,7 @@ class State(NamedTuple):
 
     kp: np.ndarray  # int8 [n_attn, slots, heads, packed bytes]: keys as a [W, d_head] matrix
     kb: np.ndarray  # int32 [n_attn, slots, heads, W padded to 64]: -128 * each key's sum (the query offset)
-    vp: np.ndarray  # int8 [n_attn, slots, heads, packed bytes]: values as a [d_head, W] matrix
+    vp: np.ndarray  # int8 [n_attn, slots, heads, packed bytes]: values as a [d_head, W] matrix, narrow blocks
     rstate: np.ndarray  # int64 [n_rec, slots, d]
     chist: np.ndarray  # int8 [n_conv, slots, history, d] (ring over positions)
     pos: np.ndarray  # int64 [slots]: tokens seen
@@ -109,8 +109,8 @@ class Work(NamedTuple):
     sacc: np.ndarray  # int32 [1, W padded to 64]: its scores
     sc: np.ndarray  # int64 [W]
     xe: np.ndarray  # uint8 [2, W padded to 4]: softmax weights e = 256 * xe[1] + xe[0] (0 outside the context)
-    vacc: np.ndarray  # int32 [2, d_head padded to 64]
-    vzero: np.ndarray  # int32 [d_head padded to 64]: the value product's bias (weights are not offset)
+    vacc: np.ndarray  # int32 [2, d_head padded to narrow_width(d_head)]
+    vzero: np.ndarray  # int32 [d_head padded to narrow_width(d_head)]: the value product's bias (weights are not offset)
     freq: np.ndarray  # int64 [vocab]: one row's frequency table
     blocks: np.ndarray  # int64 [ceil(vocab / BLOCK)]: its block sums
 
@@ -165,9 +165,10 @@ def _residual_add(r, acc, n, m, s):
 # Each takes one layer's arrays once and indexes slots and rows inside: taking a view (st.kp[i, b], wk.x[j])
 # per row costs two atomic reference counts each, which at these sizes is a sixth of the model's time.
 @njit(nogil=True, cache=True, inline="always")
-def packed_offset(row, col, n_groups):
-    """Byte offset of w[row, col] in gemm's packed layout with n_groups groups of 4 inputs."""
-    return (((row // OB) * n_groups + col // KG) * OB + row % OB) * KG + col % KG
+def packed_offset(row, col, n_groups, width):
+    """Byte offset of w[row, col] in gemm's packed layout with n_groups groups of 4 inputs and blocks of
+    ``width`` outputs (OB, or narrow_width for the values). A sum of a row part and a column part."""
+    return (((row // width) * n_groups + col // KG) * width + row % width) * KG + col % KG
 
 
 @njit(nogil=True, cache=True)
@@ -187,14 +188,16 @@ def _attention(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, slots, rowpo
     last = np.uint64(lut.shape[0] - 1)
     k_bytes, v_bytes, w_pad = kp.shape[2], vp.shape[2], kb.shape[2]  # per head: keys, values, score outputs
     k_groups, v_groups = xq.shape[1] // KG, xe.shape[1] // KG
+    vw = narrow_width(dh)  # values: blocks of vw outputs
+    v_blocks = vzero.shape[0] // vw
     ldxe = xe.shape[1]
     for j in range(n):
         b, p = slots[j], rowpos[j]
         col = p % window
         for c in range(3 * d):  # q, k, v on the int8 grid
             q[c] = _clamp8(_requant(np.int64(acc[j, c]), m_q[c], s_q[c]))
-        k_base = packed_offset(col, 0, k_groups)  # + koff[cc]: key col, dim cc
-        v_base = packed_offset(0, col, v_groups)  # + voff[cc]: value dim cc, col
+        k_base = packed_offset(col, 0, k_groups, OB)  # + koff[cc]: key col, dim cc
+        v_base = packed_offset(0, col, v_groups, vw)  # + voff[cc]: value dim cc, col
         for hd in range(n_heads):
             ksum = np.int64(0)
             for cc in range(dh):
@@ -229,7 +232,7 @@ def _attention(m_q, s_q, score_m, score_s, slopes, lut, kp, kb, vp, slots, rowpo
                 xe[0, w] = np.uint8(e & 255)
                 xe[1, w] = np.uint8(e >> 8)
                 total += e
-            gemm_at(xe, 0, ldxe, 2, vp, head * v_bytes, v_groups, vzero.shape[0] // OB, vzero, 0, vacc, 0, vacc.shape[1])
+            gemm2_narrow(xe, ldxe, vp, head * v_bytes, v_groups, v_blocks, vw, vzero, vacc, vacc.shape[1])
             # y = (2m + total) // (2 total) as float64: num and den are integers below 2**53, so the division is
             # correctly rounded to within |num / den| * 2**-53 < 1 / den of the true quotient, which is never
             # that close to an integer it is not; floor of the rounded quotient is the integer floor division.

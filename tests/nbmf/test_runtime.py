@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nbmf.runtime import kernels
-from nbmf.runtime.gemm import gemm, pack, padded
+from nbmf.runtime.gemm import gemm, gemm2_narrow, narrow_width, pack, padded
 from nbmf.runtime.intmodel import IntModel
 
 
@@ -32,6 +32,26 @@ def test_gemm_is_the_exact_integer_product(n_out, n_in, rows):
     gemm(xu, rows, p.w, p.bias, acc)
     assert np.array_equal(acc[:rows, :n_out], x @ w.astype(np.int64).T)
     assert (acc[rows:] == -5).all() and (acc[:, padded(n_out, 64):] == -5).all()  # nothing outside its block
+
+
+@pytest.mark.parametrize("n_out", [1, 16, 20, 32, 33, 48, 64, 70, 100])
+@pytest.mark.parametrize("n_in", [4, 37, 128])
+def test_narrow_product_of_two_rows_is_exact(n_out, n_in):
+    """The attention values' product: two rows (a weight's low and high bytes) times narrow blocks."""
+    rng = np.random.default_rng(n_out * 1000 + n_in)
+    w = rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)
+    x = rng.integers(0, 256, (2, n_in))
+    width = narrow_width(n_out)
+    assert width % 16 == 0 and n_out <= width <= 64 or width == 64
+    p = pack(w, width)
+    xu = np.zeros((2, padded(n_in, 4) + 4), np.uint8)
+    xu[:, :n_in] = x
+    o_pad = padded(n_out, width)
+    acc = np.full((2, o_pad + 16), -5, np.int32)
+    gemm2_narrow(xu, xu.shape[1], p.w, 0, padded(n_in, 4) // 4, o_pad // width, width, np.zeros(o_pad, np.int32),
+                 acc, acc.shape[1])
+    assert np.array_equal(acc[:, :n_out], x @ w.astype(np.int64).T)
+    assert (acc[:, o_pad:] == -5).all()
 
 
 def test_pack_refuses_what_the_kernel_cannot_carry():
