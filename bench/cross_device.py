@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nbmf.codecs.neural import _body, load_codec
+from nbmf.codecs.neural import body_of_words, load_codec
 from nbmf.models.batching import corpus_raw
 from nbmf.runtime.coder import code_tables
 from nbmf.runtime.torch_int import TorchIntModel
@@ -38,8 +38,8 @@ def main(argv=None) -> None:
         if len(ids) == 0:
             ok += 1
             continue
-        table = tm.frequencies(codec._sequence(ids, kind, 0)[:-1]).astype(np.int64)  # on the device
-        body = _body(code_tables(table, ids.astype(np.int64)))
+        table = tm.frequencies(codec.sequence(ids, kind, 0)[:-1]).astype(np.int64)  # on the device
+        body = body_of_words(code_tables(table, ids.astype(np.int64)))
         assert body == codec.encode_raw(raw, kind), "device tables differ from the CPU kernel's"
         assert codec.decode_raw(body, kind, len(raw)) == raw  # decoded on the CPU kernel
         ok += 1

@@ -5,8 +5,9 @@
 
 For each artifact (and each decode window for models with attention; the window is part of a model's
 definition, so each is a distinct encoder), it encodes and decodes the same val records single-threaded,
-in process, and reports the aggregate ratio (whole NBMF blob size: body + 7 bytes of header), bits per
-byte, and per-record decode / encode latency p50 / p95. zstd-19 with the trained dictionary is the anchor.
+in process, and reports the aggregate ratio (the whole NBMF blob, header included, as ``nbmf bench``
+counts it), bits per byte, and per-record decode / encode latency p50 / p95 (``nbmf.bench.metrics``: one
+percentile and one Pareto front for every NBMF figure). Decode reads the blob back through its header.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nbmf import blob
 from nbmf.artifact import load_artifact
+from nbmf.bench.metrics import pareto_front, percentile
 from nbmf.codecs.neural import NeuralCodec
 from nbmf.models.batching import corpus_raw
-
-HEADER_BYTES = 7  # blob v1 overhead for a record under 16 KiB
 
 
 def measure(codec: NeuralCodec, items) -> dict:
@@ -32,15 +33,18 @@ def measure(codec: NeuralCodec, items) -> dict:
     for raw, kind in items:
         t = time.perf_counter()
         body = codec.encode_many([(raw, kind)], verify=True)[0]
+        stored_blob = blob.pack(encoder_id=codec.encoder_id, fidelity=blob.Fidelity.LOSSLESS, kind=blob.Kind(kind),
+                                original_length=len(raw), body=body)
         enc_t.append(time.perf_counter() - t)
         t = time.perf_counter()
-        back = codec.decode_raw(body, kind, len(raw))
+        header, body = blob.unpack(stored_blob)
+        back = codec.decode_raw(body, header.kind, header.original_length)
         dec_t.append(time.perf_counter() - t)
         exact += back == raw
-        stored += len(body) + HEADER_BYTES
+        stored += len(stored_blob)
     return {"ratio": raw_bytes / stored, "bits_per_byte": 8 * stored / raw_bytes, "exact": exact / len(items),
-            "decode_p50_ms": 1e3 * float(np.percentile(dec_t, 50)), "decode_p95_ms": 1e3 * float(np.percentile(dec_t, 95)),
-            "encode_p50_ms": 1e3 * float(np.percentile(enc_t, 50)), "encode_p95_ms": 1e3 * float(np.percentile(enc_t, 95))}
+            "decode_p50_ms": 1e3 * percentile(dec_t, 50), "decode_p95_ms": 1e3 * percentile(dec_t, 95),
+            "encode_p50_ms": 1e3 * percentile(enc_t, 50), "encode_p95_ms": 1e3 * percentile(enc_t, 95)}
 
 
 def variants(path: Path, windows: list[int]):
@@ -54,12 +58,6 @@ def variants(path: Path, windows: list[int]):
         c = dataclasses.replace(cfg, context=w)
         yield (f"{path.name} {cfg.family} d={cfg.d_model} L={cfg.n_layers} window={w}",
                NeuralCodec(manifest["version"], c, IntModel(c, int_model.storable()), tok, manifest))
-
-
-def pareto(rows: list[dict]) -> list[dict]:
-    front = [r for r in rows if not any(o["ratio"] >= r["ratio"] and o["decode_p95_ms"] < r["decode_p95_ms"]
-                                         or o["ratio"] > r["ratio"] and o["decode_p95_ms"] <= r["decode_p95_ms"] for o in rows)]
-    return sorted(front, key=lambda r: r["decode_p95_ms"])
 
 
 def main(argv=None) -> None:
@@ -81,7 +79,7 @@ def main(argv=None) -> None:
             rows.append(row)
             print(f"{name:55s} ratio {row['ratio']:.3f}  {row['bits_per_byte']:.3f} bpb  decode p95 "
                   f"{row['decode_p95_ms']:.1f} ms  encode p95 {row['encode_p95_ms']:.1f} ms  exact {row['exact']:.0%}", flush=True)
-    front = pareto(rows)
+    front = [rows[i] for i in pareto_front([(r["decode_p95_ms"], r["ratio"]) for r in rows])]
     print("Pareto front (ratio vs decode p95):")
     for r in front:
         print(f"  {r['name']:55s} {r['ratio']:.3f}x  {r['decode_p95_ms']:.1f} ms")

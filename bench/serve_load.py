@@ -20,6 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from nbmf.bench.metrics import percentile
+from nbmf.data.corpus import read_corpus
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,14 +30,8 @@ def load_payloads(path: Path | None, limit: int) -> list:
     candidates = [path] if path else [REPO.parent / "shared" / "corpus" / "val.jsonl", REPO / "data" / "sample" / "val.jsonl"]
     for p in candidates:
         if p and p.exists():
-            with open(p, encoding="utf-8") as f:
-                return [json.loads(line)["data"] for line, _ in zip(f, range(limit))]
+            return [r["data"] for r in read_corpus(p, limit=limit)]
     raise SystemExit(f"no records found at {', '.join(map(str, candidates))}")
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
 class ReplicaWatcher(threading.Thread):

@@ -77,21 +77,15 @@ def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[
     from train.jobconfig import load_config
     from tune import config as tcfg
     from tune import results
-    from tune.driver import choose, evaluate, run_search, trial_rows
+    from tune.driver import search
 
     tune_cfg = tcfg.load(str(ROOT / cfg.tune_config), [f"search.storage_path={run / 'tune'}", "search.name=search"])
     base = load_config(TrainJobConfig, str(ROOT / tune_cfg.train),
                        list(tune_cfg.train_overrides) + [f"data.source={dataset}", f"run.storage_path={run / 'train'}"])
     prepared = prepare(dataclasses.replace(base, export=dataclasses.replace(base.export, bench_records=tune_cfg.objective.records)))
-    grid = run_search(tune_cfg, name="search", base=base, prepared=prepared, storage=str(run / "tune"))
-    rows = trial_rows(grid, tcfg.flat_space(tune_cfg.space))
-    evaluate(rows, tune_cfg.objective, prepared.bench_rows)
-    winner = choose(rows)
     out = run / "tune"
+    rows, winner = search(tune_cfg, base, "search", storage=str(out), prepared=prepared, out_dir=out)
     results.write_json({"trials": rows, "winner": winner and winner["trial"]}, out / "results.json")
-    results.write_csv(rows, out / "results.csv")
-    results.plot(rows, out / "pareto.png", tune_cfg.objective.latency_budget_ms)
-    results.print_table(rows, f"tune: {len(rows)} trials")
     if winner is None:
         raise SystemExit("tune: no trial was eligible (see the table); nothing to train")
     say(console, "tune", f"winner {winner['trial']}: {winner['params']}")
@@ -121,33 +115,28 @@ def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> 
 def stage_validate_register(cfg: PipelineConfig, run: Path, artifact: Path, cfgs, console) -> dict:
     from train.data import iter_rows, resolve_source
     from train.driver import rows_of
-    from tune import gates, register
+    from tune.driver import register_gated
 
     tune_cfg, _ = cfgs
-    registry = run / "registry"
     test_rows = rows_of(iter_rows(resolve_source(run / "dataset"), "test", tune_cfg.gates.test_records))
-    check = gates.validate(artifact, test_rows, tune_cfg.gates.thresholds)
-    for g in check["gates"]:
+    outcome = register_gated(artifact, run / "registry", test_rows, tune_cfg.gates.thresholds, staging=run / "staged",
+                             set_current=False)
+    for g in outcome["gates"]:
         say(console, "validate", f"{'PASS' if g['passed'] else 'FAIL'} {g['gate']}: {g['metric']} = {g['value']:.4g} "
                                  f"(needs {g['op']} {g['threshold']})")
-    if not check["passed"]:
-        say(console, "register", "nothing registered: " + "; ".join(check["failed"]))
-        return {"registered": False, "reason": check["failed"]}
-    from nbmf.artifact import relabel
-
-    with register.locked(registry):
-        version = register.next_version(registry)
-        staged = relabel(artifact, run / "staged" / version, version)
-        register.register(staged, registry, version, set_current=False)
-    say(console, "register", f"{version} registered in {registry} (CURRENT stays {register.current(registry)})")
-    return {"registered": True, "version": version, "gates": check["gates"]}
+    if not outcome["registered"]:
+        say(console, "register", "nothing registered: " + outcome["reason"])
+        return {"registered": False, "reason": outcome["failed"]}
+    say(console, "register", f"{outcome['version']} registered in {outcome['registry']} "
+                             f"(CURRENT stays {outcome['current']})")
+    return {"registered": True, "version": outcome["version"], "gates": outcome["gates"]}
 
 
 def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) -> dict:
     import httpx
-    import numpy as np
     from ray import serve
 
+    from nbmf.bench.metrics import percentile
     from nbmf.data.corpus import read_corpus
     from serve.app import build_app
     from serve.args import AppArgs
@@ -175,8 +164,8 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
             exact += dec.json()["payload"] == r["data"]
         held = client.get("/v1/versions").json()
     out = {"records": len(records), "exact": exact, "written_by": versions, "service_versions": held,
-           "encode_ms_p50": 1e3 * float(np.percentile(lat_enc, 50)), "encode_ms_p95": 1e3 * float(np.percentile(lat_enc, 95)),
-           "decode_ms_p50": 1e3 * float(np.percentile(lat_dec, 50)), "decode_ms_p95": 1e3 * float(np.percentile(lat_dec, 95))}
+           "encode_ms_p50": 1e3 * percentile(lat_enc, 50), "encode_ms_p95": 1e3 * percentile(lat_enc, 95),
+           "decode_ms_p50": 1e3 * percentile(lat_dec, 50), "decode_ms_p95": 1e3 * percentile(lat_dec, 95)}
     say(console, "serve", f"HTTP: {exact}/{len(records)} exact; blobs by version {versions}; encode p95 "
                           f"{out['encode_ms_p95']:.1f} ms, decode p95 {out['decode_ms_p95']:.1f} ms")
     return out

@@ -188,6 +188,42 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[dict], out_d
         return outcome
 
 
+def register_gated(artifact_dir, registry_dir, test_rows: list[dict], thresholds: dict[str, float] | None, *,
+                   staging: Path, set_current: bool = True) -> dict:
+    """Gate an exported artifact on the test rows and register it as the registry's next version if every gate
+    passes (under the registry's lock: the version it is staged as is the one it is registered as)."""
+    from nbmf.artifact import relabel
+
+    registry_dir = Path(registry_dir).resolve()
+    check = gates.validate(artifact_dir, test_rows, thresholds)
+    outcome = {"gates": check["gates"], "failed": check["failed"], "test": check["summary"], "registered": False,
+               "registry": str(registry_dir)}
+    if not check["passed"]:
+        outcome["reason"] = "failed the gates on the test split: " + "; ".join(check["failed"])
+        return outcome
+    with register.locked(registry_dir):
+        version = register.next_version(registry_dir)
+        staged = relabel(artifact_dir, Path(staging) / version, version)
+        dest = register.register(staged, registry_dir, version, set_current=set_current)
+    outcome.update(registered=True, version=version, path=str(dest), current=register.current(registry_dir))
+    return outcome
+
+
+def search(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, *, storage: str, prepared, out_dir: Path,
+           address: str = "") -> tuple[list[dict], dict | None]:
+    """Steps 2-3 of the module doc: run the trials, measure every finished artifact, choose the winner (None
+    when no trial is eligible). Writes results.csv and pareto.png to out_dir and prints the table."""
+    grid = run_search(cfg, name=name, base=base, prepared=prepared, storage=storage, address=address)
+    rows = trial_rows(grid, tcfg.flat_space(cfg.space), storage)
+    evaluate(rows, cfg.objective, prepared.bench_rows)
+    winner = choose(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results.write_csv(rows, out_dir / "results.csv")
+    results.plot(rows, out_dir / "pareto.png", cfg.objective.latency_budget_ms)
+    results.print_table(rows, f"search {name}: {len(rows)} trials")
+    return rows, winner
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,11 +256,7 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
                                                                             bench_records=cfg.objective.records)))
     out_dir = Path("runs/tune").resolve() / name if is_uri(storage) else Path(storage) / name
     t0 = time.time()
-    grid = run_search(cfg, name=name, base=base, prepared=prepared, storage=storage, address=address)
-    rows = trial_rows(grid, tcfg.flat_space(cfg.space), storage)
-    evaluate(rows, cfg.objective, prepared.bench_rows)
-    winner = choose(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, winner = search(cfg, base, name, storage=storage, prepared=prepared, out_dir=out_dir, address=address)
     if winner is None:
         outcome = {"registered": False, "reason": "no finished trial was eligible: " + "; ".join(
             f"{r['trial']}: {r['note'] or r['status']}" for r in rows)}
@@ -235,9 +267,6 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
               "latency_budget_ms": cfg.objective.latency_budget_ms, "trials": rows, "winner": winner and winner["trial"],
               "outcome": outcome}
     results.write_json(report, out_dir / "results.json")
-    results.write_csv(rows, out_dir / "results.csv")
-    results.plot(rows, out_dir / "pareto.png", cfg.objective.latency_budget_ms)
-    results.print_table(rows, f"search {name}: {len(rows)} trials")
     if outcome.get("registered"):
         print(f"registered {outcome['version']} (trial {outcome['trial']}) in {outcome['registry']}; "
               f"CURRENT = {outcome.get('current')}", flush=True)

@@ -9,23 +9,10 @@ import csv
 import json
 from pathlib import Path
 
+from nbmf.bench.metrics import pareto_front
+
 COLUMNS = ("trial", "family", "d_model", "n_layers", "vocab_size", "lr", "status", "epochs", "val_bpb",
            "ratio", "decode_ms_p95", "eligible", "winner", "note")
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated (latency, ratio) points, by increasing latency.
-
-    >>> pareto_front([(1.0, 2.0), (2.0, 3.0), (3.0, 2.5), (0.5, 1.0)])
-    [3, 0, 1]
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def _cell(v) -> str:

@@ -48,8 +48,29 @@ class Measurements:
                             pick(self.exact), pick(self.similarity), pick(self.encode_s), pick(self.decode_s))
 
 
-def _pct(x: np.ndarray, q: float) -> float:
+def percentile(xs, q: float) -> float:
+    """The q-th percentile (numpy's linear interpolation); nan for no values. Every NBMF figure uses this one.
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+    2.5
+    """
+    x = np.asarray(xs, dtype=np.float64)
     return float(np.percentile(x, q)) if x.size else float("nan")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated (latency, ratio) points (lower latency, higher ratio), by increasing latency.
+
+    >>> pareto_front([(1.0, 2.0), (2.0, 3.0), (3.0, 2.5), (0.5, 1.0)])
+    [3, 0, 1]
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
 
 
 def summarize(m: Measurements) -> dict:
@@ -70,19 +91,18 @@ def summarize(m: Measurements) -> dict:
         "ratio": float(raw.sum() / stored.sum()) if stored.sum() else float("nan"),
         "bits_per_byte": float(8 * stored.sum() / raw.sum()) if raw.sum() else float("nan"),
         "ratio_mean": float(ratios.mean()),
-        "ratio_p5": _pct(ratios, 5),
-        "ratio_p50": _pct(ratios, 50),
+        "ratio_p5": percentile(ratios, 5),
+        "ratio_p50": percentile(ratios, 50),
         "ratio_min": float(ratios.min()),
         "frac_ratio_ge_2": float((ratios >= 2.0).mean()),
         "exact_rate": float(np.mean(m.exact)),
-        "encode_ms_p50": _pct(enc, 50), "encode_ms_p95": _pct(enc, 95), "encode_ms_p99": _pct(enc, 99),
-        "decode_ms_p50": _pct(dec, 50), "decode_ms_p95": _pct(dec, 95), "decode_ms_p99": _pct(dec, 99),
+        **{f"{op}_ms_p{q}": percentile(x, q) for op, x in (("encode", enc), ("decode", dec)) for q in (50, 95, 99)},
         "encode_mb_s": float(raw.sum() / 1e6 / (enc.sum() / 1e3)) if enc.sum() else float("inf"),
         "decode_mb_s": float(raw.sum() / 1e6 / (dec.sum() / 1e3)) if dec.sum() else float("inf"),
     }
     if m.similarity:
         sim = np.asarray(m.similarity)
-        out.update(similarity_mean=float(sim.mean()), similarity_p5=_pct(sim, 5),
+        out.update(similarity_mean=float(sim.mean()), similarity_p5=percentile(sim, 5),
                    similarity_min=float(sim.min()))
     return out
 

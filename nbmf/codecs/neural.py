@@ -29,12 +29,14 @@ def default_threads() -> int:
         raise ValueError(f"NBMF_THREADS must be a positive integer, got {os.environ['NBMF_THREADS']!r}") from None
 
 
-def _words(body: bytes) -> np.ndarray:
+def words_of_body(body: bytes) -> np.ndarray:
+    """A body's 32-bit range-coder words (little-endian; the trailing zero bytes it dropped come back)."""
     pad = -len(body) % 4
     return np.frombuffer(bytes(body) + b"\0" * pad, dtype="<u4").astype(np.uint32)
 
 
-def _body(words: np.ndarray) -> bytes:
+def body_of_words(words: np.ndarray) -> bytes:
+    """The coder's words as a body: little-endian, trailing zero bytes dropped (the decoder reads them as 0)."""
     return words.astype("<u4").tobytes().rstrip(b"\0")
 
 
@@ -81,7 +83,8 @@ class NeuralCodec:
     def __repr__(self) -> str:
         return f"NeuralCodec({self.name}, {self.cfg.family}, d={self.cfg.d_model}, layers={self.cfg.n_layers})"
 
-    def _sequence(self, ids: np.ndarray, kind, fidelity) -> np.ndarray:
+    def sequence(self, ids: np.ndarray, kind, fidelity) -> np.ndarray:
+        """The model's input for a record's token ids: its condition token, then the ids."""
         from nbmf.models.config import sequence_for
 
         return sequence_for(ids, int(kind), int(fidelity), self.cfg)
@@ -119,7 +122,7 @@ class NeuralCodec:
         """
         raws = [bytes(raw) for raw, _ in items]
         ids = self.tokenizer.encode_batch(raws)
-        seqs = [self._sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
+        seqs = [self.sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
 
         def run(group: list[int]) -> list[bytes | None]:
             words, ok = self.model.encode([seqs[i] for i in group], [ids[i] for i in group])
@@ -128,7 +131,7 @@ class NeuralCodec:
                 if len(ids[i]) == 0:
                     out.append(b"" if len(raws[i]) == 0 else None)
                     continue
-                body = _body(words[k])
+                body = body_of_words(words[k])
                 if verify and not (ok[k] and self.tokenizer.decode(ids[i]) == raws[i]):
                     body = None
                 out.append(body)
@@ -146,7 +149,7 @@ class NeuralCodec:
             if int(length) == 0 and body:
                 raise CorruptBlobError("blob body has data but its header says the record is empty")
         first = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
-        bodies = [_words(body) for body, _, _ in items]
+        bodies = [words_of_body(body) for body, _, _ in items]
         lengths = np.array([int(length) for _, _, length in items], np.int64)
 
         def run(group: list[int]) -> list[bytes]:
@@ -168,7 +171,7 @@ class NeuralCodec:
         x = self.tokenizer.encode(raw)
         if len(x) == 0:
             return 0.0
-        f = self.model.frequencies(self._sequence(x, kind, fidelity)[:-1])
+        f = self.model.frequencies(self.sequence(x, kind, fidelity)[:-1])
         p = f[np.arange(len(x)), x] / f.sum(axis=1)
         return float(-np.log2(p).sum())
 

@@ -7,7 +7,7 @@ import pytest
 from train.jobconfig import ConfigError
 from tune import config as tcfg
 from tune import register
-from tune.driver import choose
+from tune.driver import choose, register_gated
 from tune.results import pareto_front, plot, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,3 +145,21 @@ def test_module_doctests():
     import tune.results
 
     assert doctest.testmod(tune.results).failed == 0
+
+
+def test_register_gated_registers_only_what_passes(tmp_path):
+    """The pipeline's validate-and-register step: gated on test rows, registered as the next version."""
+    from train.data import iter_rows, resolve_source
+    from train.driver import rows_of
+
+    rows = rows_of(iter_rows(resolve_source(REPO / "data" / "sample"), "test", 8))
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    failed = register_gated(REPO / "models" / "v1", reg, rows, {"ratio_mean": 1000.0}, staging=tmp_path / "stage")
+    assert not failed["registered"] and "1000" in failed["reason"] and list(reg.iterdir()) == []
+    done = register_gated(REPO / "models" / "v1", reg, rows, None, staging=tmp_path / "stage", set_current=False)
+    assert done["registered"] and done["version"] == "v1" and (reg / "v1" / "manifest.json").is_file()
+    assert register.current(reg) is None
+    again = register_gated(REPO / "models" / "v1", reg, rows, None, staging=tmp_path / "stage")
+    assert again["version"] == "v2" and register.current(reg) == "v2"
+    assert json.loads((reg / "v2" / "manifest.json").read_text())["version"] == "v2"
