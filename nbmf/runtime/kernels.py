@@ -332,8 +332,8 @@ def table(m, s, lut, acc, j, freq, blocks):
     """Head products acc[j] -> next-token frequencies freq[v] in [1, 2**20] and their BLOCK sums; returns the total.
 
     (Inner helpers take arrays, not parameter groups, and a row index, not a row view: each costs atomic
-    reference counts. Table indices are cast to unsigned where they are known to be >= 0: numba then skips
-    its negative-index wraparound, and the lookups vectorize.)
+    reference counts. The lookups go 16 at a time through ``lookup16``; in the scalar tail the index is cast
+    to unsigned, as it is known to be >= 0, so numba skips its negative-index wraparound.)
     """
     vocab = freq.shape[0]
     best = np.int64(-(1 << 62))

@@ -47,6 +47,12 @@ def _gathered(context, builder, tys, args):
     return got, at
 
 
+def _typed(lut, vals, out=None) -> bool:
+    """The layouts the IR assumes: an int32 table, int64 values, uint8 output, all C-contiguous."""
+    ok = all(isinstance(a, types.Array) and a.layout == "C" for a in (lut, vals) + ((out,) if out else ()))
+    return ok and lut.dtype == types.int32 and vals.dtype == types.int64 and (out is None or out.dtype == types.uint8)
+
+
 def _sum(builder, v):
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_V64]), "llvm.vector.reduce.add.v16i64")
     return builder.call(fn, [v])
@@ -56,6 +62,8 @@ def _sum(builder, v):
 def lookup16(typingctx, lut, vals, off, best, last):
     """vals[off:off+16] = lut[min(best - vals, last)] (int32 lut, int64 vals, in place); returns their sum.
     The caller ensures best >= every value (a row's maximum), so the gap is the unsigned distance."""
+    if not _typed(lut, vals):
+        return None
     sig = types.int64(lut, vals, off, best, last)
 
     def codegen(context, builder, signature, args):
@@ -71,6 +79,8 @@ def lookup16(typingctx, lut, vals, off, best, last):
 def lookup16_bytes(typingctx, lut, vals, off, best, last, out, lo_off, hi_off):
     """e = lut[min(best - vals[off + i], last)] < 2**16 -> bytes e & 255 at out's flat offset lo_off + i and
     e >> 8 at hi_off + i (out uint8, C-contiguous); returns the sum of e."""
+    if not _typed(lut, vals, out):
+        return None
     sig = types.int64(lut, vals, off, best, last, out, lo_off, hi_off)
 
     def codegen(context, builder, signature, args):
