@@ -45,6 +45,23 @@ def test_every_family_round_trips_and_batches_identically(family_codec, val_item
     assert one_by_one == [raw for raw, _ in items[:6]]
 
 
+def test_scratch_kept_between_calls_never_leaks_into_results(family_codec, val_items):
+    """The model keeps its state and scratch per thread for the next call: fill them with garbage (all but the
+    constants the work holds: offsets, the zero bias, the queries' padding) and the bytes stay the same."""
+    items = val_items[:7]
+    bodies = family_codec.encode_many(items)
+    jobs = [(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)]
+    assert family_codec.decode_many(jobs) == [raw for raw, _ in items]
+    rng = np.random.default_rng(0)
+    for what in ("encode", "decode"):
+        state, work = getattr(family_codec.model._kept, what)
+        constant = {"koff", "voff", "vzero", "xq"}
+        for a in [*state, *(getattr(work, f) for f in work._fields if f not in constant)]:
+            a[...] = rng.integers(-100, 100, a.shape) if a.dtype != np.uint8 else rng.integers(0, 256, a.shape)
+    assert family_codec.encode_many(items) == bodies
+    assert family_codec.decode_many(jobs[2:]) == [raw for raw, _ in items[2:]]  # fewer slots than kept
+
+
 @pytest.fixture(scope="session")
 def codec(tmp_path_factory):
     from helpers.artifacts import tiny_artifact
