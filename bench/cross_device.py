@@ -9,14 +9,13 @@ decode bit-exactly on any CPU. On a CPU-only host, --device cpu runs the same ch
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from nbmf.codecs.neural import body_of_words, load_codec
-from nbmf.models.batching import corpus_raw
+from nbmf.data.corpus import iter_records
 from nbmf.runtime.coder import code_tables
 from nbmf.runtime.torch_int import TorchIntModel
 
@@ -30,8 +29,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     codec = load_codec(a.artifact)
     tm = TorchIntModel(codec.model, device=a.device)
-    lines = Path(a.val).read_text(encoding="utf-8").splitlines()
-    items = [corpus_raw(json.loads(line)) for line in (lines[: a.records] if a.records else lines)]
+    items = [(r.raw, r.kind) for r in iter_records(a.val, limit=a.records or None)]
     t, ok = time.time(), 0
     for raw, kind in items:
         ids = codec.tokenizer.encode(raw)

@@ -23,7 +23,7 @@ from nbmf import blob
 from nbmf.artifact import load_artifact
 from nbmf.bench.metrics import pareto_front, percentile
 from nbmf.codecs.neural import NeuralCodec
-from nbmf.models.batching import corpus_raw
+from nbmf.data.corpus import iter_records
 
 
 def measure(codec: NeuralCodec, items) -> dict:
@@ -69,9 +69,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--plot", type=Path)
     a = p.parse_args(argv)
-    lines = Path(a.val).read_text(encoding="utf-8").splitlines()
-    pick = np.linspace(0, len(lines) - 1, min(a.records, len(lines))).astype(int)
-    items = [corpus_raw(json.loads(lines[i])) for i in pick]
+    records = list(iter_records(a.val))
+    pick = np.linspace(0, len(records) - 1, min(a.records, len(records))).astype(int)
+    items = [(records[i].raw, records[i].kind) for i in pick]  # the codec's batch items
     rows = []
     for path in a.artifacts:
         for name, codec in variants(path, a.windows):

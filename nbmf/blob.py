@@ -31,12 +31,36 @@ _ESCAPE = 7
 LEGACY = "legacy"  # the version name of old stub blobs (never an encoder id)
 
 
-class Fidelity(enum.IntEnum):
+class _Spelled(enum.IntEnum):
+    """An enum that JSON, Parquet, HTTP and the CLI spell as its lower-case name ("text", "lossless")."""
+
+    @property
+    def label(self) -> str:
+        """The spelling outside Python: ``Kind.JSON.label == "json"``."""
+        return self.name.lower()
+
+    @classmethod
+    def of(cls, value):
+        """The member for a member, its integer id or its spelling (any case, str or bytes); else ValueError.
+
+        >>> Kind.of("json"), Kind.of(2), Fidelity.of(b"semantic")
+        (<Kind.JSON: 1>, <Kind.BYTES: 2>, <Fidelity.SEMANTIC: 1>)
+        """
+        try:
+            if isinstance(value, (bytes, str)):
+                return cls[(value.decode() if isinstance(value, bytes) else value).upper()]
+            return cls(value)
+        except (KeyError, ValueError, UnicodeDecodeError):
+            names = ", ".join(m.label for m in cls)
+            raise ValueError(f"{cls.__name__.lower()} is one of {names}; got {value!r}") from None
+
+
+class Fidelity(_Spelled):
     LOSSLESS = 0
     SEMANTIC = 1
 
 
-class Kind(enum.IntEnum):
+class Kind(_Spelled):
     TEXT = 0
     JSON = 1
     BYTES = 2
@@ -78,7 +102,7 @@ class Header:
 
     def to_dict(self) -> dict:
         return {"format": self.format_version, "encoder": self.version, "encoder_id": self.encoder_id,
-                "fidelity": self.fidelity.name.lower(), "kind": self.kind.name.lower(),
+                "fidelity": self.fidelity.label, "kind": self.kind.label,
                 "length": self.original_length, "header_size": self.header_size, "crc32": f"{self.crc32:08x}"}
 
 
@@ -171,8 +195,8 @@ ENVELOPE_FIELDS = ("format", "encoder", "fidelity", "kind", "length", "crc32", "
 def to_envelope(blob: bytes) -> dict:
     """The JSON form for HTTP: header fields as JSON, the body base64. ``from_envelope`` inverts it."""
     header, body = unpack(blob)
-    return {"format": header.format_version, "encoder": header.version, "fidelity": header.fidelity.name.lower(),
-            "kind": header.kind.name.lower(), "length": header.original_length, "crc32": f"{header.crc32:08x}",
+    return {"format": header.format_version, "encoder": header.version, "fidelity": header.fidelity.label,
+            "kind": header.kind.label, "length": header.original_length, "crc32": f"{header.crc32:08x}",
             "body": base64.b64encode(body).decode("ascii")}
 
 

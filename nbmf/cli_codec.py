@@ -13,7 +13,7 @@ from nbmf.blob import Fidelity, Kind, from_envelope, is_legacy, peek_header, to_
 from nbmf.errors import CorruptBlobError, FormatError, UnknownVersionError
 from nbmf.modeldir import version_id
 
-KINDS = ("auto", "text", "json", "bytes")
+KINDS = ("auto", *(k.label for k in Kind))  # --kind: auto, text, json, bytes
 
 
 def _read(path: str | None) -> bytes:
@@ -57,12 +57,13 @@ def _payload_of(raw: bytes, kind: str):
             return raw.decode("utf-8"), Kind.TEXT
         except UnicodeDecodeError:
             return raw, Kind.BYTES
-    if kind == "text":
+    kind = Kind.of(kind)
+    if kind == Kind.TEXT:
         try:
             return raw.decode("utf-8", "surrogatepass"), Kind.TEXT
         except UnicodeDecodeError as e:
             raise FormatError(f"input is not UTF-8 text ({e}); use --kind bytes or --kind auto") from None
-    if kind == "json":
+    if kind == Kind.JSON:
         try:
             return json.loads(raw), Kind.JSON
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -149,7 +150,7 @@ def register(sub) -> None:
     p.add_argument("--kind", choices=KINDS, default="auto",
                    help="how to read the input: auto (default: UTF-8 text if it is, else bytes; decode gives "
                         "the same bytes back), text, json (a JSON value; decode writes it as json.dumps does), bytes")
-    p.add_argument("--fidelity", choices=["lossless", "semantic"], default="lossless",
+    p.add_argument("--fidelity", choices=[f.label for f in Fidelity], default="lossless",
                    help="lossless (exact, the default) or semantic (canonical form: NFC text with collapsed "
                         "whitespace, compact JSON with sorted keys)")
     p.add_argument("--version", help="encoder version: stub, v1, ... (default: the model registry's CURRENT)")

@@ -65,7 +65,7 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
                 continue
             decoded.append((row, res))
         for fidelity in ("lossless", "semantic"):
-            part = [(row, res) for row, res in decoded if res.fidelity.name.lower() == fidelity]
+            part = [(row, res) for row, res in decoded if res.fidelity.label == fidelity]
             if not part:
                 continue
             new_blobs = reg.encode_many([res.payload for _, res in part], fidelity=fidelity, version=target,

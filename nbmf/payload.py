@@ -29,7 +29,7 @@ def infer_kind(payload) -> Kind:
 
 def to_raw(payload, kind: Kind | str | None = None) -> tuple[bytes, Kind]:
     """(raw bytes, kind) of a payload; ``kind`` None infers it from the Python type."""
-    kind = infer_kind(payload) if kind is None else _kind(kind)
+    kind = infer_kind(payload) if kind is None else Kind.of(kind)
     if kind == Kind.TEXT:
         if not isinstance(payload, str):
             raise TypeError(f"a text payload is a str, not {type(payload).__name__}")
@@ -47,21 +47,14 @@ def to_raw(payload, kind: Kind | str | None = None) -> tuple[bytes, Kind]:
 
 def from_raw(raw: bytes, kind: Kind):
     """The payload whose raw bytes are ``raw``; undecodable bytes mean a damaged or mislabelled blob."""
-    kind = _kind(kind)
+    kind = Kind.of(kind)
     if kind == Kind.BYTES:
         return bytes(raw)
     try:
         text = bytes(raw).decode("utf-8", "surrogatepass")
         return text if kind == Kind.TEXT else json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptBlobError(f"decoded bytes are not valid {kind.name.lower()} ({e}): the blob is damaged") from None
-
-
-def _kind(kind) -> Kind:
-    try:
-        return Kind[kind.upper()] if isinstance(kind, str) else Kind(kind)
-    except (KeyError, ValueError):
-        raise ValueError(f"kind is one of text, json, bytes; got {kind!r}") from None
+        raise CorruptBlobError(f"decoded bytes are not valid {kind.label} ({e}): the blob is damaged") from None
 
 
 def canonical(raw: bytes | str, kind: Kind | str) -> bytes:
@@ -69,7 +62,7 @@ def canonical(raw: bytes | str, kind: Kind | str) -> bytes:
 
     ``raw`` is the raw bytes (a str is taken as its UTF-8); ``kind`` a Kind or its name.
     """
-    kind = _kind(kind)
+    kind = Kind.of(kind)
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
     if kind == Kind.BYTES:

@@ -51,15 +51,6 @@ class Stats:
         return {"encodes": dict(self.encodes), "fallbacks": dict(self.fallbacks), "decodes": dict(self.decodes)}
 
 
-def _fidelity(f) -> Fidelity:
-    if isinstance(f, str):
-        try:
-            return Fidelity[f.upper()]
-        except KeyError:
-            raise ValueError(f"fidelity is 'lossless' or 'semantic', not {f!r}") from None
-    return Fidelity(f)
-
-
 class Registry:
     def __init__(self, model_dir: str | Path | None = None, current: str | None = None, verify: str = "codec"):
         """``verify``: "codec" trusts the encode-time check of codecs that declare ``self_verifying`` (the
@@ -126,7 +117,7 @@ class Registry:
         return self.encode_many([payload], fidelity=fidelity, version=version, kinds=[kind])[0]
 
     def encode_many(self, payloads, fidelity="lossless", version: str | None = None, kinds=None) -> list[bytes]:
-        fid = _fidelity(fidelity)
+        fid = Fidelity.of(fidelity)
         kinds = kinds or [None] * len(payloads)
         raws = [to_raw(p, k) for p, k in zip(payloads, kinds)]
         if fid == Fidelity.SEMANTIC:
@@ -203,7 +194,7 @@ class Registry:
                 d = legacy.decode(old, max_output_size)
                 semantic_text = isinstance(d.payload, str) and d.fidelity == "semantic"
                 kind = Kind.TEXT if semantic_text else infer_legacy_kind(d.payload)
-                results[j] = DecodeResult(d.payload, kind, _fidelity(d.fidelity), LEGACY, d.truncated, True)
+                results[j] = DecodeResult(d.payload, kind, Fidelity.of(d.fidelity), LEGACY, d.truncated, True)
                 self.stats.decodes[LEGACY] += 1
                 continue
             header, body = blobfmt.unpack(b)

@@ -114,11 +114,10 @@ def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> 
 
 def stage_validate_register(cfg: PipelineConfig, run: Path, artifact: Path, cfgs, console) -> dict:
     from train.data import iter_rows, resolve_source
-    from train.driver import rows_of
     from tune.driver import register_gated
 
     tune_cfg, _ = cfgs
-    test_rows = rows_of(iter_rows(resolve_source(run / "dataset"), "test", tune_cfg.gates.test_records))
+    test_rows = list(iter_rows(resolve_source(run / "dataset"), "test", tune_cfg.gates.test_records))
     outcome = register_gated(artifact, run / "registry", test_rows, tune_cfg.gates.thresholds, staging=run / "staged",
                              set_current=False)
     for g in outcome["gates"]:

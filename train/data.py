@@ -1,15 +1,15 @@
 """Training data: a collected Parquet dataset (or corpus JSONL) -> Ray Datasets -> per-worker token windows.
 
-Rows everywhere are ``{"raw": bytes, "kind": 0|1|2, "fidelity": 0|1}`` with ``raw`` as
-``nbmf.payload.to_raw`` defines it (UTF-8 text, or ``json.dumps(data, ensure_ascii=False)``), so
-training sees exactly the bytes the codec will code. The driver builds one Ray Dataset per split;
-Ray Train streams each worker its shard (``ray.train.get_dataset_shard``), and the worker tokenizes
-it with the driver's tokenizer and cuts it into windows (``nbmf.models.batching``).
+The driver reads records as ``nbmf.record.Record`` (``iter_rows``): raw bytes as the codec codes
+them, ``kind`` and ``fidelity`` the ``nbmf.blob`` enums. Ray Data carries plain columns instead:
+``ray_dataset`` is the one place records become ``{"raw": binary, "kind": int8, "fidelity": int8}``
+(the enums' integer ids). Ray Train streams each worker its shard (``ray.train.get_dataset_shard``),
+and the worker tokenizes it with the driver's tokenizer and cuts it into windows
+(``nbmf.models.batching``).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from nbmf.blob import Fidelity, Kind
+from nbmf.record import Record
 
-KINDS = {k.name.lower(): int(k) for k in Kind}  # {"text": 0, "json": 1, "bytes": 2}: Parquet/Arrow spellings
-FIDELITIES = {f.name.lower(): int(f) for f in Fidelity}  # {"lossless": 0, "semantic": 1}
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    type: str  # conversation | document | structured (per-type bench rows)
-    raw: bytes
-    kind: int  # 0 text, 1 json, 2 bytes
-    fidelity: int  # 0 lossless, 1 semantic
 
 
 @dataclass(frozen=True)
@@ -62,47 +52,26 @@ def _held_out(record_id: str, share: float) -> bool:
     return int.from_bytes(h[:8], "big") / 2.0**64 < share
 
 
-def corpus_row(record: dict) -> Row:
-    from nbmf.models.batching import corpus_raw
+def _jsonl_rows(src: Source, split: str) -> Iterator[Record]:
+    from nbmf.data.corpus import iter_records
 
-    raw, kind = corpus_raw(record)
-    return Row(str(record.get("id", "")), str(record.get("type", "")), raw, int(kind), 0)
-
-
-def _jsonl_rows(src: Source, split: str) -> Iterator[Row]:
-    path = src.jsonl_file(split)
     carve = split in ("val", "test") and not (src.path / "test.jsonl").exists()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = corpus_row(json.loads(line))
-            if carve and _held_out(row.id, src.test_share) != (split == "test"):
-                continue
-            yield row
+    for rec in iter_records(src.jsonl_file(split)):
+        if carve and _held_out(rec.id, src.test_share) != (split == "test"):
+            continue
+        yield rec
 
 
-def _as_int(value, table: dict) -> int:
-    if isinstance(value, (bytes, str)):
-        text = value.decode() if isinstance(value, bytes) else value
-        return table[text]
-    return int(value)
-
-
-def _parquet_rows(src: Source, split: str, include_semantic: bool) -> Iterator[Row]:
-    from nbmf.data.dataset import read_records
-
-    for r in read_records(src.path, split=split, columns=("id", "type", "kind", "fidelity", "raw"),
-                          include_semantic=include_semantic):
-        yield Row(str(r["id"]), str(r["type"]), bytes(r["raw"]), _as_int(r["kind"], KINDS),
-                  _as_int(r["fidelity"], FIDELITIES))
-
-
-def iter_rows(src: Source, split: str, limit: int = 0, include_semantic: bool = False) -> Iterator[Row]:
-    """The split's rows in a fixed order (the first ``limit`` if > 0)."""
+def iter_rows(src: Source, split: str, limit: int = 0, include_semantic: bool = False) -> Iterator[Record]:
+    """The split's records in a fixed order (the first ``limit`` if > 0)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    rows = _jsonl_rows(src, split) if src.kind == "jsonl" else _parquet_rows(src, split, include_semantic)
+    if src.kind == "jsonl":
+        rows = _jsonl_rows(src, split)
+    else:
+        from nbmf.data.dataset import iter_records
+
+        rows = iter_records(src.path, split, include_semantic=include_semantic)
     for i, row in enumerate(rows):
         if limit and i >= limit:
             return
@@ -110,7 +79,7 @@ def iter_rows(src: Source, split: str, limit: int = 0, include_semantic: bool = 
 
 
 def ray_dataset(src: Source, split: str, limit: int = 0, include_semantic: bool = False):
-    """A Ray Dataset of the split's rows (columns raw, kind, fidelity)."""
+    """A Ray Dataset of the split's rows: columns raw (binary), kind and fidelity (int8 enum ids)."""
     import ray.data
 
     if src.kind == "parquet" and not limit:
@@ -123,16 +92,16 @@ def ray_dataset(src: Source, split: str, limit: int = 0, include_semantic: bool 
     rows = list(iter_rows(src, split, limit, include_semantic))
     table = pa.table({
         "raw": pa.array([r.raw for r in rows], pa.binary()),
-        "kind": pa.array([r.kind for r in rows], pa.int8()),
-        "fidelity": pa.array([r.fidelity for r in rows], pa.int8()),
+        "kind": pa.array([int(r.kind) for r in rows], pa.int8()),
+        "fidelity": pa.array([int(r.fidelity) for r in rows], pa.int8()),
     })
     return ray.data.from_arrow(table)
 
 
 def _normalize_batch(batch: dict) -> dict:
-    """Collected rows name kind and fidelity ("json", "lossless"); training uses their integer ids."""
-    kind = np.array([_as_int(k, KINDS) for k in batch["kind"]], dtype=np.int8)
-    fid = np.array([_as_int(f, FIDELITIES) for f in batch["fidelity"]], dtype=np.int8)
+    """Collected rows spell kind and fidelity ("json", "lossless"); training uses their integer ids."""
+    kind = np.array([Kind.of(k) for k in batch["kind"]], dtype=np.int8)
+    fid = np.array([Fidelity.of(f) for f in batch["fidelity"]], dtype=np.int8)
     return {"raw": batch["raw"], "kind": kind, "fidelity": fid}
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbmf.record import Record
 from train.config import TrainJobConfig, load
 from train.data import Source, data_hash, iter_rows, ray_dataset, resolve_source
 from train.jobconfig import ConfigError, to_dict
@@ -94,22 +95,16 @@ def train_tokenizer(src: Source, vocab_size: int, records: int):
 
 @dataclass
 class Prepared:
-    """What every run of one data source shares: fixed val rows for bench numbers, the data hash."""
+    """What every run of one data source shares: fixed val records for bench numbers, the data hash."""
 
     source: Source
-    bench_rows: list[dict]
+    bench_rows: list[Record]  # picklable: they travel to the workers in the loop config
     data_hash: str
-
-
-def rows_of(rows) -> list[dict]:
-    """Plain dicts (picklable, what the loop and the bench take) of data rows."""
-    return [{"id": r.id, "type": r.type, "raw": r.raw, "kind": r.kind} for r in rows]
 
 
 def prepare(cfg: TrainJobConfig) -> Prepared:
     src = resolve_source(cfg.data.source, cfg.data.test_share)
-    rows = rows_of(iter_rows(src, "val", cfg.export.bench_records))
-    return Prepared(src, rows, data_hash(src))
+    return Prepared(src, list(iter_rows(src, "val", cfg.export.bench_records)), data_hash(src))
 
 
 def datasets(cfg: TrainJobConfig, src: Source) -> dict:

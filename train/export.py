@@ -11,7 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-KIND_NAMES = ("text", "json", "bytes")
+from nbmf.record import Record
+
 # Summary numbers copied into manifests and trial metrics.
 BENCH_KEYS = ("n", "ratio", "bits_per_byte", "ratio_mean", "ratio_p5", "ratio_min", "exact_rate",
               "encode_ms_p50", "encode_ms_p95", "decode_ms_p50", "decode_ms_p95", "decode_ms_p99", "errors")
@@ -20,14 +21,6 @@ BENCH_KEYS = ("n", "ratio", "bits_per_byte", "ratio_mean", "ratio_p5", "ratio_mi
 class _NoBar:
     def update(self, n: int = 1) -> None:
         pass
-
-
-def bench_records(rows: list[dict]):
-    """Rows ({id, type, raw, kind}) as `nbmf bench` records."""
-    from nbmf.bench.run import BenchRecord
-
-    return [BenchRecord(str(r.get("id", i)), str(r.get("type") or "unknown"), KIND_NAMES[int(r["kind"])],
-                        bytes(r["raw"])) for i, r in enumerate(rows)]
 
 
 def registry_with(artifact_dir):
@@ -41,17 +34,17 @@ def registry_with(artifact_dir):
     return reg, codec.name
 
 
-def bench_artifact(artifact_dir, rows: list[dict]) -> dict:
+def bench_artifact(artifact_dir, rows: list[Record]) -> dict:
     """`nbmf bench`'s lossless result row ("all", "by_type", "gates", "fallbacks") for one artifact."""
     from nbmf.bench.run import RegistryVersion, run_codec
 
     reg, version = registry_with(artifact_dir)
-    row = run_codec(RegistryVersion(reg, version), bench_records(rows), "lossless", None, _NoBar())
+    row = run_codec(RegistryVersion(reg, version), rows, "lossless", None, _NoBar())
     row.pop("_points", None)
     return row
 
 
-def measure_artifact(artifact_dir, rows: list[dict], repeats: int = 1) -> dict:
+def measure_artifact(artifact_dir, rows: list[Record], repeats: int = 1) -> dict:
     """Headline numbers (ratio, bits/byte, exact rate, latencies in ms, fallbacks) on ``rows``.
 
     With ``repeats`` > 1 the whole pass runs that many times and each latency percentile keeps its
@@ -76,7 +69,7 @@ def cpu_copy(model):
     return copy.eval()
 
 
-def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: list[dict], val_bpb: float | None,
+def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: list[Record], val_bpb: float | None,
                       data_hash: str = "", training: dict | None = None, repeats: int = 1) -> dict:
     """Export ``model`` to ``out_dir`` with bench numbers measured on ``rows``; returns those numbers."""
     from nbmf.export import export_artifact

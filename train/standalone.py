@@ -20,9 +20,11 @@ import torch
 from torch.nn import functional as F
 
 from nbmf.artifact import sha256_file
-from nbmf.data.corpus import read_corpus
+from nbmf.data.corpus import iter_records
 from nbmf.models import ModelConfig, build_model
-from nbmf.models.batching import LOSSLESS, PAD, SEMANTIC, corpus_raw, make_batches, record_windows, semantic_raw
+from nbmf.models.batching import LOSSLESS, PAD, SEMANTIC, make_batches, record_windows
+from nbmf.payload import canonical
+from nbmf.record import Record
 from nbmf.tokenizer import Tokenizer
 
 
@@ -44,8 +46,8 @@ class TrainConfig:
     checkpoint_minutes: float = 4.0
 
 
-def load_records(path: str, limit: int | None = None) -> list[dict]:
-    return read_corpus(path, limit=limit)
+def load_records(path: str, limit: int | None = None) -> list[Record]:
+    return list(iter_records(path, limit=limit))
 
 
 def file_sha256(path: str) -> str:
@@ -55,31 +57,29 @@ def file_sha256(path: str) -> str:
 def prepare(out: Path, tcfg: TrainConfig, mcfg: ModelConfig):
     """Tokenizer (trained once, saved) and the token windows of train and val (cached as .npz)."""
     train = load_records(tcfg.train_file)
-    raws = [corpus_raw(r) for r in train]
     if (out / "tokenizer.json").exists():
         tok = Tokenizer.load(out)
     else:
         t = time.time()
-        tok = Tokenizer.train((raw for raw, _ in raws), vocab_size=mcfg.vocab_size)
+        tok = Tokenizer.train((r.raw for r in train), vocab_size=mcfg.vocab_size)
         tok.save(out)
         print(f"tokenizer: {tok.vocab_size} ids trained in {time.time() - t:.0f}s", flush=True)
     rng = np.random.default_rng(tcfg.seed)
-    samples = [(raw, kind, LOSSLESS) for raw, kind in raws]
+    samples = [(r.raw, r.kind, LOSSLESS) for r in train]
     for i in np.flatnonzero(rng.random(len(train)) < tcfg.semantic_share):
-        raw, kind = semantic_raw(train[i])
-        samples.append((raw, kind, SEMANTIC))
+        samples.append((canonical(train[i].raw, train[i].kind), train[i].kind, SEMANTIC))
     ids = tok.encode_batch([s[0] for s in samples])
     windows = [w for (_, kind, fid), x in zip(samples, ids) for w in record_windows(x, kind, fid, mcfg)]
     n_tokens = sum(len(x) for x in ids)
     n_bytes = sum(len(s[0]) for s in samples)
     print(f"train: {len(samples)} records, {n_bytes / 1e6:.1f} MB, {n_tokens / 1e6:.2f} M tokens "
           f"({n_bytes / n_tokens:.2f} bytes/token), {len(windows)} windows", flush=True)
-    val = [corpus_raw(r) for r in load_records(tcfg.val_file)]
+    val = load_records(tcfg.val_file)
     vrng = np.random.default_rng(1)
     val = [val[i] for i in sorted(vrng.choice(len(val), min(tcfg.val_records, len(val)), replace=False))]
-    val_ids = tok.encode_batch([raw for raw, _ in val])
-    val_windows = [w for (_, kind), x in zip(val, val_ids) for w in record_windows(x, kind, LOSSLESS, mcfg)]
-    val_bytes = sum(len(raw) for raw, _ in val)
+    val_ids = tok.encode_batch([r.raw for r in val])
+    val_windows = [w for r, x in zip(val, val_ids) for w in record_windows(x, r.kind, LOSSLESS, mcfg)]
+    val_bytes = sum(len(r.raw) for r in val)
     return tok, windows, val_windows, val_bytes
 
 

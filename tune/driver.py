@@ -25,9 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from nbmf.record import Record
 from train.config import TrainJobConfig
 from train.data import iter_rows
-from train.driver import init_ray, is_uri, prepare, rows_of, storage_of, train_tokenizer
+from train.driver import init_ray, is_uri, prepare, storage_of, train_tokenizer
 from train.jobconfig import ConfigError, load_config, to_dict
 from tune import config as tcfg
 from tune import gates, register, results
@@ -118,7 +119,7 @@ def trial_rows(grid, space: dict, storage: str = "") -> list[dict]:
     return sorted(rows, key=lambda r: str(r["trial"]))
 
 
-def evaluate(rows: list[dict], objective: tcfg.ObjectiveConf, records: list[dict]) -> None:
+def evaluate(rows: list[dict], objective: tcfg.ObjectiveConf, records: list[Record]) -> None:
     """Size and time every finished trial's artifact on the same records, one trial at a time."""
     from ray.train import Checkpoint
 
@@ -154,7 +155,7 @@ def choose(rows: list[dict]) -> dict | None:
     return best
 
 
-def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[dict], out_dir: Path, *, search: str,
+def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out_dir: Path, *, search: str,
              data_hash: str = "") -> dict:
     """Re-export the winner as the registry's next version, gate it on the test split, register if it passes."""
     from ray.train import Checkpoint
@@ -188,7 +189,7 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[dict], out_d
         return outcome
 
 
-def register_gated(artifact_dir, registry_dir, test_rows: list[dict], thresholds: dict[str, float] | None, *,
+def register_gated(artifact_dir, registry_dir, test_rows: list[Record], thresholds: dict[str, float] | None, *,
                    staging: Path, set_current: bool = True) -> dict:
     """Gate an exported artifact on the test rows and register it as the registry's next version if every gate
     passes (under the registry's lock: the version it is staged as is the one it is registered as)."""
@@ -261,7 +262,7 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
         outcome = {"registered": False, "reason": "no finished trial was eligible: " + "; ".join(
             f"{r['trial']}: {r['note'] or r['status']}" for r in rows)}
     else:
-        test_rows = rows_of(iter_rows(prepared.source, "test", cfg.gates.test_records))
+        test_rows = list(iter_rows(prepared.source, "test", cfg.gates.test_records))
         outcome = finalize(winner, cfg, test_rows, out_dir, search=name, data_hash=prepared.data_hash)
     report = {"search": name, "seconds": round(time.time() - t0, 1), "config": to_dict(cfg),
               "latency_budget_ms": cfg.objective.latency_budget_ms, "trials": rows, "winner": winner and winner["trial"],

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from nbmf.record import Record
+
 
 def gate_list(thresholds: dict[str, float] | None = None) -> list:
     from nbmf.bench.metrics import GATES
@@ -16,7 +18,7 @@ def gate_list(thresholds: dict[str, float] | None = None) -> list:
             for g in GATES if g.fidelity in ("both", "lossless")]
 
 
-def validate(artifact_dir, rows: list[dict], thresholds: dict[str, float] | None = None) -> dict:
+def validate(artifact_dir, rows: list[Record], thresholds: dict[str, float] | None = None) -> dict:
     """Bench ``artifact_dir`` on ``rows`` and check every gate: ``{passed, gates, summary, failed}``."""
     from train.export import bench_artifact
 

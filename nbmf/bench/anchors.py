@@ -1,6 +1,7 @@
 """What a user would pick instead of NBMF: the codecs every bench row is compared against.
 
-Each bench codec turns a record's raw bytes into the bytes that would be stored and back:
+Each bench codec turns a record's raw bytes into the bytes that would be stored and back (``kind``
+is the record's ``nbmf.blob.Kind``):
   prepare(raw, kind) -> input   (untimed: what the caller already holds)
   encode(input, fidelity) -> stored bytes   (timed)
   decode(stored, fidelity) -> output        (timed)
@@ -29,7 +30,7 @@ DICT_SAMPLES = 30_000  # training records drawn from the train split
 DICT_SEED = 0
 
 
-def _canonical(raw: bytes, kind: str) -> bytes:
+def _canonical(raw: bytes, kind) -> bytes:
     from nbmf.payload import canonical
 
     return canonical(raw, kind)
@@ -45,7 +46,7 @@ class ClassicalCodec:
     def __init__(self):
         self.stats = Counter()
 
-    def prepare(self, raw: bytes, kind: str):
+    def prepare(self, raw: bytes, kind):
         return raw, kind
 
     def encode(self, item, fidelity: str) -> bytes:
@@ -55,7 +56,7 @@ class ClassicalCodec:
     def decode(self, stored: bytes, fidelity: str) -> bytes:
         return self.decompress(stored)
 
-    def output_bytes(self, out: bytes, kind: str) -> bytes:
+    def output_bytes(self, out: bytes, kind) -> bytes:
         return out
 
     def compress(self, data: bytes) -> bytes:
@@ -153,11 +154,10 @@ class LegacyStub:
         self.registry = registry
         self.stats = Counter()
 
-    def prepare(self, raw: bytes, kind: str):
-        from nbmf.blob import Kind
+    def prepare(self, raw: bytes, kind):
         from nbmf.payload import from_raw
 
-        return from_raw(raw, Kind[kind.upper()])
+        return from_raw(raw, kind)
 
     def encode(self, payload, fidelity: str) -> bytes:
         return json.dumps(legacy_blob(payload, fidelity)).encode()
@@ -165,15 +165,17 @@ class LegacyStub:
     def decode(self, stored: bytes, fidelity: str):
         return self.registry.decode_result(stored)
 
-    def output_bytes(self, res, kind: str) -> bytes:
-        if res.fidelity.name.lower() == "semantic":
+    def output_bytes(self, res, kind) -> bytes:
+        from nbmf.blob import Fidelity
+
+        if res.fidelity == Fidelity.SEMANTIC:
             p = res.payload
             return (p if isinstance(p, str) else legacy_canonical(p)).encode("utf-8", "surrogatepass")
         from nbmf.payload import to_raw
 
         return to_raw(res.payload, res.kind)[0]
 
-    def expected_semantic(self, raw: bytes, kind: str) -> bytes:
+    def expected_semantic(self, raw: bytes, kind) -> bytes:
         """What an exact semantic decode would return: the old canonical form, untruncated."""
         return legacy_canonical(self.prepare(raw, kind)).encode("utf-8", "surrogatepass")
 
@@ -187,16 +189,15 @@ def legacy_code_hex_size(raw: bytes) -> int:
 # -- zstd dictionary ---------------------------------------------------------------------------
 
 def _corpus_raws(path: Path) -> Iterator[bytes]:
-    from nbmf.payload import to_raw
+    """Raw bytes of every readable corpus record (others are skipped: the bench counts them)."""
+    from nbmf.record import from_corpus
 
     with open(path, "rb") as f:
         for line in f:
             try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                yield from_corpus(json.loads(line)).raw
+            except (UnicodeDecodeError, ValueError):
                 continue
-            if isinstance(rec, dict) and "data" in rec:
-                yield to_raw(rec["data"])[0]
 
 
 @dataclass(frozen=True)

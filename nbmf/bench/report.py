@@ -8,8 +8,7 @@ import math
 from pathlib import Path
 
 from nbmf.extras import require
-
-TYPES = ("conversation", "document", "structured")
+from nbmf.record import TYPES  # the table's per-type columns
 
 
 def _f(x, digits=2) -> str:

@@ -17,18 +17,12 @@ from pathlib import Path
 from nbmf.bench import anchors
 from nbmf.bench.anchors import DictionarySpec
 from nbmf.bench.metrics import Measurements, check_gates, summarize
+from nbmf.blob import Fidelity, Kind
 from nbmf.extras import require
+from nbmf.record import Record, from_corpus
 
 ANCHOR_NAMES = ("legacy", "zlib-9", "zstd-19", "zstd-19-dict", "brotli-11")
 FIDELITIES = ("lossless", "semantic")
-
-
-@dataclass(frozen=True)
-class BenchRecord:
-    id: str
-    type: str
-    kind: str  # text | json | bytes
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -61,38 +55,30 @@ class BenchConfig:
         return FIDELITIES if self.fidelity == "both" else (self.fidelity,)
 
 
-def load_records(cfg: BenchConfig) -> tuple[list[BenchRecord], int]:
-    """(records, bad line count) from a corpus JSONL file or a dataset directory."""
-    from nbmf.payload import to_raw
-
+def load_records(cfg: BenchConfig) -> tuple[list[Record], int]:
+    """(lossless records, bad line count) from a corpus JSONL file or a dataset directory."""
     path = cfg.input
-    out: list[BenchRecord] = []
+    out: list[Record] = []
     bad = 0
     if path.is_dir():
-        from nbmf.data.dataset import read_records
+        from nbmf.data.dataset import iter_records
 
-        for row in read_records(path, cfg.split, columns=["id", "type", "kind", "raw"], include_semantic=False):
-            out.append(BenchRecord(row["id"], row["type"], row["kind"], row["raw"]))
+        for rec in iter_records(path, cfg.split, include_semantic=False):
+            out.append(rec)
             if cfg.limit is not None and len(out) >= cfg.limit:
                 break
         return out, bad
     if not path.is_file():
         raise FileNotFoundError(f"bench input {path} does not exist (give a corpus .jsonl or a dataset directory)")
-    from nbmf.data.sources import infer_type
-
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                data = rec["data"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                out.append(from_corpus(json.loads(line), origin=f"{path}:{lineno}"))
+            except (UnicodeDecodeError, ValueError):  # not JSON (JSONDecodeError is a ValueError), not a record
                 bad += 1
                 continue
-            raw, kind = to_raw(data)
-            out.append(BenchRecord(str(rec.get("id", f"{path}:{lineno}")), rec.get("type") or infer_type(data),
-                                   kind.name.lower(), raw))
             if cfg.limit is not None and len(out) >= cfg.limit:
                 break
     return out, bad
@@ -107,11 +93,10 @@ class RegistryVersion:
     def __init__(self, registry, version: str):
         self.registry, self.name, self.stats = registry, version, Counter()
 
-    def prepare(self, raw: bytes, kind: str):
-        from nbmf.blob import Kind
+    def prepare(self, raw: bytes, kind: Kind):
         from nbmf.payload import from_raw
 
-        return from_raw(raw, Kind[kind.upper()])
+        return from_raw(raw, kind)
 
     def encode(self, payload, fidelity: str) -> bytes:
         blob = self.registry.encode(payload, fidelity=fidelity, version=self.name)
@@ -124,15 +109,15 @@ class RegistryVersion:
     def decode(self, blob: bytes, fidelity: str):
         return self.registry.decode_result(blob)
 
-    def output_bytes(self, res, kind: str) -> bytes:
+    def output_bytes(self, res, kind: Kind) -> bytes:
         from nbmf.payload import canonical, to_raw
 
-        if res.fidelity.name.lower() == "semantic":
+        if res.fidelity == Fidelity.SEMANTIC:
             return canonical(to_raw(res.payload, res.kind)[0], res.kind)
         return to_raw(res.payload, res.kind)[0]
 
 
-def _expected_semantic(codec, raw: bytes, kind: str) -> bytes:
+def _expected_semantic(codec, raw: bytes, kind: Kind) -> bytes:
     if hasattr(codec, "expected_semantic"):
         return codec.expected_semantic(raw, kind)
     return anchors._canonical(raw, kind)
@@ -206,7 +191,7 @@ def default_train(input_path: Path) -> Path:
                      "dataset directory), or leave zstd-19-dict out with --anchors")
 
 
-def run_codec(codec, records: list[BenchRecord], fidelity: str, pairs: list | None, bar) -> dict:
+def run_codec(codec, records: list[Record], fidelity: str, pairs: list | None, bar) -> dict:
     """Encode + decode every record once; return the codec's result row."""
     registry = getattr(codec, "registry", None)
     before = _stats_snapshot(registry) if registry is not None else {}
@@ -284,15 +269,15 @@ def _with_errors(summary: dict, errors: int) -> dict:
     return summary
 
 
-def _payload_json(raw: bytes, kind: str, lossy: bool = False):
+def _payload_json(raw: bytes, kind: Kind, lossy: bool = False):
     """A pair's original/reconstructed as JSON-able payload (objects stay objects)."""
     text = raw.decode("utf-8", "surrogatepass")
-    if kind == "json":
+    if kind == Kind.JSON:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text  # a truncated semantic preview is text
-    if kind == "bytes":
+    if kind == Kind.BYTES:
         import base64
 
         return base64.b64encode(raw).decode()

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nbmf.data.sources import BadLine, Record, Source, SourceOptions
+from nbmf.data.sources import BadLine, Source, SourceOptions
 from nbmf.data.split import SPLITS, Splitter
 from nbmf.extras import require
+from nbmf.record import Record
 
 DATASET_FORMAT = "nbmf-dataset/1"
 COLUMNS = ("id", "group", "type", "domain", "source", "kind", "fidelity", "raw", "n_bytes",
@@ -28,6 +29,7 @@ COLUMNS = ("id", "group", "type", "domain", "source", "kind", "fidelity", "raw",
 
 
 def schema():
+    """The shard schema; kind and fidelity are stored as their spellings ("json", "lossless")."""
     pa = require("pyarrow")
     return pa.schema([
         ("id", pa.string()), ("group", pa.string()), ("type", pa.string()), ("domain", pa.string()),
@@ -71,7 +73,7 @@ class _ShardWriter:
 
     def __init__(self, out: Path, rows: int, max_bytes: int):
         self.out, self.rows, self.max_bytes = out, rows, max_bytes
-        self.buffers: dict[str, list[Record]] = defaultdict(list)
+        self.buffers: dict[str, list[tuple[Record, str]]] = defaultdict(list)
         self.buffered_bytes: Counter = Counter()
         self.shards: list[dict] = []
         self.next_index: Counter = Counter()
@@ -91,8 +93,8 @@ class _ShardWriter:
         cols = {
             "id": [r.id for r, _ in rows], "group": [r.group for r, _ in rows],
             "type": [r.type for r, _ in rows], "domain": [r.domain for r, _ in rows],
-            "source": [r.source for r, _ in rows], "kind": [r.kind for r, _ in rows],
-            "fidelity": [r.fidelity for r, _ in rows], "raw": [r.raw for r, _ in rows],
+            "source": [r.source for r, _ in rows], "kind": [r.kind.label for r, _ in rows],
+            "fidelity": [r.fidelity.label for r, _ in rows], "raw": [r.raw for r, _ in rows],
             "n_bytes": [len(r.raw) for r, _ in rows], "sha256": [d for _, d in rows],
             "origin": [r.origin for r, _ in rows],
         }
@@ -183,7 +185,7 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
                     writer.add(split, item, digest.hex())
                     counts[split][item.type] += 1
                     nbytes[split][item.type] += len(item.raw)
-                    by_fidelity[split][item.fidelity] += 1
+                    by_fidelity[split][item.fidelity.label] += 1
                     truncated += item.truncated
                     stats["records"] += 1
                     written += 1

@@ -1,4 +1,4 @@
-"""Readers for a collected dataset (see nbmf.data.collect): plain pyarrow iteration and Ray Data.
+"""Readers for a collected dataset (see nbmf.data.collect): records, plain pyarrow rows, and Ray Data.
 
 Semantic rows (lossy originals) are left out unless asked for: by default the readers follow the
 dataset's own `include_semantic` option, which `nbmf collect --include-semantic` sets.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nbmf.data.split import SPLITS
 from nbmf.extras import require
+from nbmf.record import FIELDS, Record
 
 
 class DatasetError(ValueError):
@@ -67,6 +68,16 @@ def read_records(path: str | Path, split: str | None = None, columns: Sequence[s
                 if read_cols is not wanted:
                     row.pop("fidelity")
                 yield row
+
+
+def iter_records(path: str | Path, split: str | None = None, *, include_semantic: bool | None = None,
+                 batch_rows: int = 1024) -> Iterator[Record]:
+    """The split's rows as ``nbmf.record.Record`` (kind and fidelity parsed from their column spellings)."""
+    from nbmf.data.collect import COLUMNS
+
+    columns = [c for c in FIELDS if c in COLUMNS]
+    for row in read_records(path, split, columns, include_semantic=include_semantic, batch_rows=batch_rows):
+        yield Record.from_row(row)
 
 
 def ray_dataset(path: str | Path, split: str | None = "train", *, columns: Sequence[str] | None = None,

@@ -1,8 +1,9 @@
 """Record sources for `nbmf collect`: corpus JSONL, JSON arrays, text/markdown, directories, L2.
 
-Every source is a generator of `Record` (one memory record, raw bytes per `nbmf.payload.to_raw`)
-and `BadLine` (something that could not be read: counted and reported, never fatal). Files are read
-incrementally, so an input of any size streams through in bounded memory.
+Every source is a generator of `nbmf.record.Record` (one memory record; corpus objects become records
+through `nbmf.record.from_corpus`) and `BadLine` (something that could not be read: counted and
+reported, never fatal). Files are read incrementally, so an input of any size streams through in
+bounded memory.
 """
 
 from __future__ import annotations
@@ -14,25 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-TYPES = ("conversation", "document", "structured")
+from nbmf.blob import Fidelity, Kind
+from nbmf.payload import to_raw
+from nbmf.record import TYPES, Record, from_corpus, infer_type
+
 FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".md")
 L2_PREFIX = "l2://"
 
 Progress = Callable[[int], None]  # called with the number of bytes (or rows) just consumed
-
-
-@dataclass(frozen=True)
-class Record:
-    id: str
-    group: str
-    type: str  # conversation | document | structured
-    domain: str
-    source: str
-    kind: str  # text | json | bytes
-    fidelity: str  # lossless | semantic
-    raw: bytes
-    origin: str  # file:line or l2:id
-    truncated: bool = False  # semantic legacy preview shorter than the original
 
 
 @dataclass(frozen=True)
@@ -48,21 +38,6 @@ class SourceOptions:
     max_element_bytes: int = 64 << 20  # a JSON array element larger than this is reported bad
 
 
-def infer_type(data) -> str:
-    if isinstance(data, str):
-        return "document"
-    if isinstance(data, dict) and isinstance(data.get("messages"), list):
-        return "conversation"
-    return "structured"
-
-
-def _raw(data) -> tuple[bytes, str]:
-    from nbmf.payload import to_raw
-
-    raw, kind = to_raw(data)
-    return raw, kind.name.lower()
-
-
 def _dotted(obj, path: str):
     for part in path.split("."):
         if not isinstance(obj, dict) or part not in obj:
@@ -73,28 +48,14 @@ def _dotted(obj, path: str):
 
 def record_from_json(obj, origin: str, default_source: str, opts: SourceOptions) -> Record | BadLine:
     """A corpus-format record ({"id", "domain", "type", "data", "metadata": {"source"}}) -> Record."""
-    if not isinstance(obj, dict) or "data" not in obj:
-        return BadLine(origin, "not a corpus record: a JSON object with a 'data' field is required")
-    data = obj["data"]
-    rtype = obj.get("type") or infer_type(data)
-    if rtype not in TYPES:
-        return BadLine(origin, f"unknown record type {rtype!r}; expected one of {', '.join(TYPES)}")
-    rid = obj.get("id")
-    rid = str(rid) if rid not in (None, "") else origin
-    group = _dotted(obj, opts.group_key) if opts.group_key != "id" else rid
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    raw, kind = _raw(data)
-    return Record(
-        id=rid,
-        group=str(group) if group not in (None, "") else rid,
-        type=rtype,
-        domain=str(obj.get("domain") or "general"),
-        source=str(meta.get("source") or default_source),
-        kind=kind,
-        fidelity="lossless",
-        raw=raw,
-        origin=origin,
-    )
+    group = _dotted(obj, opts.group_key) if opts.group_key != "id" and isinstance(obj, dict) else None
+    try:
+        rec = from_corpus(obj, origin=origin, source=default_source, group=group)
+    except ValueError as e:
+        return BadLine(origin, str(e))
+    if rec.type not in TYPES:
+        return BadLine(origin, f"unknown record type {rec.type!r}; expected one of {', '.join(TYPES)}")
+    return rec
 
 
 def iter_jsonl(path: Path, opts: SourceOptions, progress: Progress) -> Iterator[Record | BadLine]:
@@ -256,9 +217,9 @@ def iter_text(path: Path, rel: str, source: str, opts: SourceOptions,
     for i, (line, text) in enumerate(chunk_text(_paragraphs(path, progress, bad), opts.chunk_bytes)):
         yield from bad
         bad.clear()
-        raw, kind = _raw(text)
+        raw, kind = to_raw(text)
         yield Record(id=f"{rel}#{i}", group=rel, type="document", domain="general", source=source,
-                     kind=kind, fidelity="lossless", raw=raw, origin=f"{path}:{line}")
+                     kind=kind, raw=raw, origin=f"{path}:{line}")
     yield from bad
 
 
@@ -266,7 +227,7 @@ def iter_l2(path: str, progress: Progress, registry=None) -> Iterator[Record | B
     """Decode every blob of an SQLite L2 store through the codec registry (legacy included)."""
     from nbmf.data.store import SQLiteL2Store
     from nbmf.errors import NBMFError
-    from nbmf.payload import canonical, to_raw
+    from nbmf.payload import canonical
     from nbmf.registry import Registry
 
     reg = registry or Registry.default()
@@ -279,21 +240,19 @@ def iter_l2(path: str, progress: Progress, registry=None) -> Iterator[Record | B
             except NBMFError as e:
                 yield BadLine(origin, f"{type(e).__name__}: {e}")
                 continue
-            semantic = res.fidelity.name.lower() == "semantic"
+            semantic = res.fidelity == Fidelity.SEMANTIC
             if semantic and isinstance(res.payload, str):
                 # Semantic text (or a legacy preview, possibly of JSON, possibly truncated) is kept
                 # exactly as decoded: re-canonicalizing could alter a truncated preview.
-                raw, kind = res.payload.encode("utf-8", "surrogatepass"), "text"
+                raw, kind = res.payload.encode("utf-8", "surrogatepass"), Kind.TEXT
             elif semantic:
-                raw, kind = canonical(res.payload, res.kind), res.kind.name.lower()
+                raw, kind = canonical(res.payload, res.kind), res.kind
             else:
-                raw, k = to_raw(res.payload, res.kind)
-                kind = k.name.lower()
+                raw, kind = to_raw(res.payload, res.kind)
             rtype = row.record_class if row.record_class in TYPES else infer_type(res.payload)
             yield Record(id=row.id, group=row.id, type=rtype, domain=row.domain or "general",
-                         source=f"l2:{Path(path).name}", kind=kind,
-                         fidelity="semantic" if semantic else "lossless", raw=raw, origin=origin,
-                         truncated=bool(getattr(res, "truncated", False)))
+                         source=f"l2:{Path(path).name}", kind=kind, fidelity=res.fidelity, raw=raw,
+                         origin=origin, truncated=bool(getattr(res, "truncated", False)))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from nbmf.blob import Fidelity, Kind
 from nbmf.models.config import ModelConfig, sequence_for
-from nbmf.payload import canonical, to_raw
+from nbmf.record import from_corpus
 
 PAD = -1  # target id of padding: ignored by the loss
 
@@ -21,14 +21,13 @@ LOSSLESS, SEMANTIC = Fidelity.LOSSLESS, Fidelity.SEMANTIC
 
 
 def corpus_raw(record: dict) -> tuple[bytes, Kind]:
-    """(raw bytes, kind) of a corpus record ``{"data": ...}``: what the codec codes (``nbmf.payload.to_raw``)."""
-    return to_raw(record["data"])
+    """(raw bytes, kind) of a corpus object: ``nbmf.record.from_corpus``'s, nothing of its own.
 
-
-def semantic_raw(record: dict) -> tuple[bytes, Kind]:
-    """The canonical (semantic-fidelity) form of a corpus record (``nbmf.payload.canonical``)."""
-    raw, kind = corpus_raw(record)
-    return canonical(raw, kind), kind
+    Kept under this name for scripts that also run against older checkouts (bench/runtime_speed.py);
+    new code uses ``nbmf.record.from_corpus`` or ``nbmf.data.corpus.iter_records``.
+    """
+    r = from_corpus(record)
+    return r.raw, r.kind
 
 
 @dataclass(frozen=True)

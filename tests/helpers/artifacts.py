@@ -7,14 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbmf.data.corpus import read_corpus
+from nbmf.data.corpus import iter_records, read_corpus
 
 SAMPLE_TRAIN = Path(__file__).resolve().parents[2] / "data" / "sample" / "train.jsonl"
 
 
 def sample_records(path: Path = SAMPLE_TRAIN, limit: int | None = None) -> list[dict]:
-    """Records of a corpus file (default: the bundled training sample); ``limit`` 0 or None: all."""
+    """Record objects (payloads in ``data``) of a corpus file (default: the bundled training sample); ``limit`` 0
+    or None: all."""
     return read_corpus(path, limit=limit or None)
+
+
+def sample_items(path: Path = SAMPLE_TRAIN, limit: int | None = None) -> list[tuple]:
+    """``(raw, kind)`` codec batch items of a corpus file's records (``nbmf.data.corpus.iter_records``)."""
+    return [(r.raw, r.kind) for r in iter_records(path, limit=limit or None)]
 
 
 def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", steps: int = 40, seed: int = 0,
@@ -26,11 +32,11 @@ def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", ste
 
     from nbmf.export import export_artifact
     from nbmf.models import ModelConfig, build_model
-    from nbmf.models.batching import PAD, corpus_raw, make_batches, record_windows
+    from nbmf.models.batching import PAD, make_batches, record_windows
     from nbmf.tokenizer import Tokenizer
 
     torch.manual_seed(seed)
-    raws = [corpus_raw(r) for r in sample_records(limit=records)]
+    raws = sample_items(limit=records)
     tok = Tokenizer.train([raw for raw, _ in raws], vocab_size=vocab_size)
     cfg = ModelConfig(family=family, vocab_size=tok.vocab_size, d_model=d_model, n_layers=2, n_heads=2,
                       mlp_mult=2, kernel_size=3, context=64)
@@ -56,10 +62,9 @@ def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", ste
 CROSS_PROCESS = r"""
 import json, sys
 from nbmf.codecs.neural import load_codec
-from nbmf.models.batching import corpus_raw
-from nbmf.data.corpus import read_corpus
+from nbmf.data.corpus import iter_records
 codec = load_codec(sys.argv[1]); mode = sys.argv[2]; batch = int(sys.argv[3]); limit = int(sys.argv[5]) or None
-items = [corpus_raw(r) for r in read_corpus(sys.argv[4], limit=limit)]
+items = [(r.raw, r.kind) for r in iter_records(sys.argv[4], limit=limit)]
 if mode == "encode":
     bodies = []
     for i in range(0, len(items), batch):

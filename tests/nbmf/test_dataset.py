@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 import nbmf
+from nbmf.blob import Fidelity, Kind
 from nbmf.data.collect import CollectConfig, collect
-from nbmf.data.dataset import DatasetError, ray_dataset, read_records, shard_paths
+from nbmf.data.corpus import iter_records as corpus_records
+from nbmf.data.dataset import DatasetError, iter_records, ray_dataset, read_records, shard_paths
 from nbmf.data.store import SQLiteL2Store
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "val.jsonl"
@@ -36,6 +38,19 @@ def test_read_records_by_split_and_columns(dataset):
         assert all(set(r) == {"id", "n_bytes"} for r in rows)
     semantic = [r for r in read_records(path, include_semantic=True) if r["fidelity"] == "semantic"]
     assert len(semantic) == 6 and all(r["raw"].startswith(b"semantic record") for r in semantic)
+
+
+def test_iter_records_reads_columns_as_records(dataset):
+    path, _ = dataset
+    from_jsonl = {r.id: r for r in corpus_records(SAMPLE)}
+    lossless = [r for split in ("train", "val", "test") for r in iter_records(path, split)]
+    assert len(lossless) == len(from_jsonl)
+    for r in lossless:  # the Parquet columns spell kind and fidelity; the records hold the enums
+        src = from_jsonl[r.id]
+        assert (r.raw, r.kind, r.fidelity, r.type, r.domain) == (src.raw, src.kind, Fidelity.LOSSLESS, src.type, src.domain)
+        assert type(r.kind) is Kind and r.origin.startswith(str(SAMPLE))
+    semantic = [r for r in iter_records(path, include_semantic=True) if r.fidelity == Fidelity.SEMANTIC]
+    assert len(semantic) == 6 and all(r.kind == Kind.TEXT and r.type == "document" for r in semantic)
 
 
 def test_reader_errors(dataset, tmp_path):

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.artifacts import sample_records
+from helpers.artifacts import sample_items
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
-from nbmf.models.batching import corpus_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 VAL = ROOT / "data" / "sample" / "val.jsonl"
@@ -32,7 +31,7 @@ def family_codec(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def val_items():
-    return [corpus_raw(r) for r in sample_records(VAL, limit=60)]
+    return sample_items(VAL, limit=60)
 
 
 def test_every_family_round_trips_and_batches_identically(family_codec, val_items):

@@ -126,3 +126,14 @@ def test_serve_reads_the_model_dir_by_the_library_rule(tmp_path):
     for bad in ("v01", "v1\n", "V1"):
         with pytest.raises(ValueError):
             check_version(bad)
+
+
+def test_http_spellings_are_the_library_enums():
+    """serve/schemas.py spells kind and fidelity as Literals (no nbmf import there); they must be the enums' labels."""
+    from typing import get_args
+
+    from nbmf.blob import Fidelity, Kind
+    from serve import schemas
+
+    assert get_args(schemas.Kind) == tuple(k.label for k in Kind)
+    assert get_args(schemas.Fidelity) == tuple(f.label for f in Fidelity)

@@ -48,11 +48,10 @@ def test_a_job_submitted_to_the_head_node_succeeds(trained):
 
 
 def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
-    from helpers.artifacts import sample_records
     from nbmf.artifact import read_manifest
-    from nbmf.blob import Kind, peek_header
+    from nbmf.blob import peek_header
+    from nbmf.data.corpus import iter_records
     from nbmf.payload import from_raw
-    from train.data import corpus_row
     from train.export import registry_with
 
     storage, summary, job = trained
@@ -74,9 +73,8 @@ def test_two_worker_training_completes_and_its_artifact_round_trips(trained):
 
     reg, version = registry_with(artifact)
     neural = 0
-    for rec in sample_records(REPO / "data" / "sample" / "val.jsonl", limit=12):
-        row = corpus_row(rec)
-        payload = from_raw(row.raw, Kind(row.kind))
+    for rec in iter_records(REPO / "data" / "sample" / "val.jsonl", limit=12):
+        payload = from_raw(rec.raw, rec.kind)
         blob = reg.encode(payload, version=version)
         assert reg.decode(blob) == payload
         neural += peek_header(blob).encoder_id != 0

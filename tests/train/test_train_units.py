@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nbmf.blob import Fidelity, Kind
 from train import checkpoint as ckpt_io
 from train.config import TrainJobConfig, load
 from train.data import iter_rows, resolve_source, shard_windows
@@ -61,7 +62,8 @@ def test_collected_parquet_source(tmp_path):
     assert src.kind == "parquet"
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     rows = [r for split in ("train", "val", "test") for r in iter_rows(src, split)]
-    assert len(rows) == 381 and all(r.kind in (0, 1) and r.raw for r in rows)
+    assert len(rows) == 381 and all(r.kind in (Kind.TEXT, Kind.JSON) and r.raw for r in rows)
+    assert {r.fidelity for r in rows} == {Fidelity.LOSSLESS} and all(type(r.kind) is Kind for r in rows)
     assert manifest["content_hash"].startswith("sha256:")
 
 

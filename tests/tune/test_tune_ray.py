@@ -71,7 +71,6 @@ def test_each_trial_is_a_wandb_run_grouped_by_the_search(search):
 
 def test_a_winner_that_fails_a_gate_registers_nothing(search, tmp_path):
     from train.data import iter_rows, resolve_source
-    from train.driver import rows_of
     from tune.driver import finalize
 
     cfg, d, report, _ = search
@@ -79,7 +78,7 @@ def test_a_winner_that_fails_a_gate_registers_nothing(search, tmp_path):
     strict = dataclasses.replace(cfg, gates=tcfg.GateConf(thresholds={"ratio_mean": 1000.0}, test_records=16))
     reg = d / "registry"
     before = sorted(p.name for p in reg.iterdir())
-    test_rows = rows_of(iter_rows(resolve_source(REPO / "data" / "sample"), "test", 16))
+    test_rows = list(iter_rows(resolve_source(REPO / "data" / "sample"), "test", 16))
     outcome = finalize(winner, strict, test_rows, tmp_path, search="s4")
     assert not outcome["registered"]
     assert "mean ratio" in outcome["reason"] and "1000" in outcome["reason"]

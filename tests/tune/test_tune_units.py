@@ -150,9 +150,8 @@ def test_module_doctests():
 def test_register_gated_registers_only_what_passes(tmp_path):
     """The pipeline's validate-and-register step: gated on test rows, registered as the next version."""
     from train.data import iter_rows, resolve_source
-    from train.driver import rows_of
 
-    rows = rows_of(iter_rows(resolve_source(REPO / "data" / "sample"), "test", 8))
+    rows = list(iter_rows(resolve_source(REPO / "data" / "sample"), "test", 8))
     reg = tmp_path / "registry"
     reg.mkdir()
     failed = register_gated(REPO / "models" / "v1", reg, rows, {"ratio_mean": 1000.0}, staging=tmp_path / "stage")
