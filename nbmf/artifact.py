@@ -114,8 +114,9 @@ def load_artifact(path):
     return manifest, cfg, int_model, tokenizer
 
 
-def relabel(src, dest, version: str) -> Path:
-    """Copy a verified artifact under another encoder version name (registration picks the next free vN).
+def relabel(src, dest, version: str, metrics: dict | None = None) -> Path:
+    """Copy a verified artifact under another encoder version name (registration picks the next free vN),
+    with ``metrics`` (measured since the export, say) added to its manifest's.
 
     Only the manifest changes: the hashed files are copied byte for byte, so the model is the same one.
     """
@@ -129,6 +130,7 @@ def relabel(src, dest, version: str) -> Path:
     for name in manifest["files"]:
         shutil.copy2(src / name, dest / name)
     manifest["version"], manifest["encoder_id"] = version, encoder_id_of(version)
+    manifest["metrics"] = {**manifest.get("metrics", {}), **(metrics or {})}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     read_manifest(dest)
     return dest

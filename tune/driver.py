@@ -157,54 +157,47 @@ def choose(rows: list[dict]) -> dict | None:
 
 def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out_dir: Path, *, search: str,
              data_hash: str = "") -> dict:
-    """Re-export the winner as the registry's next version, gate it on the test split, register if it passes."""
+    """Export the winner and hand it to ``register_gated``: gated on the test split, registered as the registry's
+    next version if it passes."""
     from ray.train import Checkpoint
 
     from nbmf.export import export_artifact
     from train.export import model_from_checkpoint
 
     registry_dir = Path(cfg.registry.dir).resolve()
-    with register.locked(registry_dir):
-        version = register.next_version(registry_dir)
-        with Checkpoint(winner["checkpoint"]).as_directory() as d:
-            model, mcfg, tok, loaded = model_from_checkpoint(d)
-        staged = out_dir / "winner" / version
-        training = {"search": search, "trial": winner["trial"], "params": winner["params"],
-                    "steps": loaded.state.get("step"), "val_bits_per_byte": winner["val_bpb"]}
-        export_artifact(model, mcfg, tok, staged, version=version, metrics={}, data_hash=data_hash, training=training)
-        check = gates.validate(staged, test_rows, cfg.gates.thresholds)
-        outcome = {"version": version, "trial": winner["trial"], "gates": check["gates"], "failed": check["failed"],
-                   "test": check["summary"], "test_by_type": check["by_type"], "registered": False,
-                   "registry": str(registry_dir), "staged": str(staged)}
-        if not check["passed"]:
-            outcome["reason"] = "the winner failed the gates on the test split: " + "; ".join(check["failed"])
-            return outcome
-        metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
-                   "search_decode_ms_p95": winner["decode_ms_p95"],
-                   **{f"test_{k}": v for k, v in check["summary"].items() if isinstance(v, (int, float))}}
-        export_artifact(model, mcfg, tok, staged, version=version, metrics=metrics, data_hash=data_hash,
-                        training=training)
-        dest = register.register(staged, registry_dir, version, set_current=cfg.registry.set_current)
-        outcome.update(registered=True, path=str(dest), current=register.current(registry_dir))
-        return outcome
+    with Checkpoint(winner["checkpoint"]).as_directory() as d:
+        model, mcfg, tok, loaded = model_from_checkpoint(d)
+    training = {"search": search, "trial": winner["trial"], "params": winner["params"],
+                "steps": loaded.state.get("step"), "val_bits_per_byte": winner["val_bpb"]}
+    metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
+               "search_decode_ms_p95": winner["decode_ms_p95"]}
+    staged = out_dir / "winner" / "candidate"
+    # labelled with the version free now; register_gated relabels it if another registration takes that one first
+    export_artifact(model, mcfg, tok, staged, version=register.next_version(registry_dir), metrics=metrics,
+                    data_hash=data_hash, training=training)
+    outcome = register_gated(staged, registry_dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
+                             set_current=cfg.registry.set_current)
+    return {"trial": winner["trial"], "staged": str(staged), **outcome}
 
 
 def register_gated(artifact_dir, registry_dir, test_rows: list[Record], thresholds: dict[str, float] | None, *,
                    staging: Path, set_current: bool = True) -> dict:
     """Gate an exported artifact on the test rows and register it as the registry's next version if every gate
-    passes (under the registry's lock: the version it is staged as is the one it is registered as)."""
+    passes (under the registry's lock: the version it is staged as is the one it is registered as). The
+    registered manifest carries the test figures as ``test_*`` metrics."""
     from nbmf.artifact import relabel
 
     registry_dir = Path(registry_dir).resolve()
     check = gates.validate(artifact_dir, test_rows, thresholds)
-    outcome = {"gates": check["gates"], "failed": check["failed"], "test": check["summary"], "registered": False,
-               "registry": str(registry_dir)}
+    outcome = {"gates": check["gates"], "failed": check["failed"], "test": check["summary"],
+               "test_by_type": check["by_type"], "registered": False, "registry": str(registry_dir)}
     if not check["passed"]:
         outcome["reason"] = "failed the gates on the test split: " + "; ".join(check["failed"])
         return outcome
+    test_metrics = {f"test_{k}": v for k, v in check["summary"].items() if isinstance(v, (int, float))}
     with register.locked(registry_dir):
         version = register.next_version(registry_dir)
-        staged = relabel(artifact_dir, Path(staging) / version, version)
+        staged = relabel(artifact_dir, Path(staging) / version, version, metrics=test_metrics)
         dest = register.register(staged, registry_dir, version, set_current=set_current)
     outcome.update(registered=True, version=version, path=str(dest), current=register.current(registry_dir))
     return outcome

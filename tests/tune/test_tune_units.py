@@ -161,4 +161,6 @@ def test_register_gated_registers_only_what_passes(tmp_path):
     assert register.current(reg) is None
     again = register_gated(REPO / "models" / "v1", reg, rows, None, staging=tmp_path / "stage")
     assert again["version"] == "v2" and register.current(reg) == "v2"
-    assert json.loads((reg / "v2" / "manifest.json").read_text())["version"] == "v2"
+    manifest = json.loads((reg / "v2" / "manifest.json").read_text())
+    assert manifest["version"] == "v2" and manifest["metrics"]["params"] == 918912  # the export's metrics kept ...
+    assert manifest["metrics"]["test_ratio_mean"] == again["test"]["ratio_mean"]  # ... and the gate's test figures
