@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from nbmf.data.corpus import read_corpus
+
 ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline"}
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,24 +25,13 @@ def pytest_configure(config):
         os.environ.setdefault(key, value)
 
 
-def load_records(path: Path, limit: int | None = None) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                out.append(json.loads(line))
-                if limit is not None and len(out) >= limit:
-                    break
-    return out
-
-
 @pytest.fixture(scope="session")
 def sample_records() -> list[dict]:
     """Held-out corpus records: the bundled sample, or the first 200 of the shared corpus without it."""
     if SAMPLE_VAL.is_file():
-        return load_records(SAMPLE_VAL)
+        return read_corpus(SAMPLE_VAL)
     if SHARED_VAL.is_file():
-        return load_records(SHARED_VAL, limit=200)
+        return read_corpus(SHARED_VAL, limit=200)
     pytest.fail(f"no sample records: expected {SAMPLE_VAL} (bundled) or {SHARED_VAL}")
 
 

@@ -24,7 +24,6 @@ from nbmf.data.corpus import iter_records
 from nbmf.models import ModelConfig, build_model
 from nbmf.models.batching import LOSSLESS, PAD, SEMANTIC, make_batches, record_windows
 from nbmf.payload import canonical
-from nbmf.record import Record
 from nbmf.tokenizer import Tokenizer
 
 
@@ -46,17 +45,13 @@ class TrainConfig:
     checkpoint_minutes: float = 4.0
 
 
-def load_records(path: str, limit: int | None = None) -> list[Record]:
-    return list(iter_records(path, limit=limit))
-
-
 def file_sha256(path: str) -> str:
     return sha256_file(Path(path))
 
 
 def prepare(out: Path, tcfg: TrainConfig, mcfg: ModelConfig):
     """Tokenizer (trained once, saved) and the token windows of train and val (cached as .npz)."""
-    train = load_records(tcfg.train_file)
+    train = list(iter_records(tcfg.train_file))
     if (out / "tokenizer.json").exists():
         tok = Tokenizer.load(out)
     else:
@@ -74,7 +69,7 @@ def prepare(out: Path, tcfg: TrainConfig, mcfg: ModelConfig):
     n_bytes = sum(len(s[0]) for s in samples)
     print(f"train: {len(samples)} records, {n_bytes / 1e6:.1f} MB, {n_tokens / 1e6:.2f} M tokens "
           f"({n_bytes / n_tokens:.2f} bytes/token), {len(windows)} windows", flush=True)
-    val = load_records(tcfg.val_file)
+    val = list(iter_records(tcfg.val_file))
     vrng = np.random.default_rng(1)
     val = [val[i] for i in sorted(vrng.choice(len(val), min(tcfg.val_records, len(val)), replace=False))]
     val_ids = tok.encode_batch([r.raw for r in val])
