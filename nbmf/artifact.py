@@ -94,6 +94,14 @@ def manifest_id(manifest: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def fingerprint(manifest: dict) -> bytes:
+    """The model's identity (32 bytes): sha256 of what determines its behaviour, the artifact format, the
+    architecture and the hashes of the weights and tokenizer, and nothing else (not the version name, not
+    metrics: ``relabel`` keeps it). Format-v2 blobs bind their content checksum to it."""
+    core = {k: manifest.get(k) for k in ("format", "architecture", "files")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
+
+
 def load_artifact(path):
     """(manifest, ModelConfig, IntModel, Tokenizer) of a verified artifact directory."""
     from safetensors.numpy import load_file

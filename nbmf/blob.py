@@ -27,6 +27,8 @@ from nbmf.errors import CorruptBlobError, FormatError
 from nbmf.modeldir import version_id, version_name  # encoder version names (nbmf.modeldir owns them)
 
 FORMAT_V1 = 1
+FORMAT_V2 = 2
+FORMAT_WRITTEN = FORMAT_V1  # the format new blobs are written in (migrate re-encodes blobs of older formats)
 _ESCAPE = 7
 LEGACY = "legacy"  # the version name of old stub blobs (never an encoder id)
 
@@ -79,6 +81,11 @@ def is_legacy(blob) -> bool:
     if isinstance(blob, (bytes, bytearray, memoryview)):
         return bytes(blob[:1]) == b"{"
     return False
+
+
+def format_of(blob) -> int | str:
+    """``"legacy"`` or the blob format version (1, 2) from the first byte alone (no checksum, no decoding)."""
+    return LEGACY if is_legacy(blob) else peek_header(blob).format_version
 
 
 def blob_version(blob) -> str:

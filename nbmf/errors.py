@@ -25,5 +25,10 @@ class OutputTooLargeError(NBMFError):
     """Decoding would produce more than ``max_output_size`` bytes (a decompression-bomb guard)."""
 
 
+class PayloadError(NBMFError, ValueError):
+    """A payload that cannot be stored exactly: a JSON value that would not round-trip (non-string keys,
+    tuples, NaN or Infinity, nesting past the limit), or a stored one too deep or too large to rebuild."""
+
+
 class ArtifactError(NBMFError):
     """A model artifact is missing files, fails its hashes, or does not describe a loadable model."""
