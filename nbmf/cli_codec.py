@@ -10,7 +10,7 @@ import json
 import sys
 
 from nbmf.blob import Fidelity, Kind, from_envelope, is_legacy, peek_header, to_envelope
-from nbmf.errors import CorruptBlobError, FormatError, UnknownVersionError
+from nbmf.errors import CorruptBlobError, FormatError, OutputTooLargeError, UnknownVersionError
 from nbmf.modeldir import version_id
 
 KINDS = ("auto", *(k.label for k in Kind))  # --kind: auto, text, json, bytes
@@ -110,21 +110,29 @@ def cmd_decode(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    """Print the header; a blob that fails its checksum still shows what its header says, then exits 1."""
+    """Print the header; a blob that fails its checksum still shows what its header says, then exits 1.
+
+    A v2 blob's checksum covers its content, so inspect decodes it to check it; without the version's model the
+    checksum is shown as unchecked."""
     from nbmf.registry import default_registry
 
     blob = _blob_of(_read(a.input))
-    error = None
+    error, checksum = None, "ok"
+    reg = default_registry()
     try:
-        h = default_registry().inspect(blob)
+        h = reg.inspect(blob)
+        if not isinstance(h, dict) and h.format_version >= 2:
+            try:
+                reg.decode_result(blob)
+            except (UnknownVersionError, OutputTooLargeError) as e:
+                checksum = f"unchecked ({type(e).__name__})"
     except CorruptBlobError as e:
-        h, error = peek_header(blob), e  # raises again if not even the header can be read
+        h, error, checksum = peek_header(blob), e, "FAILED"  # raises again if not even the header can be read
     if isinstance(h, dict):
         info = dict(h)
     else:
         info = h.to_dict()
-        info.update(blob_bytes=len(blob), body_bytes=len(blob) - h.header_size,
-                    checksum="FAILED" if error else "ok")
+        info.update(blob_bytes=len(blob), body_bytes=len(blob) - h.header_size, checksum=checksum)
     if a.json:
         print(json.dumps(info))
     else:

@@ -24,11 +24,13 @@ from nbmf import modeldir
 from nbmf.blob import LEGACY, Fidelity, Kind
 from nbmf.codecs import legacy
 from nbmf.codecs.stub import StubCodec
-from nbmf.errors import NBMFError, OutputTooLargeError, UnknownVersionError
+from nbmf.errors import CorruptBlobError, NBMFError, OutputTooLargeError, UnknownVersionError
 from nbmf.modeldir import default_model_dir, version_id, version_name
 from nbmf.payload import canonical, from_raw, to_raw
 
 DEFAULT_MAX_OUTPUT = 64 << 20  # bytes: the decompression-bomb guard
+NEURAL_MAX_BYTES = 64 << 10  # records larger than this skip the model for the classical codec: the model sees
+# 128 tokens of context, so a long record gains little over its first 64 KiB, and coding one costs ~4 ms per KiB
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,16 @@ class Stats:
 
 
 class Registry:
-    def __init__(self, model_dir: str | Path | None = None, current: str | None = None, verify: str = "codec"):
+    def __init__(self, model_dir: str | Path | None = None, current: str | None = None, verify: str = "codec",
+                 neural_max_bytes: int = NEURAL_MAX_BYTES):
         """``verify``: "codec" trusts the encode-time check of codecs that declare ``self_verifying`` (the
         neural codec decodes every body with the range decoder against its tables) and fully decodes the
-        bodies of every other codec; "full" fully decodes every non-stub body (about twice the encode time)."""
+        bodies of every other codec; "full" fully decodes every non-stub body (about twice the encode time).
+        ``neural_max_bytes``: larger records go straight to the stub (counted as "vN:large" fallbacks)."""
         if verify not in ("codec", "full"):
             raise ValueError(f"verify is 'codec' or 'full', not {verify!r}")
         self.verify = verify
+        self.neural_max_bytes = int(neural_max_bytes)
         self.stub = StubCodec()
         self._codecs: dict[int, object] = {0: self.stub}
         self._lock = threading.Lock()
@@ -134,15 +139,20 @@ class Registry:
                                "blobs until it can (counted in Registry.stats.fallbacks)")
         stub_bodies = self.stub.encode_many(raws)
         bodies = stub_bodies
-        used = [0] * len(raws)
+        used = [self.stub] * len(raws)
         if codec.encoder_id != 0:
+            small = [j for j, (raw, _) in enumerate(raws) if len(raw) <= self.neural_max_bytes]
+            cand: list = [None] * len(raws)
+            reasons: list = ["large"] * len(raws)
             try:
-                cand = codec.encode_many(raws, fidelity=int(fid), verify=True)
-                reasons = [None if b is not None else "mismatch" for b in cand]
+                part = codec.encode_many([raws[j] for j in small], fidelity=int(fid), verify=True)
+                for j, b in zip(small, part):
+                    cand[j], reasons[j] = b, (None if b is not None else "mismatch")
                 if self.verify == "full" or not getattr(codec, "self_verifying", False):
                     self._decode_check(codec, raws, cand, reasons, int(fid))
             except Exception:  # any failure of the model falls back to the stub, never to an error
-                cand, reasons = [None] * len(raws), ["error"] * len(raws)
+                for j in small:
+                    cand[j], reasons[j] = None, "error"
             bodies = []
             for j, (b, s) in enumerate(zip(cand, stub_bodies)):
                 reason = reasons[j] or ("larger" if len(b) >= len(s) else None)
@@ -151,11 +161,12 @@ class Registry:
                     bodies.append(s)
                 else:
                     bodies.append(b)
-                    used[j] = codec.encoder_id
+                    used[j] = codec
         out = []
-        for (raw, kind), body, eid in zip(raws, bodies, used):
-            self.stats.encodes[version_name(eid)] += 1
-            out.append(blobfmt.pack(encoder_id=eid, fidelity=fid, kind=kind, original_length=len(raw), body=body))
+        for (raw, kind), body, c in zip(raws, bodies, used):
+            self.stats.encodes[c.name] += 1
+            out.append(blobfmt.pack_v2(encoder_id=c.encoder_id, fidelity=fid, kind=kind, content=raw, body=body,
+                                       fingerprint=c.fingerprint))
         return out
 
     @staticmethod
@@ -185,7 +196,10 @@ class Registry:
         return self.decode_many([blob], max_output_size)[0]
 
     def decode_many(self, blobs, max_output_size: int = DEFAULT_MAX_OUTPUT) -> list[DecodeResult]:
-        """Decode any mix of v1 and legacy blobs; each neural version's blobs decode as one batch."""
+        """Decode any mix of v2, v1 and legacy blobs; each neural version's blobs decode as one batch.
+
+        A v2 blob's content must match its checksum under this registry's codec for its version (a damaged
+        blob, or another model under the same version name, is CorruptBlobError, never a wrong payload)."""
         results: list[DecodeResult | None] = [None] * len(blobs)
         groups: dict[int, list] = {}
         for j, b in enumerate(blobs):
@@ -201,6 +215,9 @@ class Registry:
             if header.original_length > max_output_size:
                 raise OutputTooLargeError(f"blob decodes to {header.original_length} bytes, over max_output_size="
                                           f"{max_output_size}; raise the limit to read it")
+            if header.fallback:
+                raise UnknownVersionError(f"blob was written by the classical fallback codec of encoder "
+                                          f"{header.version}, which this library does not have: upgrade nbmf")
             groups.setdefault(header.encoder_id, []).append((j, header, body))
         for eid, items in groups.items():
             codec = self.codec(eid)
@@ -211,14 +228,16 @@ class Registry:
                 raws = codec.decode_many([(b, h.kind, h.original_length) for _, h, b in part], fidelity=int(fid))
                 for (j, h, _), raw in zip(part, raws):
                     if len(raw) != h.original_length:
-                        raise NBMFError(f"encoder {h.version} decoded {len(raw)} bytes, "
-                                        f"header says {h.original_length}")
+                        raise CorruptBlobError(f"encoder {h.version} decoded {len(raw)} bytes, "
+                                               f"header says {h.original_length}: the blob is damaged")
+                    blobfmt.check_content(h, raw, codec.fingerprint)
                     results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version)
                     self.stats.decodes[h.version] += 1
         return results  # type: ignore[return-value]
 
     def inspect(self, blob) -> blobfmt.Header | dict:
-        """The v1 header (checksum verified), or a description of a legacy blob."""
+        """The header (a v1 blob's checksum verified; a v2 blob's covers its content, checked by decode), or a
+        description of a legacy blob."""
         old = legacy.parse(blob)
         if old is not None:
             return {"format": "legacy", "meta": old["meta"], "code_bytes": len(old["code"]) // 2, "sig": old["sig"]}

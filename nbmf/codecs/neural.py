@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nbmf.errors import CorruptBlobError
-from nbmf.runtime import kernels
+from nbmf.runtime import coder, kernels
 
 
 def default_threads() -> int:
@@ -70,6 +70,7 @@ class NeuralCodec:
         self.tokenizer = tokenizer
         self.manifest = manifest or {}
         self.artifact_id = manifest_id(self.manifest) if manifest else ""
+        self.fingerprint = _fingerprint(cfg, int_model, tokenizer, self.manifest)
         self.path = path
         self.threads = default_threads() if threads is None else int(threads)
         if self.threads < 1:
@@ -77,11 +78,24 @@ class NeuralCodec:
         self._piece_len = tokenizer.piece_lengths().astype(np.int64)
         if self._piece_len.min(initial=1) < 1:
             raise ValueError("every token must stand for at least one byte (the decoder's stop condition)")
+        # the largest probability a table can give one token: the best logit gets head_lut[0], every other
+        # token at least head_lut's smallest entry (kernels.table); it bounds what a body can hold
+        lut = np.asarray(int_model.params["head_lut"], np.float64)
+        self._max_prob = float(lut.max() / (lut.max() + (cfg.vocab_size - 1) * lut.min()))
+        self._max_piece = int(self._piece_len.max())
         self._pool: ThreadPoolExecutor | None = None  # made on first use with more than one group
         self._pool_size = 0
 
     def __repr__(self) -> str:
         return f"NeuralCodec({self.name}, {self.cfg.family}, d={self.cfg.d_model}, layers={self.cfg.n_layers})"
+
+    def max_tokens(self, body_size: int) -> int:
+        """Most tokens a body of ``body_size`` bytes can decode to (``coder.max_symbols``)."""
+        return coder.max_symbols(-(-int(body_size) // 4), self._max_prob)
+
+    def max_length(self, body_size: int) -> int:
+        """Most bytes a body of ``body_size`` bytes can decode to: a longer claimed length is refused unread."""
+        return self.max_tokens(body_size) * self._max_piece
 
     def sequence(self, ids: np.ndarray, kind, fidelity) -> np.ndarray:
         """The model's input for a record's token ids: its condition token, then the ids."""
@@ -132,7 +146,9 @@ class NeuralCodec:
                     out.append(b"" if len(raws[i]) == 0 else None)
                     continue
                 body = body_of_words(words[k])
-                if verify and not (ok[k] and self.tokenizer.decode(ids[i]) == raws[i]):
+                if coder.stripped_words(len(words[k]), body) >= coder.BODY_SLACK:
+                    body = None  # a decoder would read too far past it (coder.BODY_SLACK): ~2**-64 of records
+                elif verify and not (ok[k] and self.tokenizer.decode(ids[i]) == raws[i]):
                     body = None
                 out.append(body)
             return out
@@ -144,20 +160,31 @@ class NeuralCodec:
         return self.decode_many([(body, kind, original_length)], fidelity=fidelity)[0]
 
     def decode_many(self, items, fidelity=0) -> list[bytes]:
-        """Raw bytes for [(body, kind, original_length), ...], decoded in lockstep (same bits as one by one)."""
+        """Raw bytes for [(body, kind, original_length), ...], decoded in lockstep (same bits as one by one).
+
+        Work is bounded by the body: a claimed length the body cannot hold is refused before any work, and the
+        decoder stops once it reads more than coder.BODY_SLACK words past the body."""
         for body, _, length in items:
             if int(length) == 0 and body:
                 raise CorruptBlobError("blob body has data but its header says the record is empty")
+            if int(length) > self.max_length(len(body)):
+                raise CorruptBlobError(f"blob claims {int(length)} bytes, more than a {len(body)}-byte body can hold "
+                                       f"under {self.name} (at most {self.max_length(len(body))}): it is corrupted "
+                                       "or forged")
         first = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
         bodies = [words_of_body(body) for body, _, _ in items]
         lengths = np.array([int(length) for _, _, length in items], np.int64)
+        caps = np.array([self.max_tokens(len(body)) for body, _, _ in items], np.int64)
 
         def run(group: list[int]) -> list[bytes]:
             tokens, status = self.model.decode(first[group], [bodies[i] for i in group], lengths[group],
-                                               self._piece_len)
+                                               self._piece_len, caps[group])
             if (status == kernels.BAD_QUANTILE).any():
                 raise CorruptBlobError("neural body cannot be decoded (it is no range-coder output under this "
                                        "model): the blob is corrupted")
+            if (status == kernels.PAST_BODY).any():
+                raise CorruptBlobError("neural body ends before its record does (the decoder ran past the body): "
+                                       "the blob is corrupted or forged")
             if (status == kernels.PAST_LENGTH).any():
                 raise CorruptBlobError("neural body decodes past the record's length: the blob is corrupted "
                                        "or was written by a different model")
@@ -174,6 +201,23 @@ class NeuralCodec:
         f = self.model.frequencies(self.sequence(x, kind, fidelity)[:-1])
         p = f[np.arange(len(x)), x] / f.sum(axis=1)
         return float(-np.log2(p).sum())
+
+
+def _fingerprint(cfg, int_model, tokenizer, manifest: dict) -> bytes:
+    """The codec's identity: its artifact's fingerprint (nbmf.artifact), or for a model never exported, a sha256
+    of its config, arrays and tokenizer (so two different in-memory models never share one)."""
+    import dataclasses
+    import hashlib
+
+    from nbmf.artifact import fingerprint
+
+    if manifest:
+        return fingerprint(manifest)
+    h = hashlib.sha256(b"nbmf unexported model\0" + repr(dataclasses.asdict(cfg)).encode())
+    for name, array in sorted(int_model.storable().items()):
+        h.update(name.encode() + str(array.dtype).encode() + repr(array.shape).encode() + array.tobytes())
+    h.update(tokenizer.to_json().encode())
+    return h.digest()
 
 
 def load_codec(path, threads: int | None = None) -> NeuralCodec:

@@ -1,6 +1,7 @@
 """The stub codec (encoder id 0, "stub"): zlib level 9. The fallback for every record."""
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 from nbmf.errors import CorruptBlobError
@@ -9,6 +10,7 @@ from nbmf.errors import CorruptBlobError
 class StubCodec:
     name = "stub"
     encoder_id = 0
+    fingerprint = hashlib.sha256(b"nbmf stub: zlib level 9").digest()  # its identity in v2 checksums
 
     def encode_raw(self, raw: bytes, kind=None, fidelity=0) -> bytes:
         return zlib.compress(bytes(raw), 9)

@@ -117,6 +117,40 @@ def max_words(n_symbols: int) -> int:
     return n_symbols + 3
 
 
+# -- how far a decoder may read, and how much a body can hold ------------------------------------------------
+# A body is the encoder's W words with trailing zero bytes dropped: S = ceil(len(body) / 4) words stored and
+# z = W - S all-zero words dropped. The encoder emits one word per renormalization (R of them, some held back
+# and flushed later) and 1 or 2 seal words, so W = R + 1 or R + 2. The decoder reads min(2, S) words at init
+# and one per renormalization, in step with the encoder, so after the last symbol it has read up to index
+# min(2, S) + R <= S + 1 + z. Words past the stored ones read as zero. Honest bodies drop z <= 1 words (the
+# seal's zero word) except with probability ~2**-32 per extra zero word; the encoder keeps z <= BODY_SLACK - 1
+# (``stripped_words``; a body that would drop more is not used), so an honest decode never reads more than
+# BODY_SLACK words past what is stored. A decoder that needs more is reading a damaged or forged body: it stops.
+# (v1 bodies written before this rule drop z >= 3 words with probability ~2**-64.)
+BODY_SLACK = 3
+
+
+def stripped_words(n_words: int, body: bytes) -> int:
+    """z: the all-zero words the body dropped from the encoder's n_words."""
+    return n_words - -(-len(body) // 4)
+
+
+def max_symbols(stored_words: int, max_prob: float) -> int:
+    """Most symbols a decoder can take from a body of ``stored_words`` words before reading more than BODY_SLACK
+    words past it, when no table gives one symbol more than ``max_prob`` (before quantization, < 1).
+
+    Each step sets range' = (range >> 24) * prob <= range * p, with p = prob / 2**24, and the coder keeps
+    2**32 <= range < 2**64 after every step (it renormalizes below 2**32 by 2**32). After N symbols and R
+    renormalizations 2**32 <= 2**64 * (p_1 ... p_N) * 2**(32 R), so N * b <= 32 (R + 1) with b = -log2 of the
+    largest p. Decoding stops when R > S + BODY_SLACK - min(2, S), so N <= 32 (S + BODY_SLACK + 1) / b.
+    Quantization adds at most 2 / 2**24 to a probability (cdf(i) = trunc(C_i * scale) + i, the truncations
+    moving each edge by < 1), and scale < 2**24 / C_n.
+    """
+    p = min(max_prob + 2.0 / _TOTAL, 1.0 - 1.0 / _TOTAL)  # every other symbol keeps >= 1 / 2**24
+    bits = -float(np.log2(p)) * (1 - 1e-9)  # rounded down: the bound stays an upper bound
+    return int(32 * (stored_words + BODY_SLACK + 1) / bits) + 1
+
+
 # -- decoder ------------------------------------------------------------------------------------------------
 # Decoder state: d[0] lower, d[1] range, d[2] point, d[3] index of the next word to read.
 

@@ -196,13 +196,18 @@ class IntModel:
         ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
         return [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))], ok
 
-    def decode(self, first: np.ndarray, bodies: list[np.ndarray], lengths: np.ndarray, piece_len: np.ndarray):
-        """Tokens of records decoded in lockstep -> (list of int64 token arrays, status per record)."""
+    def decode(self, first: np.ndarray, bodies: list[np.ndarray], lengths: np.ndarray, piece_len: np.ndarray,
+               max_tokens: np.ndarray | None = None):
+        """Tokens of records decoded in lockstep -> (list of int64 token arrays, status per record).
+
+        Record r gets room for min(lengths[r], max_tokens[r]) tokens (every token is >= 1 byte); a record that
+        needs more stops with PAST_LENGTH."""
         n = len(bodies)
         word_starts = np.concatenate([[0], np.cumsum([len(b) for b in bodies])]).astype(np.int64)
         words = np.concatenate(bodies).astype(np.uint32) if n else np.zeros(0, np.uint32)
         lengths = np.asarray(lengths, np.int64)
-        out_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        room = lengths if max_tokens is None else np.minimum(lengths, np.asarray(max_tokens, np.int64))
+        out_starts = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
         out = np.zeros(int(out_starts[-1]), np.int64)
         n_out = np.zeros(n, np.int64)
         status = np.zeros(n, np.int64)

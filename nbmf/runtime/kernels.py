@@ -32,7 +32,7 @@ from nbmf.runtime.lookup import LANES, lookup16, lookup16_bytes
 ATTN, CONV, RECURRENT = 0, 1, 2
 CHUNK = 64  # positions of one record per encode pass: the head's [64, vocab] int32 scratch stays in L2
 BLOCK = 64  # symbols per block of the decoder's two-level table search
-OK, BAD_QUANTILE, PAST_LENGTH = 0, 1, 2  # per-record decode status
+OK, BAD_QUANTILE, PAST_LENGTH, PAST_BODY = 0, 1, 2, 3  # per-record decode status
 
 
 # -- parameter groups: every array by name, so two arrays of one dtype cannot trade places -----------------
@@ -420,10 +420,12 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
 @njit(nogil=True, cache=True)
 def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out, out_starts, n_out, status):
     """Decode records in lockstep: record r starts from token first[r], reads words[word_starts[r]:word_starts[r+1]]
-    and stops when its tokens' pieces add up to lengths[r] bytes. Tokens -> out[out_starts[r]:], counts -> n_out.
+    and stops when its tokens' pieces add up to lengths[r] bytes. Tokens -> out[out_starts[r]:out_starts[r + 1]],
+    counts -> n_out.
 
-    status[r]: OK, BAD_QUANTILE (the body is no encoding under this model) or PAST_LENGTH (the tokens overrun the
-    length). A failed record stops; the others go on. Slot r of st is record r.
+    status[r]: OK, BAD_QUANTILE (the body is no encoding under this model), PAST_LENGTH (the tokens overrun the
+    length or the room in ``out``) or PAST_BODY (the decoder read more than coder.BODY_SLACK words past the body:
+    it is damaged or forged). A failed record stops; the others go on. Slot r of st is record r.
     """
     n = first.shape[0]
     hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
@@ -460,6 +462,14 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
                     continue
                 sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
                 coder.decoder_advance(ds[r], left, prob, words, word_starts[r + 1])
+                if np.int64(ds[r, 3]) - word_starts[r + 1] > coder.BODY_SLACK:
+                    status[r] = PAST_BODY
+                    remaining[r] = 0
+                    continue
+                if out_starts[r] + n_out[r] >= out_starts[r + 1]:  # no room left: more tokens than can be honest
+                    status[r] = PAST_LENGTH
+                    remaining[r] = 0
+                    continue
                 out[out_starts[r] + n_out[r]] = sym
                 n_out[r] += 1
                 tokens[r] = sym

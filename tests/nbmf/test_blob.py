@@ -108,6 +108,8 @@ def test_pack_rejects_caller_misuse():
 
 
 # -- damage -------------------------------------------------------------------------------------
+# A v1 blob's CRC covers its header and body, so unpack refuses any damage that keeps the v1 layout. A v2 blob's
+# covers its decoded content, so its damage is refused by decoding (tests/nbmf/test_registry.py, test_fuzz.py).
 SAMPLES = [
     _pack(0, Fidelity.LOSSLESS, Kind.TEXT, 40, zlib.compress(b"Remember: the user prefers metric units.", 9)),
     _pack(1, Fidelity.SEMANTIC, Kind.JSON, 925, bytes(range(37))),
@@ -116,14 +118,21 @@ SAMPLES = [
 ]
 
 
+def _still_v1(bad: bytes) -> bool:
+    return bool(bad) and bad[0] >> 6 == 1  # damage that left the v1 layout is a v2 or unknown blob
+
+
 @pytest.mark.parametrize("blob", SAMPLES, ids=lambda b: b[:4].hex())
 def test_every_bit_flip_raises(blob):
-    """A flip in the format bits is an unknown format (FormatError); every other flip is CorruptBlobError."""
+    """A flip of bit 6 gives format bits 00: FormatError; of bit 7, a v2 blob (refused by decoding, not here);
+    every other flip is CorruptBlobError."""
     for i in range(len(blob) * 8):
         bad = bytearray(blob)
         bad[i // 8] ^= 1 << (i % 8)
-        expected = FormatError if i in (6, 7) else CorruptBlobError
-        with pytest.raises(expected):
+        if i == 7:
+            assert peek_header(bytes(bad)).format_version == 2
+            continue
+        with pytest.raises(FormatError if i == 6 else CorruptBlobError):
             unpack(bytes(bad))
 
 
@@ -135,6 +144,8 @@ def test_every_byte_value_at_every_position_raises(blob):
                 continue
             bad = bytearray(blob)
             bad[i] = v
+            if not _still_v1(bad):
+                continue
             with pytest.raises(NBMFError):
                 unpack(bytes(bad))
 
@@ -153,7 +164,9 @@ def test_every_truncation_and_extension_raises(blob):
     ("", "empty"),
     ("c0", "format version 3"),
     ("00", "format version 0"),
-    ("80", "format version 2"),
+    ("80", "v2, ends inside the length"),
+    ("b0", "v2, kind bits 11"),
+    ("8f0600000000", "v2, escaped encoder id below 7"),
     ("58", "kind bits 11"),
     ("40", "ends inside the length"),
     ("4080", "ends inside the length varint"),
@@ -168,9 +181,9 @@ def test_malformed_headers_are_typed_errors(bad_hex, what):
     assert isinstance(e.value, (CorruptBlobError, FormatError)), what
 
 
-def test_unknown_format_version_names_it():
-    with pytest.raises(FormatError, match="format version 2"):
-        peek_header(bytes([0b10_0_00_000]) + b"\x01" + b"\x00" * 4)
+def test_unknown_format_says_what_it_reads():
+    with pytest.raises(FormatError, match="reads v1 and v2"):
+        peek_header(bytes([0b00_0_00_000]) + b"\x01" + b"\x00" * 4)
 
 
 def test_peek_header_reads_a_damaged_blob_that_unpack_refuses():
@@ -245,3 +258,92 @@ def test_envelope_with_out_of_range_fields_is_format_error(change):
     env = to_envelope(SAMPLES[1])
     with pytest.raises(FormatError):
         from_envelope({**env, **change})
+
+
+# -- format v2 --------------------------------------------------------------------------------------
+FP = bytes(range(32))
+
+
+def _pack2(encoder_id=0, fidelity=Fidelity.LOSSLESS, kind=Kind.TEXT, content=b"hello", body=b"body", fallback=False,
+           fingerprint=FP):
+    return blobfmt.pack_v2(encoder_id=encoder_id, fidelity=fidelity, kind=kind, content=content, body=body,
+                           fingerprint=fingerprint, fallback=fallback)
+
+
+@pytest.mark.parametrize("encoder_id, fidelity, kind, fallback, first", [
+    (0, Fidelity.LOSSLESS, Kind.TEXT, False, 0b1_0_00_0_000),
+    (0, Fidelity.SEMANTIC, Kind.TEXT, False, 0b1_1_00_0_000),
+    (1, Fidelity.LOSSLESS, Kind.JSON, False, 0b1_0_01_0_001),
+    (1, Fidelity.LOSSLESS, Kind.JSON, True, 0b1_0_01_1_001),
+    (6, Fidelity.SEMANTIC, Kind.BYTES, False, 0b1_1_10_0_110),
+    (7, Fidelity.LOSSLESS, Kind.BYTES, False, 0b1_0_10_0_111),
+])
+def test_v2_first_byte_bit_fields(encoder_id, fidelity, kind, fallback, first):
+    blob = _pack2(encoder_id, fidelity, kind, fallback=fallback)
+    assert blob[0] == first
+    h = peek_header(blob)
+    assert (h.format_version, h.encoder_id, h.fidelity, h.kind, h.fallback) == (2, encoder_id, fidelity, kind, fallback)
+
+
+@pytest.mark.parametrize("encoder_id, length, header_hex", [
+    (0, 0, "8000"), (1, 925, "919d07"), (0, 16384, "80808001"), (300, 1, "87ac0201"),
+])
+def test_v2_header_bytes_are_pinned(encoder_id, length, header_hex):
+    """The v2 bytes before the checksum, from docs/FORMAT.md; the checksum is CRC-32(fingerprint, header, content)."""
+    content = b"a" * length
+    blob = _pack2(encoder_id, Fidelity.LOSSLESS, Kind.JSON if encoder_id == 1 else Kind.TEXT, content, b"")
+    assert blob[:-4].hex() == header_hex
+    assert blob[-4:] == zlib.crc32(FP + bytes.fromhex(header_hex) + content).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("length, size", [(0, 6), (127, 6), (128, 7), (16383, 7), (16384, 8)])
+def test_v2_header_size_budget(length, size):
+    """<= 7 bytes for every record under 16 KiB written by encoder ids 0-6, as in v1."""
+    for encoder_id in range(7):
+        assert peek_header(_pack2(encoder_id, content=b"x" * length)).header_size == size
+
+
+def test_v2_checksum_binds_content_header_and_fingerprint():
+    blob = _pack2(content=b"hello")
+    h, body = unpack(blob)
+    assert body == b"body" and h.prefix == blob[:2]
+    blobfmt.check_content(h, b"hello", FP)
+    for content, fp in [(b"hellp", FP), (b"hell", FP), (b"hello", bytes(32)), (b"hello", FP[::-1])]:
+        with pytest.raises(CorruptBlobError, match="checksum"):
+            blobfmt.check_content(h, content, fp)
+    with pytest.raises(ValueError):
+        blobfmt.content_checksum(b"", b"", b"short")
+
+
+def test_v1_headers_need_no_content_check():
+    h = peek_header(_pack())
+    blobfmt.check_content(h, b"anything", b"")  # v1: its CRC was checked by unpack
+
+
+def test_format_of():
+    assert blobfmt.format_of(_pack()) == 1 and blobfmt.format_of(_pack2()) == 2
+    assert blobfmt.format_of(b'{"meta": {}}') == "legacy" and blobfmt.FORMAT_WRITTEN == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(encoder_ids, fidelities, kinds, st.binary(max_size=40), st.binary(max_size=40), st.booleans())
+def test_v2_envelope_round_trips(encoder_id, fidelity, kind, content, body, fallback):
+    blob = _pack2(encoder_id, fidelity, kind, content, body, fallback)
+    env = json.loads(json.dumps(to_envelope(blob)))
+    assert env["format"] == 2 and env["fallback"] is fallback
+    assert from_envelope(env) == blob
+
+
+@pytest.mark.parametrize("change", [{"fallback": "yes"}, {"crc32": "0x123456"}, {"crc32": " 1234567"},
+                                    {"format": True}, {"format": 3}])
+def test_v2_malformed_envelope_is_format_error(change):
+    env = {**to_envelope(_pack2()), **change}
+    with pytest.raises(FormatError):
+        from_envelope(env)
+
+
+def test_v2_envelope_without_fallback_is_format_error():
+    env = to_envelope(_pack2())
+    del env["fallback"]
+    with pytest.raises(FormatError, match="fallback"):
+        from_envelope(env)

@@ -1,8 +1,10 @@
-"""Golden blobs pin the v1 layout and the legacy format: what was written once must read the same forever.
+"""Golden blobs pin the layouts and the legacy format: what was written once must read the same forever.
 
-tests/golden/stub/*.nbmf were written by the stub; tests/golden/legacy/*.json were built exactly as the old
-stub service built its blobs. Each directory's index.json holds every blob's input and expected payload.
-Regenerate only on purpose (a format change is a new format version, not a regeneration):
+tests/golden/v2/stub/*.nbmf were written by the stub in format v2 (what encode writes today: pinned byte for
+byte); tests/golden/stub/*.nbmf by the stub in format v1 (read forever; re-encoding gives the same body in v2);
+tests/golden/legacy/*.json were built exactly as the old stub service built its blobs. Each directory's
+index.json holds every blob's input and expected payload. Regenerate only on purpose (a format change is a new
+format version, not a regeneration; the v1 set is never regenerated):
 
     NBMF_REGENERATE=1 python -m pytest tests/nbmf/test_golden.py
 """
@@ -16,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from nbmf.blob import to_envelope
+from nbmf.blob import to_envelope, unpack
 from nbmf.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
-STUB_DIR = ROOT / "tests" / "golden" / "stub"
+STUB_DIR = ROOT / "tests" / "golden" / "v2" / "stub"
+V1_STUB_DIR = ROOT / "tests" / "golden" / "stub"
 LEGACY_DIR = ROOT / "tests" / "golden" / "legacy"
 FORMAT_MD = ROOT / "docs" / "FORMAT.md"
 REGENERATE = os.environ.get("NBMF_REGENERATE") == "1"
@@ -132,6 +135,18 @@ def test_stub_golden_blob(reg, stub_index, name):
     assert res.payload == from_json(entry["expected"])  # old blobs read the same
     assert reg.inspect(blob).to_dict() == entry["header"]  # and their headers say the same
     assert reg.encode(payload, fidelity=fidelity) == blob  # and the writer still writes these exact bytes
+
+
+@pytest.mark.parametrize("name", list(STUB_CASES))
+def test_v1_stub_golden_blob_reads_forever(reg, name):
+    entry = next(e for e in read_index(V1_STUB_DIR) if e["file"] == f"{name}.nbmf")
+    blob = (V1_STUB_DIR / entry["file"]).read_bytes()
+    payload, fidelity = STUB_CASES[name]
+    assert reg.decode(blob) == from_json(entry["expected"]) and reg.inspect(blob).to_dict() == entry["header"]
+    old, new = unpack(blob), unpack(reg.encode(payload, fidelity=fidelity))
+    assert new[1] == old[1]  # v2 keeps the body: only the header's layout and checksum changed
+    same = ("encoder_id", "fidelity", "kind", "original_length", "header_size")
+    assert [getattr(new[0], f) for f in same] == [getattr(old[0], f) for f in same]
 
 
 @pytest.mark.parametrize("name", list(LEGACY_CASES))

@@ -1,8 +1,10 @@
 """The released default model (models/, CURRENT): exact round trips on val records and pinned golden blobs.
 
-Golden blobs under tests/golden/released/ were written by the released model; every later version of the
-code must decode them to the same payloads (and, with the same model, write the same bytes). Regenerate
-only on purpose: NBMF_REGENERATE=1 pytest tests/nbmf/test_release.py
+Golden blobs under tests/golden/v2/released/ were written by the released model in format v2; every later
+version of the code must decode them to the same payloads (and, with the same model, write the same bytes).
+tests/golden/released/ holds the same model's format-v1 blobs: they read forever, and re-encoding their
+payloads gives the same bodies. Regenerate only on purpose (never the v1 set):
+NBMF_REGENERATE=1 pytest tests/nbmf/test_release.py
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import pytest
 
 import nbmf
 from helpers.artifacts import sample_records
+from nbmf.blob import unpack
 from nbmf.registry import Registry, default_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "golden" / "released"
+GOLDEN = ROOT / "tests" / "golden" / "v2" / "released"
+V1_GOLDEN = ROOT / "tests" / "golden" / "released"
 SAMPLE_VAL = ROOT / "data" / "sample" / "val.jsonl"
 CORPUS_VAL = ROOT.parent / "shared" / "corpus" / "val.jsonl"
 
@@ -79,6 +83,20 @@ def test_golden_blobs_decode_to_their_payloads(registry):
         # the same model writes the same bytes: the integer runtime is deterministic
         assert registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"]) == blob, e["file"]
     assert registry.current in versions  # the golden set exercises the neural codec, not only the stub
+
+
+def test_v1_golden_blobs_read_forever_and_keep_their_bodies(registry):
+    entries = json.loads((V1_GOLDEN / "index.json").read_text())
+    assert len(entries) >= 15
+    neural = 0
+    for e in entries:
+        blob = (V1_GOLDEN / e["file"]).read_bytes()
+        assert nbmf.inspect(blob).format_version == 1
+        assert registry.decode(blob) == _decode_case(e["expected"]), e["file"]
+        new = registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"])
+        assert unpack(new)[1] == unpack(blob)[1], e["file"]  # identical coded body, byte for byte
+        neural += nbmf.inspect(blob).version != "stub"
+    assert neural >= 10
 
 
 def _val_payloads(path: Path, limit: int | None):
