@@ -28,7 +28,7 @@ def encode(payload, fidelity="lossless", version=None, kind=None) -> bytes:
 
 
 def decode(blob, max_output_size: int = 64 << 20):
-    """Payload of a v1 blob or a legacy stub blob (dict, or its JSON text/bytes)."""
+    """Payload of a blob (format v2 or v1) or a legacy stub blob (dict, or its JSON text/bytes)."""
     return default_registry().decode(blob, max_output_size=max_output_size)
 
 

@@ -214,7 +214,7 @@ def peek_header(blob: bytes) -> Header:
     if not blob:
         raise CorruptBlobError("blob is empty")
     if is_legacy(blob):
-        raise FormatError("this is a legacy stub blob (JSON), not a v1 blob: decode it through nbmf.decode")
+        raise FormatError("this is a legacy stub blob (JSON), not a binary blob: decode it through nbmf.decode")
     first = blob[0]
     if first & 0x80:
         fmt, fidelity, kind, fallback, low = FORMAT_V2, (first >> 6) & 1, (first >> 4) & 3, bool(first & 8), first & 7

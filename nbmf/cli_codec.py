@@ -33,10 +33,10 @@ def _write(data: bytes, path: str | None) -> None:
 
 
 def _blob_of(data: bytes):
-    """A binary v1 blob, or the bytes of a JSON envelope / legacy blob (JSON text, maybe space-padded).
+    """A binary blob, or the bytes of a JSON envelope / legacy blob (JSON text, maybe space-padded).
 
-    No v1 blob starts with ASCII whitespace or '{' (their format bits are not 01 or their kind bits
-    are the invalid 11), so a leading '{' after whitespace always means JSON.
+    No blob starts with ASCII whitespace or '{': a v2 descriptor byte is >= 0x80, and a v1 one there would have
+    format bits other than 01 or the invalid kind bits 11, so a leading '{' after whitespace always means JSON.
     """
     text = data.lstrip(b" \t\r\n")
     if not is_legacy(text):
@@ -167,7 +167,7 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "decode", help="decode a blob (binary, JSON envelope, or legacy JSON)", formatter_class=fmt,
-        description="Decode a v1 blob, its JSON envelope, or a legacy stub blob, and write the payload:\n"
+        description="Decode a blob (format v2 or v1), its JSON envelope, or a legacy stub blob, and write the payload:\n"
                     "text as UTF-8, JSON as JSON text, bytes as they are. A damaged blob is an error\n"
                     "(exit 1), never wrong output.",
         epilog="examples:\n  nbmf decode note.nbmf > note.txt\n  nbmf encode note.txt | nbmf decode\n"
@@ -180,8 +180,9 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "inspect", help="show a blob's header (checksum verified)", formatter_class=fmt,
-        description="Print the header of a v1 blob (format, encoder, fidelity, kind, length, header size,\n"
-                    "CRC-32) or a legacy blob's meta, as text or --json. A blob that fails its checksum\n"
+        description="Print the header of a blob (format, encoder, fidelity, kind, length, header size,\n"
+                    "checksum) or a legacy blob's meta, as text or --json. A v2 blob is decoded to check its\n"
+                    "content checksum (shown as unchecked without its model). A blob that fails its checksum\n"
                     "shows its header with checksum FAILED and exits 1.",
         epilog="example:\n  nbmf encode note.txt | nbmf inspect --json")
     p.add_argument("input", nargs="?", help="blob file (default: stdin; '-' too)")
