@@ -194,3 +194,17 @@ def test_a_store_failure_stops_migrate(store, monkeypatch, capsys):
     assert "OperationalError: database is locked" in capsys.readouterr().err
     assert main(["migrate", str(store.parent / "missing.sqlite"), "--no-progress"]) == 2
     assert not (store.parent / "missing.sqlite").exists()
+
+
+def test_collect_skips_file_lines_python_will_not_build(tmp_path):
+    good = [json.dumps({"id": str(i), "data": f"note {i}"}).encode() for i in range(3)]
+    lines = [good[0], b'{"id": "deep", "data": ' + DEEP + b"}", good[1], b'{"id": "int", "data": ' + HUGE_INT + b"}",
+             good[2]]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "b.json").write_bytes(b"[" + good[0] + b", " + b'{"data": ' + HUGE_INT + b"}]")
+    mf = collect(CollectConfig(sources=(str(tmp_path / "a.jsonl"), str(tmp_path / "b.json")), out=tmp_path / "ds",
+                               progress=False))
+    assert mf["records"] == 3 and mf["skipped"] == {"duplicate": 1}  # b.json's first element is a.jsonl's first
+    reasons = {b["origin"]: b["reason"] for b in mf["bad_lines"]["examples"]}
+    assert set(reasons) == {f"{tmp_path / 'a.jsonl'}:2", f"{tmp_path / 'a.jsonl'}:4", f"{tmp_path / 'b.json'}:1"}
+    assert all("unreadable JSON" in r for r in reasons.values())
