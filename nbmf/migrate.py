@@ -6,17 +6,28 @@ compare-and-swap per record (only if the row still holds the old blob: concurren
 it at any moment (kill -9) leaves every row either old or verified-new; rerunning skips rows already at
 the target version and finishes the rest. Legacy semantic previews that were cut at 2048 characters
 are never re-encoded as if they were whole.
+
+A row is already at the target when its encoder version is the target and its blob is in the format new
+blobs are written in (nbmf.blob.FORMAT_WRITTEN); legacy rows never are. A bad row is that row's problem,
+never the run's: a blob column that is not bytes, or any exception while decoding, re-encoding or
+verifying that one row's payload (the NBMFError family, and whatever the parsing under it raises, e.g.
+RecursionError for deep JSON) is reported on stderr ("nbmf migrate: ID: ErrorClass: message"), counted
+(bad_rows; by step: blob_not_bytes, undecodable, encode_failed), and the row is left as it is; the exit
+status is then 1. A failure of the store itself (locked, disk full, not SQLite) stops the run with exit
+status 2; every row is still old or verified-new, so a rerun goes on from there.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbmf import blob as blobfmt
 from nbmf.errors import NBMFError
 from nbmf.extras import require
 
@@ -28,12 +39,47 @@ class MigrateConfig:
     model_dir: Path | None = None  # model registry; None: $NBMF_MODEL_DIR or the repository's models/
     batch_size: int = 64  # records per encode batch (one model call for the whole batch)
     dry_run: bool = False  # encode and verify, write nothing, report the projected savings
-    limit: int | None = None  # stop after examining this many rows not yet at the target
+    limit: int | None = None  # stop after examining this many rows not yet at the target (bad rows count)
     progress: bool = True
 
 
 def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
+
+
+def at_target(row, target: str) -> bool:
+    """Whether a row needs no work: written by ``target`` in the format new blobs are written in."""
+    if row.encoder_version != target or not isinstance(row.blob, bytes):
+        return False
+    try:
+        # read at call time: FORMAT_WRITTEN moves when a new format lands (and tests patch it)
+        return blobfmt.format_of(row.blob) == blobfmt.FORMAT_WRITTEN  # "legacy" never equals a format number
+    except NBMFError:
+        return False  # a header that cannot be read: the decode step reports the row
+
+
+def _reencode(reg, part, fidelity: str, target: str, bad) -> list:
+    """(row, new blob, verified) for each (row, old result) of ``part`` that encodes and decodes back; verified:
+    the new blob decodes to the old payload, type and value, and kind. One batch call first (one model call);
+    if it raises, one row at a time, so a payload the codec refuses costs only its own row, reported through
+    ``bad(row, step, error)``."""
+    def once(items):
+        new = reg.encode_many([res.payload for _, res in items], fidelity=fidelity, version=target,
+                              kinds=[res.kind for _, res in items])
+        return [(row, b, _same(check.payload, res.payload) and check.kind == res.kind)
+                for (row, res), b, check in zip(items, new, reg.decode_many(new))]
+
+    try:
+        return once(part)
+    except Exception:  # which row failed is found below
+        pass
+    out = []
+    for item in part:
+        try:
+            out += once([item])
+        except Exception as e:  # this row's payload alone (the store is not touched here)
+            bad(item[0], "encode_failed", e)
+    return out
 
 
 def migrate(cfg: MigrateConfig, registry=None) -> dict:
@@ -45,20 +91,30 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
     reg = registry or Registry(cfg.model_dir or default_model_dir())
     target = cfg.version or reg.current
     reg.codec(target)  # fail now, not mid-store, if the target cannot load
+    if not Path(cfg.store).is_file():  # opening a missing path would create an empty store and "migrate" it
+        raise FileNotFoundError(f"L2 store {cfg.store} does not exist")
     store = SQLiteL2Store(cfg.store)
     stats: Counter = Counter()
     pause = float(os.environ.get("NBMF_MIGRATE_PAUSE_S", "0"))  # test hook: widen the window a kill lands in
     bar = tqdm(total=store.count(), desc=f"migrate -> {target}", unit="rec", file=sys.stderr, disable=not cfg.progress)
     t0 = time.time()
 
+    def bad(row, step: str, e: BaseException) -> None:
+        stats["bad_rows"] += 1
+        stats[step] += 1
+        print(f"nbmf migrate: {row.id}: {type(e).__name__}: {e}", file=sys.stderr)
+
     def flush(rows):
         decoded = []
         for row in rows:
+            if not isinstance(row.blob, bytes):
+                bad(row, "blob_not_bytes", TypeError(f"the blob column holds {type(row.blob).__name__}, not bytes "
+                                                     "(a row another tool wrote); rewrite or delete the row"))
+                continue
             try:
                 res = reg.decode_result(row.blob)
-            except NBMFError as e:
-                stats["undecodable"] += 1
-                print(f"nbmf migrate: {row.id}: {type(e).__name__}: {e}", file=sys.stderr)
+            except Exception as e:  # one row's failure, whatever its type: the store is not touched here
+                bad(row, "undecodable", e)
                 continue
             if res.truncated:
                 stats["skipped_truncated_preview"] += 1
@@ -68,11 +124,8 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
             part = [(row, res) for row, res in decoded if res.fidelity.label == fidelity]
             if not part:
                 continue
-            new_blobs = reg.encode_many([res.payload for _, res in part], fidelity=fidelity, version=target,
-                                        kinds=[res.kind for _, res in part])
-            checks = reg.decode_many(new_blobs)
-            for (row, res), new, check in zip(part, new_blobs, checks):
-                if not _same(check.payload, res.payload) or check.kind != res.kind:
+            for row, new, verified in _reencode(reg, part, fidelity, target, bad):
+                if not verified:
                     stats["verify_failed"] += 1  # the old blob stays
                     continue
                 if new == row.blob:  # a record the target version cannot shrink is already what it would write
@@ -96,7 +149,7 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
     batch, examined = [], 0
     try:
         for row in store.iter(batch_size=max(cfg.batch_size, 256)):
-            if row.encoder_version == target:
+            if at_target(row, target):
                 stats["already_at_target"] += 1
                 bar.update(1)
                 continue
@@ -122,12 +175,22 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
 def run(args) -> int:
     import json
 
-    summary = migrate(MigrateConfig(store=Path(args.store), version=args.version,
-                                    model_dir=Path(args.model_dir) if args.model_dir else None,
-                                    batch_size=args.batch_size, dry_run=args.dry_run, limit=args.limit,
-                                    progress=not args.no_progress))
+    try:
+        summary = migrate(MigrateConfig(store=Path(args.store), version=args.version,
+                                        model_dir=Path(args.model_dir) if args.model_dir else None,
+                                        batch_size=args.batch_size, dry_run=args.dry_run, limit=args.limit,
+                                        progress=not args.no_progress))
+    except FileNotFoundError as e:
+        print(f"nbmf migrate: error: {e}", file=sys.stderr)
+        return 2
+    except (sqlite3.Error, OSError) as e:  # the store (or its disk), not a row: nothing sensible to go on with
+        print(f"nbmf migrate: error: {args.store}: {type(e).__name__}: {e}; every row is still old or "
+              "verified-new: fix the store (or wait for its lock) and run again to finish", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
-    return 0 if not summary.get("undecodable") else 1
+    if summary.get("bad_rows"):
+        print(f"nbmf migrate: {summary['bad_rows']} bad rows left as they were (listed above)", file=sys.stderr)
+    return 1 if summary.get("bad_rows") else 0
 
 
 def register(sub) -> None:

@@ -14,6 +14,17 @@ sources:
   DIR               every .jsonl/.json/.txt/.md below it, recursively
   l2:///PATH.sqlite an SQLite L2 store (same as --l2 PATH); blobs decode through the registry
 
+L2 rows: lossless blobs give their exact raw bytes; semantic ones their canonical form (nbmf.payload.canonical:
+a JSON value as compact sorted JSON, kind json), flagged fidelity=semantic; a whole legacy preview likewise
+(as JSON when its meta.type names a JSON value). Legacy previews cut at 2048 characters are skipped and counted
+(manifest skipped.truncated_preview).
+
+bad input never stops a run: a line or L2 row that cannot be read (invalid JSON or UTF-8, JSON too deep or
+with a number too long for Python, a blob that is damaged, of an unknown version or not bytes at all) is
+counted and listed with its error ("l2:ID: ErrorClass: message") in the manifest's bad_lines; the first 20
+are printed on stderr. A source that cannot be read at all (missing, not SQLite, locked) stops the run:
+exit status 2, no manifest.
+
 example:
   nbmf collect ../shared/corpus/train.jsonl --l2 store.sqlite -o data/collected
 """

@@ -4,6 +4,11 @@ Layout:  OUT/manifest.json   OUT/{train,val,test}/part-00000.parquet ...
 The manifest is written last (atomically): a directory without one is an unfinished run.
 Memory stays bounded: records stream from the sources into per-split row buffers that are
 flushed every `shard_rows` rows; dedup keeps only the 32-byte sha256 of each kept record.
+
+A bad record never stops a run: a line or L2 row that cannot be read or decoded is counted and listed
+(with its error) under the manifest's `bad_lines`, and the run goes on; a legacy semantic preview cut at
+2048 characters is skipped and counted (`skipped.truncated_preview`). A source that cannot be read at all
+(a missing file, an L2 store that is locked or not SQLite) stops the run with an error and no manifest.
 """
 
 from __future__ import annotations
@@ -139,17 +144,16 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
     writer = _ShardWriter(cfg.out, cfg.shard_rows, cfg.shard_bytes)
     seen: set[bytes] = set()
     counts, nbytes, by_fidelity = _nested(), _nested(), _nested()
-    skipped = Counter()  # duplicate / filtered_type / filtered_domain
+    skipped = Counter()  # duplicate / filtered_type / filtered_domain / truncated_preview
     bad_examples: list[dict] = []
     bad_total = 0
     source_stats = []
     written = 0
-    truncated = 0
     group_fallbacks = 0
 
     tqdm = require("tqdm").tqdm
     for src in sources:
-        stats = {"source": src.spec, "records": 0, "bad": 0, "duplicates": 0, "filtered": 0}
+        stats = {"source": src.spec, "records": 0, "bad": 0, "duplicates": 0, "filtered": 0, "truncated_previews": 0}
         source_stats.append(stats)
         if cfg.limit is not None and written >= cfg.limit:
             break
@@ -164,6 +168,10 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
                         stats["bad"] += 1
                         if len(bad_examples) < cfg.max_bad_examples:
                             bad_examples.append({"origin": item.origin, "reason": item.reason})
+                        continue
+                    if item.truncated:  # a cut preview is neither the record nor its semantic form
+                        skipped["truncated_preview"] += 1
+                        stats["truncated_previews"] += 1
                         continue
                     if cfg.types and item.type not in cfg.types:
                         skipped["filtered_type"] += 1
@@ -186,13 +194,13 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
                     counts[split][item.type] += 1
                     nbytes[split][item.type] += len(item.raw)
                     by_fidelity[split][item.fidelity.label] += 1
-                    truncated += item.truncated
                     stats["records"] += 1
                     written += 1
                     if cfg.limit is not None and written >= cfg.limit:
                         break
-        except sqlite3.DatabaseError as e:
-            raise ValueError(f"source {src.spec} is not a readable L2 store: {e}") from e
+        except sqlite3.DatabaseError as e:  # the store itself, not one row: nothing sensible to go on with
+            raise ValueError(f"source {src.spec}: reading the L2 store failed ({type(e).__name__}: {e}); "
+                             "no manifest was written: fix or unlock the store and run again") from e
     writer.close()
 
     content = hashlib.sha256(b"".join(sorted(seen))).hexdigest()
@@ -205,7 +213,6 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
         "counts": {s: dict(counts[s]) for s in SPLITS},
         "bytes": {s: dict(nbytes[s]) for s in SPLITS},
         "fidelity": {s: dict(by_fidelity[s]) for s in SPLITS},
-        "semantic_truncated": truncated,
         "group_key_fallbacks": group_fallbacks,
         "skipped": dict(skipped),
         "sources": source_stats,

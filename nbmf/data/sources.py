@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbmf.blob import Fidelity, Kind
-from nbmf.payload import to_raw
+from nbmf.payload import canonical, to_raw
 from nbmf.record import TYPES, Record, from_corpus, infer_type
 
 FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".md")
@@ -51,8 +51,10 @@ def record_from_json(obj, origin: str, default_source: str, opts: SourceOptions)
     group = _dotted(obj, opts.group_key) if opts.group_key != "id" and isinstance(obj, dict) else None
     try:
         rec = from_corpus(obj, origin=origin, source=default_source, group=group)
-    except ValueError as e:
+    except ValueError as e:  # not a corpus record, or a payload nbmf.payload refuses (PayloadError)
         return BadLine(origin, str(e))
+    except Exception as e:  # anything else forming this one record (e.g. RecursionError) is still its own failure
+        return BadLine(origin, f"{type(e).__name__}: {e}")
     if rec.type not in TYPES:
         return BadLine(origin, f"unknown record type {rec.type!r}; expected one of {', '.join(TYPES)}")
     return rec
@@ -74,6 +76,9 @@ def iter_jsonl(path: Path, opts: SourceOptions, progress: Progress) -> Iterator[
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
                 yield BadLine(origin, f"invalid JSON: {e.msg} at column {e.colno}")
+                continue
+            except (ValueError, RecursionError) as e:  # valid JSON Python will not build: too deep, too long a number
+                yield BadLine(origin, f"unreadable JSON: {type(e).__name__}: {e}")
                 continue
             yield record_from_json(obj, origin, path.stem, opts)
 
@@ -133,6 +138,10 @@ def iter_json_array(path: Path, opts: SourceOptions, progress: Progress,
                             yield BadLine(here(), f"invalid JSON in array element {index}: {e.msg}; "
                                                   "rest of file skipped")
                             return
+                    except (ValueError, RecursionError) as e:  # too deep / too long a number: more input won't help
+                        yield BadLine(here(), f"unreadable JSON in array element {index}: {type(e).__name__}: {e}; "
+                                              "rest of file skipped")
+                        return
                     fill()
                 origin = here()
                 pos = end
@@ -224,35 +233,61 @@ def iter_text(path: Path, rel: str, source: str, opts: SourceOptions,
 
 
 def iter_l2(path: str, progress: Progress, registry=None) -> Iterator[Record | BadLine]:
-    """Decode every blob of an SQLite L2 store through the codec registry (legacy included)."""
+    """Decode every blob of an SQLite L2 store through the codec registry (legacy included).
+
+    A row's own failure is that row's BadLine ("ErrorClass: message"), never the end of the scan: a blob
+    column that is not bytes, or any exception while decoding the blob or forming its record (the typed
+    NBMFError family, and whatever the JSON and number parsing under it raise, e.g. RecursionError for
+    deep nesting or ValueError for a 5,000-digit integer). The try holds only work on that row's bytes;
+    an error of the store itself (locked, unreadable) is raised by ``store.iter`` outside it and ends
+    the run. A legacy preview cut at 2048 characters comes out as a Record with ``truncated`` set, for
+    the caller to skip and count.
+    """
     from nbmf.data.store import SQLiteL2Store
-    from nbmf.errors import NBMFError
-    from nbmf.payload import canonical
     from nbmf.registry import Registry
 
     reg = registry or Registry.default()
+    source = f"l2:{Path(path).name}"
     with SQLiteL2Store(path, read_only=True) as store:
         for row in store.iter():
             progress(1)
             origin = f"l2:{row.id}"
-            try:
-                res = reg.decode_result(row.blob)
-            except NBMFError as e:
-                yield BadLine(origin, f"{type(e).__name__}: {e}")
+            if not isinstance(row.blob, bytes):
+                yield BadLine(origin, f"TypeError: the blob column holds {type(row.blob).__name__}, not bytes "
+                                      "(a row another tool wrote); rewrite or delete the row")
                 continue
-            semantic = res.fidelity == Fidelity.SEMANTIC
-            if semantic and isinstance(res.payload, str):
-                # Semantic text (or a legacy preview, possibly of JSON, possibly truncated) is kept
-                # exactly as decoded: re-canonicalizing could alter a truncated preview.
-                raw, kind = res.payload.encode("utf-8", "surrogatepass"), Kind.TEXT
-            elif semantic:
-                raw, kind = canonical(res.payload, res.kind), res.kind
-            else:
-                raw, kind = to_raw(res.payload, res.kind)
-            rtype = row.record_class if row.record_class in TYPES else infer_type(res.payload)
-            yield Record(id=row.id, group=row.id, type=rtype, domain=row.domain or "general",
-                         source=f"l2:{Path(path).name}", kind=kind, fidelity=res.fidelity, raw=raw,
-                         origin=origin, truncated=bool(getattr(res, "truncated", False)))
+            try:
+                item = l2_record(row, reg.decode_result(row.blob), source)
+            except Exception as e:  # one row's failure, whatever its type (see the docstring)
+                item = BadLine(origin, f"{type(e).__name__}: {e}")
+            yield item
+
+
+def l2_record(row, res, source: str) -> Record:
+    """The Record of an L2 row and its ``DecodeResult``; raw bytes through ``nbmf.payload``.
+
+    Lossless: ``to_raw`` of the payload. Semantic: ``canonical`` of those raw bytes, the one semantic form,
+    so a semantic JSON value is its compact sorted JSON text with kind json. A legacy semantic preview is
+    a str even for JSON; a whole one is canonicalized as JSON when its blob's ``meta.type`` names a JSON
+    value, as text otherwise. A cut preview is returned as decoded, flagged ``truncated``.
+    """
+    kind = res.kind
+    raw = to_raw(res.payload, kind)[0]
+    if res.fidelity == Fidelity.SEMANTIC and not res.truncated:
+        if res.legacy and _legacy_json(row.blob):
+            kind = Kind.JSON  # the preview is the JSON text itself: parse it, do not quote it
+        raw = canonical(raw, kind)
+    rtype = row.record_class if row.record_class in TYPES else infer_type(res.payload)
+    return Record(id=row.id, group=row.id, type=rtype, domain=row.domain or "general", source=source,
+                  kind=kind, fidelity=res.fidelity, raw=raw, origin=f"l2:{row.id}", truncated=res.truncated)
+
+
+def _legacy_json(blob: bytes) -> bool:
+    """Whether a legacy blob holds a JSON value rather than a text: its ``meta.type`` names the payload's type,
+    spelled "str" / "dict" (Python type names) or "text" / "json" by the old stub's versions."""
+    from nbmf.codecs import legacy
+
+    return legacy.parse(blob)["meta"].get("type") not in (None, "str", "text")
 
 
 @dataclass(frozen=True)

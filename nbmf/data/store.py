@@ -3,6 +3,9 @@
 `L2Store` is the interface the collector, the service and migration code against;
 `SQLiteL2Store` is the embedded implementation (WAL mode, so readers such as `nbmf collect`
 run while the service writes). Legacy blobs are stored as the UTF-8 bytes of their JSON text.
+Rows are returned as stored: SQLite lets any value into the blob column of a table another tool
+wrote (its BLOB affinity converts nothing), so `L2Row.blob` of such a row may be a str, a number or
+None, and readers report it as a bad row instead of trusting it.
 
 >>> store = SQLiteL2Store(":memory:")
 >>> store.put("r1", b'{"meta": {}}', domain="general", record_class="document", encoder_version="legacy")
@@ -31,7 +34,7 @@ class L2Row:
     id: str
     domain: str
     record_class: str
-    blob: bytes
+    blob: bytes  # as stored: not bytes only in a row another tool wrote (readers must check)
     encoder_version: str
     created_at: str  # ISO-8601 UTC
     updated_at: str
@@ -127,7 +130,7 @@ class SQLiteL2Store(L2Store):
     def get(self, id):
         with self._lock:
             row = self._conn.execute(f"SELECT {_COLS} FROM records WHERE id = ?", (id,)).fetchone()
-        return None if row is None else L2Row(*row[:3], bytes(row[3]), *row[4:])
+        return None if row is None else L2Row(*row)
 
     def iter(self, *, batch_size=1000, after=None):
         # Keyset pagination: each batch is its own short read, so writers are never blocked
@@ -145,7 +148,9 @@ class SQLiteL2Store(L2Store):
             if not rows:
                 return
             for row in rows:
-                yield L2Row(*row[:3], bytes(row[3]), *row[4:])
+                # sqlite3 returns a BLOB as bytes; anything else passes through for the caller to report
+                # (bytes(5) would make five zero bytes, bytes(None) would end the scan)
+                yield L2Row(*row)
             last = rows[-1][0]
 
     def count(self):

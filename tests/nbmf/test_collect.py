@@ -63,8 +63,8 @@ def run(tmp_path, srcs, name="ds", **kw):
 
 def test_collect_files_and_l2(tmp_path, sources):
     mf = run(tmp_path, [sources["dir"], f"l2://{sources['l2']}"], chunk_bytes=100)
-    assert mf["records"] == 20 + 5 + 2 + 1 + 4  # jsonl + json + md chunks + txt chunk + l2 (minus dup, corrupt)
-    assert mf["skipped"] == {"duplicate": 2}
+    assert mf["records"] == 20 + 5 + 2 + 1 + 3  # jsonl + json + md chunks + txt chunk + l2 (minus dup, corrupt, cut)
+    assert mf["skipped"] == {"duplicate": 2, "truncated_preview": 1}
     reasons = {b["origin"]: b["reason"] for b in mf["bad_lines"]["examples"]}
     a = sources["dir"] / "a.jsonl"
     assert "invalid JSON" in reasons[f"{a}:6"]
@@ -87,15 +87,14 @@ def test_collect_files_and_l2(tmp_path, sources):
     assert all(hashlib.sha256(r["raw"]).hexdigest() == r["sha256"] and r["n_bytes"] == len(r["raw"]) for r in rows)
     # L2: lossless blobs decode exactly; semantic ones are flagged and hold the canonical form
     l2 = {r["id"]: r for r in rows if r["origin"].startswith("l2:")}
-    assert set(l2) == {"stub-lossless", "stub-semantic", "legacy-lossless", "legacy-semantic"}
+    assert set(l2) == {"stub-lossless", "stub-semantic", "legacy-lossless"}  # the cut preview is skipped
     assert l2["stub-lossless"]["raw"] == raw_of(sources["payloads"][0])
     assert l2["legacy-lossless"]["raw"] == raw_of(sources["payloads"][2])
     assert l2["stub-lossless"]["fidelity"] == l2["legacy-lossless"]["fidelity"] == "lossless"
-    assert l2["stub-semantic"]["fidelity"] == l2["legacy-semantic"]["fidelity"] == "semantic"
+    assert l2["stub-semantic"]["fidelity"] == "semantic"
     payload = sources["payloads"][1]
-    assert l2["stub-semantic"]["raw"] == canonical(payload, to_raw(payload)[1])
-    assert l2["legacy-semantic"]["raw"].decode() == " ".join(sources["long_text"].split())[:2048]
-    assert mf["semantic_truncated"] == 1
+    assert l2["stub-semantic"]["raw"] == canonical(*to_raw(payload))
+    assert [s["truncated_previews"] for s in mf["sources"]] == [0, 1]
     # text chunks: the .md file is one document (one group), split at paragraph boundaries
     md = [r for r in rows if r["id"].startswith("nested/notes.md#")]
     assert {r["group"] for r in md} == {"nested/notes.md"} and len({r["id"] for r in md}) == len(md) == 2
@@ -106,9 +105,9 @@ def test_semantic_rows_are_out_of_training_by_default(tmp_path, sources):
     run(tmp_path, [f"l2://{sources['l2']}"], name="plain")
     assert {r["fidelity"] for r in read_records(tmp_path / "plain")} == {"lossless"}
     assert len(list(read_records(tmp_path / "plain"))) == 3
-    assert len(list(read_records(tmp_path / "plain", include_semantic=True))) == 5
+    assert len(list(read_records(tmp_path / "plain", include_semantic=True))) == 4
     run(tmp_path, [f"l2://{sources['l2']}"], name="incl", include_semantic=True)
-    assert len(list(read_records(tmp_path / "incl"))) == 5
+    assert len(list(read_records(tmp_path / "incl"))) == 4
 
 
 def test_splits_are_stable_and_group_disjoint(tmp_path):
@@ -201,7 +200,7 @@ def test_cli_collect(tmp_path, sources, capsys):
     rc = main(["collect", str(sources["dir"] / "a.jsonl"), "--l2", str(sources["l2"]), "-o", str(tmp_path / "c"),
                "--fractions", "0.8,0.1,0.1", "--no-progress"])
     out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and out["records"] == 20 + 4 and out["bad_lines"] == 4
+    assert rc == 0 and out["records"] == 20 + 3 and out["bad_lines"] == 4
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["options"]["fractions"] == [0.8, 0.1, 0.1]
     for shard in manifest["shards"]:

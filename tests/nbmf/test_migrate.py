@@ -119,3 +119,28 @@ def test_kill_minus_9_at_any_moment_loses_nothing(tmp_path, model_dir):
     assert versions.get("v1", 0) + versions.get("stub", 0) + versions.get("legacy", 0) == len(expected)
     # left as legacy: the cut preview, and semantic JSON previews whose re-canonicalized form differs (kept)
     assert versions.get("legacy", 0) <= 3 and versions.get("v1", 0) >= 30
+
+
+def test_at_target_means_target_version_and_the_format_written(tmp_path, monkeypatch):
+    """Rows of the target version in an older blob format are re-encoded; legacy rows never count as done."""
+    import nbmf.blob
+    from nbmf.migrate import at_target
+
+    db = tmp_path / "l2.sqlite"
+    stub = Registry(None)  # target: the stub, so the test needs no model
+    payloads = {f"s{i}": {"n": i, "text": f"record {i}"} for i in range(6)}
+    with SQLiteL2Store(db) as store:
+        for rid, p in payloads.items():
+            store.put(rid, stub.encode(p))
+        # a legacy blob whose version column claims the target (a hand-edited or mislabelled row)
+        store.put("mislabelled", json.dumps(legacy_blob("legacy text")).encode(), encoder_version="stub")
+        assert not at_target(store.get("mislabelled"), "stub")
+    out = migrate(MigrateConfig(store=db, progress=False), registry=stub)
+    assert out["already_at_target"] == len(payloads) and out["migrated"] == 1
+
+    written = nbmf.blob.format_of(SQLiteL2Store(db).get("s0").blob)
+    monkeypatch.setattr(nbmf.blob, "FORMAT_WRITTEN", written + 1)  # as if a newer format had landed
+    out = migrate(MigrateConfig(store=db, progress=False), registry=stub)
+    assert "already_at_target" not in out and out.get("migrated", 0) + out.get("unchanged", 0) == len(payloads) + 1
+    with SQLiteL2Store(db) as store:
+        assert {rid: stub.decode(store.get(rid).blob) for rid in payloads} == payloads

@@ -96,3 +96,16 @@ def test_bad_arguments(tmp_path, store):
         store.put("", nbmf.encode("x", version="stub"))
     with pytest.raises(FileNotFoundError):
         SQLiteL2Store(tmp_path / "absent.sqlite", read_only=True)
+
+
+@pytest.mark.parametrize("value", ["json text", 5, 1.5], ids=["str", "int", "float"])
+def test_a_non_blob_value_comes_back_as_stored(store, value):
+    """SQLite lets any value into the blob column (BLOB affinity converts nothing): rows return it as it is, for
+    readers to report, and the scan goes on past it (bytes() of it would raise, or make 5 zero bytes)."""
+    good = nbmf.encode("kept", version="stub")
+    for rid in ("a", "b", "c"):
+        store.put(rid, good)
+    with store._conn:
+        store._conn.execute("UPDATE records SET blob = ? WHERE id = 'b'", (value,))
+    assert [(r.id, r.blob) for r in store.iter(batch_size=2)] == [("a", good), ("b", value), ("c", good)]
+    assert store.get("b").blob == value and type(store.get("b").blob) is type(value)
