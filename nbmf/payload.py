@@ -27,7 +27,7 @@ import re
 import reprlib
 import threading
 import unicodedata
-from itertools import accumulate
+from itertools import accumulate, repeat
 
 from nbmf.blob import Kind
 from nbmf.errors import CorruptBlobError, PayloadError
@@ -47,6 +47,7 @@ _INT_BOUND = 10**MAX_INT_DIGITS
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # one JSON string literal, escapes included
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_STR_TYPE = repeat(str)
 
 
 def infer_kind(payload) -> Kind:
@@ -129,11 +130,11 @@ def check_json(value) -> int:
         deepest = max(deepest, depth)
         if isinstance(node, dict):
             items = node.items()
-            for key in node:
-                if not isinstance(key, str):
-                    raise PayloadError(f"payload at {_path(where)} has a dict key {reprlib.repr(key)} "
-                                       f"({type(key).__name__}); JSON keys are strings, it would come back as "
-                                       f"{_spelled_key(key)}: convert the keys to str first")
+            if not all(map(isinstance, node, _STR_TYPE)):  # all keys str: checked at C speed
+                key = next(k for k in node if not isinstance(k, str))
+                raise PayloadError(f"payload at {_path(where)} has a dict key {reprlib.repr(key)} "
+                                   f"({type(key).__name__}); JSON keys are strings, it would come back as "
+                                   f"{_spelled_key(key)}: convert the keys to str first")
         else:
             items = enumerate(node)
         for key, v in items:
