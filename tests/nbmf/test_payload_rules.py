@@ -130,7 +130,7 @@ def test_hostile_depth_is_refused_without_recursion():
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting():
-    value = ["[" * 2000, {"{": '\\"[[[' * 300, "k\"[": "]" * 5}]
+    value = ["[" * 2000, {"{": '\\"[[[' * 300, "k\"[": "]" * 5}, "ends in a backslash \\", "[" * 600]
     raw, kind = to_raw(value)
     assert nesting(raw.decode()) == 2 and from_raw(raw, kind) == value
 
