@@ -167,9 +167,9 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "decode", help="decode a blob (binary, JSON envelope, or legacy JSON)", formatter_class=fmt,
-        description="Decode a blob (format v2 or v1), its JSON envelope, or a legacy stub blob, and write the payload:\n"
-                    "text as UTF-8, JSON as JSON text, bytes as they are. A damaged blob is an error\n"
-                    "(exit 1), never wrong output.",
+        description="Decode a blob (format v2 or v1), its JSON envelope, or a legacy stub blob, and write\n"
+                    "the payload: text as UTF-8, JSON as JSON text, bytes as they are. A damaged blob is an\n"
+                    "error (exit 1), never wrong output.",
         epilog="examples:\n  nbmf decode note.nbmf > note.txt\n  nbmf encode note.txt | nbmf decode\n"
                "  nbmf decode legacy-record.json")
     p.add_argument("input", nargs="?", help="blob file (default: stdin; '-' too)")

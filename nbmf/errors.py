@@ -27,7 +27,8 @@ class OutputTooLargeError(NBMFError):
 
 class PayloadError(NBMFError, ValueError):
     """A payload that cannot be stored exactly: a JSON value that would not round-trip (non-string keys,
-    tuples, NaN or Infinity, nesting past the limit), or a stored one too deep or too large to rebuild."""
+    tuples, NaN or Infinity, integers past 4,300 digits, nesting past nbmf.payload.MAX_DEPTH). (A stored blob
+    whose content cannot be rebuilt is CorruptBlobError.)"""
 
 
 class ArtifactError(NBMFError):

@@ -240,7 +240,9 @@ class Registry:
         description of a legacy blob."""
         old = legacy.parse(blob)
         if old is not None:
-            return {"format": "legacy", "meta": old["meta"], "code_bytes": len(old["code"]) // 2, "sig": old["sig"]}
+            code = old["code"]
+            return {"format": "legacy", "meta": old["meta"], "sig": old["sig"],
+                    "code_bytes": len(code) // 2 if isinstance(code, str) else None}
         return blobfmt.unpack(blob)[0]
 
 

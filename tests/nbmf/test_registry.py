@@ -26,7 +26,7 @@ lone_surrogates = st.integers(0xD800, 0xDFFF).map(chr)
 texts = st.lists(st.one_of(st.characters(), lone_surrogates, st.sampled_from(["😀", "é", "\n", "  "])),
                  max_size=40).map("".join)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
     lambda c: st.lists(c, max_size=4) | st.dictionaries(texts, c, max_size=4), max_leaves=25)
 payloads = st.one_of(texts, st.binary(max_size=300), json_values)
 
