@@ -187,6 +187,10 @@ def _read_weights(f: Path, cfg: ModelConfig) -> dict:
         raise ArtifactError(f"{f}: {e}") from None
     except Exception as e:  # safetensors' parse errors, numpy's: whatever the file holds, it is refused
         raise ArtifactError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    except BaseException as e:  # a Rust panic (pyo3's PanicException is no Exception)
+        if type(e).__module__ != "pyo3_runtime":
+            raise
+        raise ArtifactError(f"{f} is not a readable safetensors file (the reader panicked: {e})") from None
 
 
 def load_artifact(path):

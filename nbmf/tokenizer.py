@@ -163,6 +163,10 @@ class Tokenizer:
             hf = HFTokenizer.from_str(text)
         except Exception as e:  # tokenizers raises plain Exception for JSON and schema errors
             raise ValueError(f"not a tokenizers JSON ({e})") from None
+        except BaseException as e:  # a Rust panic (pyo3's PanicException is no Exception): inconsistent content
+            if type(e).__module__ != "pyo3_runtime":
+                raise
+            raise ValueError(f"tokenizers cannot build it ({e})") from None
         return cls(hf)
 
     def save(self, directory: str | Path) -> Path:
