@@ -177,28 +177,31 @@ BAD_NAMES = ["../../outside/x", OUTSIDE, "sub/../../../outside/x", "sub/weights.
              ".", "", "tokenizer.json\x00", "WEIGHTS.SAFETENSORS", "manifest.json"]
 
 
-@contextmanager
-def opened_paths():
-    """Every path the process opens or lists meanwhile (an audit hook: any function that reads is seen)."""
-    seen: list[str] = []
-    _hook_sinks.append(seen)
-    try:
-        yield seen
-    finally:
-        _hook_sinks.remove(seen)
+_sinks: list[list[str]] = []
 
 
-_hook_sinks: list[list[str]] = []
-
-
-def _hook(event, args):
-    if _hook_sinks and event in ("open", "os.listdir", "os.scandir", "shutil.copyfile", "shutil.rmtree",
-                                 "os.mkdir", "os.rename", "os.remove"):
-        for sink in _hook_sinks:
+def _audit(event, args):
+    if _sinks and event in ("open", "os.listdir", "os.scandir", "shutil.copyfile", "os.mkdir", "os.rename"):
+        for sink in _sinks:
             sink.extend(str(a) for a in args if isinstance(a, (str, bytes, os.PathLike)))
 
 
-sys.addaudithook(_hook)
+@contextmanager
+def opened_paths():
+    """Every path the process opens, lists, copies or creates meanwhile: an audit hook sees any function that
+    reads, not only the ones this module knows of. (Hooks cannot be removed: installed once, idle outside.)"""
+    if not _sinks and _audit not in _installed:
+        sys.addaudithook(_audit)
+        _installed.append(_audit)
+    seen: list[str] = []
+    _sinks.append(seen)
+    try:
+        yield seen
+    finally:
+        _sinks.remove(seen)
+
+
+_installed: list = []
 
 
 @pytest.mark.parametrize("bad_name", BAD_NAMES)
@@ -215,8 +218,10 @@ def test_relabel_refuses_a_file_name_that_is_not_the_artifacts_own(tmp_path, bad
     with pytest.raises(ArtifactError):
         read_manifest(src)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
-    allowed = (str(src), str(tmp_path / "dest"))
-    assert [s for s in seen if str(tmp_path) in s and not s.startswith(allowed)] == []  # nothing read outside
+    real = [Path(os.path.realpath(s)) for s in seen]  # '../' resolved: src/../x is outside src
+    allowed = (src.resolve(), (tmp_path / "dest").resolve())
+    assert [r for r in real if r.is_relative_to(tmp_path.resolve()) and not any(r.is_relative_to(a) for a in allowed)
+            ] == []  # nothing read outside
 
 
 def test_a_linked_file_is_refused_and_never_copied(tmp_path):
