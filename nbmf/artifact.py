@@ -6,22 +6,31 @@
       weights.safetensors  integer runtime parameters (int8 weights, int64 multipliers and lookup tables)
       tokenizer.json       byte-level BPE
 
-Loading verifies every hash before anything is used; nothing is unpickled.
+Loading verifies every hash before anything is used; nothing is unpickled. The bytes are not trusted for
+being hashed (anyone can recompute a hash): ``load_artifact`` also checks the manifest's fields and types, the
+weights' names, shapes, dtypes and value ranges (nbmf.runtime.intmodel.check_params) and the tokenizer, and
+every failure is an ArtifactError naming the file and the problem.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import re
+import shutil
 from pathlib import Path
 
 from nbmf.errors import ArtifactError
-from nbmf.modeldir import MANIFEST, neural_id
+from nbmf.modeldir import MANIFEST, is_version_name, neural_id
 from nbmf.models.config import ModelConfig
 
 WEIGHTS = "weights.safetensors"
 TOKENIZER = "tokenizer.json"
 FORMAT = "nbmf-model/1"
+FILES = (WEIGHTS, TOKENIZER)  # exactly what a manifest lists: plain names in the artifact directory, nothing else
+MAX_MANIFEST_BYTES = 1 << 24  # v1's is 3 KB (metrics and training history); read whole, so bounded
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_DTYPES = ("I8", "I32", "I64")  # safetensors dtypes write_artifact writes (check_params says which array has which)
 
 
 def sha256_file(path: Path) -> str:
@@ -56,36 +65,66 @@ def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokeni
         "training_data": data_hash,
         "training": training,
         "metrics": metrics,
-        "files": {name: sha256_file(out / name) for name in (WEIGHTS, TOKENIZER)},
+        "files": {name: sha256_file(out / name) for name in FILES},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
 
+def _manifest_problems(manifest) -> list[str]:
+    """What makes a parsed manifest unusable before any file it lists is opened."""
+    if not isinstance(manifest, dict):
+        return [f"it holds a {type(manifest).__name__}, not an object"]
+    if manifest.get("format") != FORMAT:
+        return [f"unsupported artifact format {manifest.get('format')!r} (expected {FORMAT})"]
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return ["it has no 'files' object (the sha256 of every file)"]
+    problems = [f"it lists no hash for {name}; the artifact is incomplete" for name in FILES if name not in files]
+    problems += [f"it lists {name!r}: an artifact holds only {', '.join(FILES)}, by plain name" for name in files
+                 if name not in FILES]  # '../x', '/etc/x', 'sub/x': nothing outside the directory is read or copied
+    problems += [f"the hash of {name} is {want!r}, not 'sha256:' and 64 hex digits" for name, want in files.items()
+                 if name in FILES and not (isinstance(want, str) and _SHA256.fullmatch(want))]
+    return problems
+
+
 def read_manifest(path) -> dict:
     """The manifest of an artifact directory, with every listed file's hash verified."""
     path = Path(path)
+    f = path / MANIFEST
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        if f.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"{f} is larger than {MAX_MANIFEST_BYTES} bytes: not a model manifest")
+        manifest = json.loads(f.read_bytes())
     except FileNotFoundError:
         raise ArtifactError(f"{path} is not a model artifact: it has no {MANIFEST}") from None
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path / MANIFEST} is not valid JSON ({e}); "
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: JSON and UTF-8 errors
+        raise ArtifactError(f"{f} is not valid JSON ({type(e).__name__}: {e}); "
                             "restore the artifact from its source") from None
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: unsupported artifact format {manifest.get('format')!r} (expected {FORMAT})")
-    files = manifest.get("files") or {}
-    for name in (WEIGHTS, TOKENIZER):
-        if name not in files:
-            raise ArtifactError(f"{path / MANIFEST} lists no hash for {name}; the artifact is incomplete")
-    for name, want in files.items():
+    problems = _manifest_problems(manifest)
+    if problems:
+        raise ArtifactError(f"{f}: " + "; ".join(problems))
+    for name, want in manifest["files"].items():
         f = path / name
-        if not f.is_file():
-            raise ArtifactError(f"{path}: {name} is missing; restore the artifact from its source")
+        if f.is_symlink() or not f.is_file():  # a link would read (and relabel copy) a file outside the artifact
+            raise ArtifactError(f"{path}: {name} is missing or not a regular file; "
+                                "restore the artifact from its source")
         got = sha256_file(f)
         if got != want:
             raise ArtifactError(f"{path}: {name} has {got[:19]}..., the manifest says {want[:19]}...: "
                                 "the file was modified or corrupted; refusing to load it")
+    return manifest
+
+
+def copy_verified(src, dest) -> dict:
+    """Copy an artifact's manifest and the files it lists, nothing else, from ``src`` into the new directory
+    ``dest``; verify both. Returns the manifest."""
+    src, dest = Path(src), Path(dest)
+    manifest = read_manifest(src)
+    dest.mkdir(parents=True)
+    for name in (MANIFEST, *FILES):
+        shutil.copyfile(src / name, dest / name)
+    read_manifest(dest)
     return manifest
 
 
@@ -102,23 +141,82 @@ def fingerprint(manifest: dict) -> bytes:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
 
 
-def load_artifact(path):
-    """(manifest, ModelConfig, IntModel, Tokenizer) of a verified artifact directory."""
-    from safetensors.numpy import load_file
+def _config(manifest: dict, where: Path) -> ModelConfig:
+    """The manifest's architecture: every ModelConfig field, nothing else (a missing one must not default)."""
+    arch = manifest.get("architecture")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    if not isinstance(arch, dict) or set(arch) != fields:
+        got = sorted(arch) if isinstance(arch, dict) else type(arch).__name__
+        raise ArtifactError(f"{where}: 'architecture' must hold exactly {sorted(fields)}, got {got}")
+    try:
+        return ModelConfig(**arch)
+    except ValueError as e:
+        raise ArtifactError(f"{where}: {e}") from None
 
-    from nbmf.runtime.intmodel import IntModel
+
+def _identity_problems(manifest: dict, cfg: ModelConfig) -> list[str]:
+    """The version, encoder id and tokenizer fields against each other and the architecture."""
+    version, tok = manifest.get("version"), manifest.get("tokenizer")
+    if not (isinstance(version, str) and is_version_name(version) and version != "stub"):
+        return [f"version {version!r} is not a neural version name (v1, v2, ...)"]
+    problems = []
+    eid = manifest.get("encoder_id")
+    if type(eid) is not int or eid != neural_id(version):
+        problems.append(f"encoder_id {eid!r} is not {version}'s, {neural_id(version)}")
+    if not isinstance(tok, dict) or tok.get("file") != TOKENIZER or tok.get("vocab_size") != cfg.vocab_size:
+        problems.append(f"'tokenizer' must name {TOKENIZER} with the architecture's vocab_size {cfg.vocab_size}, "
+                        f"got {tok!r:.200}")
+    return problems
+
+
+def _read_weights(f: Path, cfg: ModelConfig) -> dict:
+    """The weights' arrays, their names, shapes and dtypes checked from the header before any data is read."""
+    from safetensors import safe_open
+
+    from nbmf.runtime.intmodel import check_shapes
+
+    try:
+        with safe_open(str(f), framework="numpy") as st:
+            slices = {k: st.get_slice(k) for k in st.keys()}
+            check_shapes(cfg, {k: sl.get_shape() for k, sl in slices.items()})
+            odd = [f"{k} ({sl.get_dtype()})" for k, sl in slices.items() if sl.get_dtype() not in _DTYPES]
+            if odd:
+                raise ArtifactError(f"arrays of a type the model does not use: {', '.join(odd)}")
+            return {k: st.get_tensor(k) for k in slices}
+    except ArtifactError as e:
+        raise ArtifactError(f"{f}: {e}") from None
+    except Exception as e:  # safetensors' parse errors, numpy's: whatever the file holds, it is refused
+        raise ArtifactError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    except BaseException as e:  # a Rust panic (pyo3's PanicException is no Exception)
+        if type(e).__module__ != "pyo3_runtime":
+            raise
+        raise ArtifactError(f"{f} is not a readable safetensors file (the reader panicked: {e})") from None
+
+
+def load_artifact(path):
+    """(manifest, ModelConfig, IntModel, Tokenizer) of a verified artifact directory. Anything the files hold
+    that the runtime cannot use exactly is an ArtifactError, raised before a kernel runs."""
+    from nbmf.runtime.intmodel import IntModel, check_config
     from nbmf.tokenizer import Tokenizer
 
     path = Path(path)
     manifest = read_manifest(path)
+    cfg = _config(manifest, path / MANIFEST)
+    problems = _identity_problems(manifest, cfg)
+    if problems:
+        raise ArtifactError(f"{path / MANIFEST}: " + "; ".join(problems))
     try:
-        cfg = ModelConfig(**manifest["architecture"])
-        int_model = IntModel(cfg, load_file(str(path / WEIGHTS)))
-        tokenizer = Tokenizer.load(path)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{path}: the artifact does not describe a loadable model ({e})") from None
+        check_config(cfg)
+    except ArtifactError as e:
+        raise ArtifactError(f"{path / MANIFEST}: {e}") from None
+    params = _read_weights(path / WEIGHTS, cfg)
+    try:
+        int_model = IntModel(cfg, params)
+    except ArtifactError as e:  # check_params' problems name the array; say which file holds it
+        raise ArtifactError(f"{path / WEIGHTS}: {e}") from None
+    tokenizer = Tokenizer.load(path)
     if tokenizer.vocab_size != cfg.vocab_size:
-        raise ArtifactError(f"{path}: tokenizer has {tokenizer.vocab_size} ids, the model {cfg.vocab_size}")
+        raise ArtifactError(f"{path / TOKENIZER} has {tokenizer.vocab_size} ids, the model {cfg.vocab_size}")
     return manifest, cfg, int_model, tokenizer
 
 
@@ -127,17 +225,18 @@ def relabel(src, dest, version: str, metrics: dict | None = None) -> Path:
     with ``metrics`` (measured since the export, say) added to its manifest's.
 
     Only the manifest changes: the hashed files are copied byte for byte, so the model is the same one.
+    ``dest`` is replaced; it may neither hold nor lie inside ``src``.
     """
-    import shutil
-
     src, dest = Path(src), Path(dest)
-    manifest = read_manifest(src)
+    encoder_id = encoder_id_of(version)
+    a, b = src.resolve(), dest.resolve()
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+        raise ValueError(f"relabel copies {src} to a directory of its own, not to {dest}")
+    read_manifest(src)  # before dest is touched
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in manifest["files"]:
-        shutil.copy2(src / name, dest / name)
-    manifest["version"], manifest["encoder_id"] = version, encoder_id_of(version)
+    manifest = copy_verified(src, dest)
+    manifest["version"], manifest["encoder_id"] = version, encoder_id
     manifest["metrics"] = {**manifest.get("metrics", {}), **(metrics or {})}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     read_manifest(dest)

@@ -199,9 +199,10 @@ def register(artifact_dir, model_dir, version: str, make_current: bool = True) -
     """Copy a verified artifact into ``model_dir/version``; point CURRENT at it. Call under ``locked``.
 
     The copy goes to ``.vN.tmp`` and is renamed into place, so a reader sees no version or a whole one;
-    an existing version is never replaced.
+    an existing version is never replaced. Only the manifest and the files it lists are copied (never a link's
+    target or a stray file).
     """
-    from nbmf.artifact import read_manifest
+    from nbmf.artifact import copy_verified, read_manifest
 
     neural_id(version)
     manifest = read_manifest(artifact_dir)  # verifies every file's sha256
@@ -215,8 +216,7 @@ def register(artifact_dir, model_dir, version: str, make_current: bool = True) -
     tmp = d / f".{version}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(artifact_dir, tmp)
-    read_manifest(tmp)
+    copy_verified(artifact_dir, tmp)
     os.rename(tmp, dest)  # fails (never overwrites) if dest appeared meanwhile
     if make_current:
         set_current(d, version)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 FILENAME = "tokenizer.json"
+MAX_BYTES = 1 << 26  # tokenizer.json is read whole (v1's: 47 KB for 2,048 ids)
 
 
 @lru_cache(maxsize=1)
@@ -39,18 +40,46 @@ def _byte_alphabet() -> dict[str, int]:
     return chars
 
 
+def _lossless_problems(hf) -> list[str]:
+    """What would make ``hf`` encode bytes to ids that do not spell them: a normalizer or a prefix space changes
+    the text, truncation drops ids, padding and added tokens add some, a subword prefix or suffix is part of a
+    token's string but not of its bytes."""
+    from tokenizers import models, pre_tokenizers
+
+    if not isinstance(hf.model, models.BPE):
+        return [f"its model is {type(hf.model).__name__}, not BPE"]
+    problems = []
+    if hf.model.continuing_subword_prefix or hf.model.end_of_word_suffix:
+        problems.append("it marks subwords (continuing_subword_prefix / end_of_word_suffix)")
+    pre = hf.pre_tokenizer
+    if not isinstance(pre, pre_tokenizers.ByteLevel) or pre.add_prefix_space:
+        problems.append(f"its pre-tokenizer is {pre}, not ByteLevel(add_prefix_space=False)")
+    for what, value in (("normalizer", hf.normalizer), ("truncation", hf.truncation), ("padding", hf.padding)):
+        if value is not None:
+            problems.append(f"it has a {what}")
+    if hf.get_added_tokens_decoder():
+        problems.append("it has added tokens")
+    return problems
+
+
 class Tokenizer:
     """A trained byte-level BPE: ``encode(bytes) -> ids``, ``decode(ids) -> bytes``."""
 
     def __init__(self, hf_tokenizer):
-        from tokenizers import Tokenizer as _  # noqa: F401  (fail early with a clear import error)
-
+        """Wrap a ``tokenizers.Tokenizer``; ValueError unless it is a byte-level BPE whose ids stand for exact
+        byte strings (see ``_lossless_problems``): decoding maps ids to bytes without asking it."""
+        problems = _lossless_problems(hf_tokenizer)
+        if problems:
+            raise ValueError("not a lossless byte-level BPE tokenizer: " + "; ".join(problems))
         self._hf = hf_tokenizer
         alphabet = _byte_alphabet()
         vocab = hf_tokenizer.get_vocab()
         self.vocab_size = len(vocab)
         if sorted(vocab.values()) != list(range(self.vocab_size)):
             raise ValueError("tokenizer ids must be dense 0..V-1")
+        odd = [piece for piece in vocab if not piece or any(c not in alphabet for c in piece)]
+        if odd:  # an empty piece would stall the decoder's byte count; another character stands for no byte
+            raise ValueError(f"{len(odd)} tokens are not byte strings of the byte-level alphabet, e.g. {odd[0]!r:.40}")
         self._pieces: list[bytes] = [b""] * self.vocab_size
         self._byte_id = np.zeros(256, dtype=np.int32)
         for piece, i in vocab.items():
@@ -127,9 +156,18 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, text: str) -> "Tokenizer":
+        """ValueError for text that is no tokenizer, or no tokenizer this class can use."""
         from tokenizers import Tokenizer as HFTokenizer
 
-        return cls(HFTokenizer.from_str(text))
+        try:
+            hf = HFTokenizer.from_str(text)
+        except Exception as e:  # tokenizers raises plain Exception for JSON and schema errors
+            raise ValueError(f"not a tokenizers JSON ({e})") from None
+        except BaseException as e:  # a Rust panic (pyo3's PanicException is no Exception): inconsistent content
+            if type(e).__module__ != "pyo3_runtime":
+                raise
+            raise ValueError(f"tokenizers cannot build it ({e})") from None
+        return cls(hf)
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FILENAME
@@ -138,7 +176,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Tokenizer":
-        return cls.from_json((Path(directory) / FILENAME).read_text(encoding="utf-8"))
+        """The tokenizer saved in ``directory``; ArtifactError (naming the file) for anything unusable."""
+        from nbmf.errors import ArtifactError
+
+        path = Path(directory) / FILENAME
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                raise ValueError(f"larger than {MAX_BYTES} bytes")
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # ValueError: UTF-8, JSON and the checks above
+            raise ArtifactError(f"{path}: {e}; restore the artifact from its source") from None
 
     def sha256(self) -> str:
         return "sha256:" + hashlib.sha256(json.dumps(json.loads(self.to_json()), sort_keys=True).encode()).hexdigest()

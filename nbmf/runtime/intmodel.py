@@ -1,8 +1,10 @@
 """The integer model: its parameters as the kernel's named groups, per-slot state, and the coder entry points.
 
 The artifact stores a flat dict of integer arrays (safetensors) named as in ``PARAMS``; ``IntModel`` checks
-each by name and shape against the architecture, packs every weight matrix once for the int8 kernel
-(nbmf.runtime.gemm) and hands the kernel ``kernels.Params``: named groups, never a positional list.
+each by name, shape, dtype and value range against the architecture and the bounds the kernels' exactness
+arguments assume (``check_params``: the kernels do no bounds checks, so an unchecked index or table crashes the
+process), packs every weight matrix once for the int8 kernel (nbmf.runtime.gemm) and hands the kernel
+``kernels.Params``: named groups, never a positional list.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import threading
 
 import numpy as np
 
-from nbmf.models.config import ModelConfig
+from nbmf.errors import ArtifactError
+from nbmf.models.config import GATE_UNITS, ModelConfig
 from nbmf.runtime import coder, kernels
 from nbmf.runtime.gemm import KG, OB, narrow_width, pack, padded
 
@@ -25,6 +28,36 @@ PARAMS = (
 DECODE_ROWS = 256  # records per lockstep forward: bounds the scratch, not the batch
 KEEP_SLOTS = 64  # decode caches up to this many slots are kept per thread for the next call (64 KB per slot for v1)
 WEIGHTS = ("wo", "w1", "w2", "qkv", "taps", "zc", "wh")  # int8 in the artifact and in memory
+MAX_LUT = 1 << 16  # entries of attn_lut and head_lut (export writes 3,072 and 1,536): lookups clamp to the last
+MAX_SLOT_BYTES = 1 << 26  # decode state per record (v1: 68 KB): decode holds one slot per record of a batch
+
+# Inclusive value bounds and what the values are, each with the kernel argument that needs it (kernels.py, gemm.py).
+_I8 = (-127, 127)  # gemm: activations and weights are int8 in [-127, 127]; the GELU tables feed the next gemm
+_M = (1 << 30, (1 << 31) - 1)  # _requant: |acc| < 2**31 and m < 2**31 keep acc * m < 2**62 (2**30: export's form)
+_S = (1, 62)  # _requant adds 1 << (s - 1): s >= 1, and s <= 62 keeps the rounding term and the shift in int64
+_REQUANT = ("wo", "w1", "w2", "qkv", "score", "taps", "zc", "wh")
+RANGES: dict[str, tuple[int, int, str]] = {
+    "emb": (1 - (1 << 22), (1 << 22) - 1, "residual units"),  # _norm_rows: |r| < 2**22 keeps r * inv < 2**62
+    "norm_k": (1, (1 << 17) - 1, "the norm's scale"),  # _norm_rows: inv < 2**40 as k < 2**17; k <= 0 flips or zeroes
+    **{w: (*_I8, "int8 weights") for w in WEIGHTS},
+    **{f"{w}_m": (*_M, "requantization multipliers") for w in _REQUANT},
+    **{f"{w}_s": (*_S, "requantization shifts") for w in _REQUANT},
+    "act_lut": (*_I8, "GELU table on the int8 grid"), "conv_lut": (*_I8, "GELU table on the int8 grid"),
+    # _recur: a gate z in [0, 256] makes the state a convex mix, |state| <= 127 * 256
+    "sig_lut": (0, GATE_UNITS, "sigmoid gate table"),
+    # ALiBi: a key's score falls with its distance; 2**16 (256 nats a token) is past any use and keeps slope * W tiny
+    "slopes": (0, 1 << 16, "ALiBi slopes"),
+    "attn_lut": (0, 1 << 15, "softmax weights"),  # _attention: e <= 2**15 so 256 * hi + lo <= W * 2**15 * 127 < 2**31
+    "head_lut": (1, 1 << 20, "token frequencies"),  # table: in [1, 2**20], every token codable, total < 2**53
+}
+# _attention's value sums: W * 2**15 * 127 < 2**31 (the window W is the config's context)
+MAX_WINDOW = ((1 << 31) - 1) // ((1 << 15) * 127)  # 516 tokens
+MIXER_CODE = {"attention": kernels.ATTN, "conv": kernels.CONV, "recurrent": kernels.RECURRENT}
+
+
+class ParamsError(ArtifactError, ValueError):
+    """Integer parameters that do not fit the architecture or the kernels' bounds: an ArtifactError (what loading
+    an artifact raises) and a ValueError (export and tests hand IntModel their own arrays)."""
 
 
 def _shapes(cfg: ModelConfig, n_attn: int, n_conv: int, n_rec: int, lut: dict[str, int]) -> dict[str, tuple]:
@@ -43,10 +76,108 @@ def _shapes(cfg: ModelConfig, n_attn: int, n_conv: int, n_rec: int, lut: dict[st
     }
 
 
-def _linear(w: np.ndarray, m: np.ndarray, s: np.ndarray, name: str) -> kernels.Linear:
-    """Stack of n [out, in] int8 matrices with their requantization -> one kernels.Linear."""
-    if m.size and not (np.all((m >= 1 << 30) & (m < 1 << 31)) and np.all((s >= 1) & (s <= 62))):
-        raise ValueError(f"{name}: requantization multipliers must lie in [2**30, 2**31) and shifts in [1, 62]")
+def _counts(cfg: ModelConfig) -> tuple[int, int, int]:
+    """Layers of each mixer: (attention, conv, recurrent)."""
+    mixers = cfg.mixers()
+    return mixers.count("attention"), mixers.count("conv"), mixers.count("recurrent")
+
+
+def _history(cfg: ModelConfig) -> int:
+    """Positions a conv layer's ring keeps: the widest receptive field."""
+    dilations = [cfg.dilation(i) for i, m in enumerate(cfg.mixers()) if m == "conv"]
+    return 1 + (cfg.kernel_size - 1) * max(dilations or [1])
+
+
+def _state_arrays(cfg: ModelConfig, batch: int) -> dict[str, tuple[tuple, type]]:
+    """(shape, dtype) of each kernels.State array for ``batch`` slots."""
+    n_attn, n_conv, n_rec = _counts(cfg)
+    d, w, heads = cfg.d_model, cfg.context, cfg.n_heads
+    dh = d // heads
+    k_bytes = padded(w, OB) * padded(dh, KG)  # keys: a [W, d_head] matrix, packed
+    v_bytes = padded(dh, narrow_width(dh)) * padded(w, KG)  # values: a [d_head, W] matrix, packed narrow
+    return {
+        "kp": ((n_attn, batch, heads, k_bytes), np.int8),
+        "kb": ((n_attn, batch, heads, padded(w, OB)), np.int32),
+        "vp": ((n_attn, batch, heads, v_bytes), np.int8),
+        "rstate": ((n_rec, batch, d), np.int64),
+        "chist": ((n_conv, batch, _history(cfg), d), np.int8),
+        "pos": ((batch,), np.int64),
+    }
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """The bounds the kernels add to ModelConfig's own."""
+    problems = []
+    if "attention" in cfg.mixers() and cfg.context > MAX_WINDOW:
+        problems.append(f"context {cfg.context} is longer than the attention kernel's exact window, {MAX_WINDOW} tokens")
+    slot = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in _state_arrays(cfg, 1).values())
+    if slot > MAX_SLOT_BYTES:
+        problems.append(f"the decode state of one record would take {slot} bytes (at most {MAX_SLOT_BYTES})")
+    if problems:
+        raise ParamsError("the integer runtime cannot run this architecture: " + "; ".join(problems))
+
+
+def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple]) -> None:
+    """Exactly the arrays of PARAMS, each of the shape the architecture gives it. Takes shapes only, so a
+    safetensors header is checked before its data is read."""
+    missing = [k for k in PARAMS if k not in shapes]
+    if missing:
+        raise ParamsError(f"integer model lacks parameters {missing}")
+    extra = sorted(set(shapes) - set(PARAMS))
+    shapes = {k: tuple(int(n) for n in shapes[k]) for k in PARAMS}
+    # kernels take len - 1 as the last index of a table, unsigned: an empty one is read past its end
+    luts = {k: shapes[k][0] if len(shapes[k]) == 1 and 1 <= shapes[k][0] <= MAX_LUT else -1
+            for k in ("attn_lut", "head_lut")}
+    want = _shapes(cfg, *_counts(cfg), luts)
+    wrong = [f"{k} {shapes[k]} (expected {want[k] if want[k] != (-1,) else f'1 to {MAX_LUT} entries'})"
+             for k in PARAMS if shapes[k] != want[k]]
+    wrong += [f"{k} (not an array the model has)" for k in extra]
+    if wrong:
+        raise ParamsError("integer model arrays do not fit the architecture: " + ", ".join(wrong))
+
+
+def _dtypes(name: str) -> tuple[type, ...]:
+    """The dtypes an array is written with (write_artifact: weights int8, the embedding int32 when it fits)."""
+    return (np.int8,) if name in WEIGHTS else (np.int32, np.int64) if name == "emb" else (np.int64,)
+
+
+def check_params(cfg: ModelConfig, params: dict[str, np.ndarray]) -> None:
+    """Every array's presence, shape, dtype and value range, against the architecture and the bounds the kernels'
+    exactness arguments assume (RANGES): the kernels index without bounds checks, so this is what keeps a hostile
+    artifact from crashing the process. One ParamsError lists every problem."""
+    check_config(cfg)
+    check_shapes(cfg, {k: np.shape(v) for k, v in params.items()})
+    problems = []
+    for k in PARAMS:
+        a = params[k]
+        if getattr(a, "dtype", None) not in _dtypes(k):
+            problems.append(f"{k} is {getattr(a, 'dtype', type(a).__name__)}, expected "
+                            + " or ".join(np.dtype(t).name for t in _dtypes(k)))
+            continue
+        lo, hi, what = RANGES.get(k, (None, None, ""))
+        if lo is not None and a.size and (a.min() < lo or a.max() > hi):
+            problems.append(f"{k} holds values in [{a.min()}, {a.max()}], outside [{lo}, {hi}] ({what})")
+    if problems:
+        raise ParamsError("integer model arrays are out of range: " + "; ".join(problems))
+    mixers = cfg.mixers()
+    want = {  # forward indexes each mixer group's arrays by these: they must be the architecture's own
+        "mixer_type": [MIXER_CODE[m] for m in mixers],
+        "mixer_idx": [mixers[:i].count(m) for i, m in enumerate(mixers)],
+        "dilation": [cfg.dilation(i) for i, m in enumerate(mixers) if m == "conv"],
+    }
+    problems = [f"{k} is {params[k].tolist()}, the {cfg.family} architecture's is {v}" for k, v in want.items()
+                if params[k].tolist() != v]
+    if params["attn_lut"][0] < 1:  # the best key's weight: _attention divides by 2 * the weights' total
+        problems.append("attn_lut[0] must be at least 1")
+    for k in ("attn_lut", "head_lut"):  # exp(-gap): a key or token further below the best never weighs more
+        if np.any(np.diff(params[k]) > 0):
+            problems.append(f"{k} must not increase")
+    if problems:
+        raise ParamsError("integer model arrays do not describe this model: " + "; ".join(problems))
+
+
+def _linear(w: np.ndarray, m: np.ndarray, s: np.ndarray) -> kernels.Linear:
+    """Stack of n [out, in] int8 matrices with their requantization (checked by check_params) -> one kernels.Linear."""
     packed = [pack(w[i]) for i in range(w.shape[0])]
     if packed:
         return kernels.Linear(np.stack([p.w for p in packed]), np.stack([p.bias for p in packed]),
@@ -57,22 +188,22 @@ def _linear(w: np.ndarray, m: np.ndarray, s: np.ndarray, name: str) -> kernels.L
 
 
 def build_params(cfg: ModelConfig, p: dict[str, np.ndarray]) -> kernels.Params:
-    """The kernel's named parameter groups from the artifact's arrays (checked by name and shape)."""
+    """The kernel's named parameter groups from the artifact's arrays (as ``check_params`` accepts them).
+
+    attn_lut and head_lut are looked up per key and per token: int32 (their bounds fit) halves their cache
+    footprint."""
     i64 = {k: np.ascontiguousarray(p[k], np.int64) for k in PARAMS if k not in WEIGHTS}
-    for k in ("attn_lut", "head_lut"):  # looked up per key and per token: int32 halves their cache footprint
-        if i64[k].size and (i64[k].min() < 0 or i64[k].max() >= 1 << 31):
-            raise ValueError(f"{k} must hold non-negative int32 values")
     return kernels.Params(
         emb=i64["emb"], norm_k=i64["norm_k"].reshape(1), mixer_type=i64["mixer_type"], mixer_idx=i64["mixer_idx"],
-        out=_linear(p["wo"], i64["wo_m"], i64["wo_s"], "wo"),
-        up=_linear(p["w1"], i64["w1_m"], i64["w1_s"], "w1"), act_lut=i64["act_lut"],
-        down=_linear(p["w2"], i64["w2_m"], i64["w2_s"], "w2"),
-        attn=kernels.Attention(_linear(p["qkv"], i64["qkv_m"], i64["qkv_s"], "qkv"), i64["score_m"], i64["score_s"],
+        out=_linear(p["wo"], i64["wo_m"], i64["wo_s"]),
+        up=_linear(p["w1"], i64["w1_m"], i64["w1_s"]), act_lut=i64["act_lut"],
+        down=_linear(p["w2"], i64["w2_m"], i64["w2_s"]),
+        attn=kernels.Attention(_linear(p["qkv"], i64["qkv_m"], i64["qkv_s"]), i64["score_m"], i64["score_s"],
                                i64["slopes"], i64["attn_lut"].astype(np.int32)),
         conv=kernels.Conv(np.ascontiguousarray(p["taps"], np.int64), i64["taps_m"], i64["taps_s"], i64["dilation"],
                           i64["conv_lut"]),
-        rec=kernels.Recurrent(_linear(p["zc"], i64["zc_m"], i64["zc_s"], "zc"), i64["sig_lut"]),
-        head=_linear(p["wh"][None], i64["wh_m"][None], i64["wh_s"][None], "wh"), head_lut=i64["head_lut"].astype(np.int32),
+        rec=kernels.Recurrent(_linear(p["zc"], i64["zc_m"], i64["zc_s"]), i64["sig_lut"]),
+        head=_linear(p["wh"][None], i64["wh_m"][None], i64["wh_s"][None]), head_lut=i64["head_lut"].astype(np.int32),
     )
 
 
@@ -82,24 +213,10 @@ def _cat(arrays: list[np.ndarray]) -> np.ndarray:
 
 class IntModel:
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray]):
-        missing = [k for k in PARAMS if k not in params]
-        if missing:
-            raise ValueError(f"integer model lacks parameters {missing}")
+        check_params(cfg, params)
         self.cfg = cfg
-        mixers = cfg.mixers()
-        self.n_attn = mixers.count("attention")
-        self.n_conv = mixers.count("conv")
-        self.n_rec = mixers.count("recurrent")
-        self.history = 1 + (cfg.kernel_size - 1) * max([cfg.dilation(i) for i, m in enumerate(mixers) if m == "conv"] or [1])
-        luts = {k: int(np.shape(params[k])[0]) if np.ndim(params[k]) == 1 else -1 for k in ("attn_lut", "head_lut")}
-        want = _shapes(cfg, self.n_attn, self.n_conv, self.n_rec, luts)
-        wrong = [f"{k} {tuple(np.shape(params[k]))} (expected {want[k]})" for k in PARAMS
-                 if tuple(np.shape(params[k])) != want[k]]
-        if wrong:
-            raise ValueError("integer model arrays do not fit the architecture: " + ", ".join(wrong))
-        for k in WEIGHTS:
-            if params[k].size and np.abs(np.asarray(params[k], np.int64)).max() > 127:
-                raise ValueError(f"{k}: weights must be int8 in [-127, 127]")
+        self.n_attn, self.n_conv, self.n_rec = _counts(cfg)
+        self.history = _history(cfg)
         # as stored (weights int8): the torch path and ``storable`` read these
         self.params = {k: np.array(params[k], order="C") for k in PARAMS}
         for k in WEIGHTS:
@@ -132,19 +249,7 @@ class IntModel:
 
     # -- state and scratch ----------------------------------------------------------------------------------
     def new_state(self, batch: int) -> kernels.State:
-        cfg = self.cfg
-        d, w, heads = cfg.d_model, cfg.context, cfg.n_heads
-        dh = d // heads
-        k_bytes = padded(w, OB) * padded(dh, KG)  # keys: a [W, d_head] matrix, packed
-        v_bytes = padded(dh, narrow_width(dh)) * padded(w, KG)  # values: a [d_head, W] matrix, packed narrow
-        return kernels.State(
-            kp=np.zeros((self.n_attn, batch, heads, k_bytes), np.int8),
-            kb=np.zeros((self.n_attn, batch, heads, padded(w, OB)), np.int32),
-            vp=np.zeros((self.n_attn, batch, heads, v_bytes), np.int8),
-            rstate=np.zeros((self.n_rec, batch, d), np.int64),
-            chist=np.zeros((self.n_conv, batch, self.history, d), np.int8),
-            pos=np.zeros(batch, np.int64),
-        )
+        return kernels.State(**{k: np.zeros(shape, dt) for k, (shape, dt) in _state_arrays(self.cfg, batch).items()})
 
     def new_work(self, rows: int) -> kernels.Work:
         cfg = self.cfg
