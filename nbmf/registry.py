@@ -24,7 +24,7 @@ from nbmf import modeldir
 from nbmf.blob import LEGACY, Fidelity, Kind
 from nbmf.codecs import legacy
 from nbmf.codecs.stub import StubCodec
-from nbmf.errors import CorruptBlobError, NBMFError, OutputTooLargeError, UnknownVersionError
+from nbmf.errors import ArtifactError, CorruptBlobError, NBMFError, OutputTooLargeError, UnknownVersionError
 from nbmf.modeldir import default_model_dir, version_id, version_name
 from nbmf.payload import canonical, from_raw, to_raw
 
@@ -114,7 +114,11 @@ class Registry:
             if i not in self._codecs:
                 from nbmf.codecs.neural import load_codec
 
-                self._codecs[i] = load_codec(self._paths[i])
+                codec = load_codec(self._paths[i])
+                if codec.encoder_id != i:  # a codec names itself from its manifest: it must be the one asked for
+                    raise ArtifactError(f"{self._paths[i]} holds an artifact of version {codec.name}, not "
+                                        f"{version_name(i)}: put each version in its own vN directory")
+                self._codecs[i] = codec
             return self._codecs[i]
 
     # -- encode ---------------------------------------------------------------------------------

@@ -430,3 +430,15 @@ def test_current_model_that_cannot_load_falls_back_to_stub_but_a_named_one_raise
     assert reg.stats.fallbacks["v1:unavailable"] == 1
     with pytest.raises(ArtifactError):
         reg.encode("x", version="v1")
+
+
+def test_a_version_directory_must_hold_that_version(tmp_path, tiny_model_dir):
+    """A v3/ whose manifest says v1 would encode as v1: the registry refuses to load it."""
+    import shutil
+
+    from nbmf.errors import ArtifactError
+
+    shutil.copytree(tiny_model_dir / "v1", tmp_path / "v3")
+    reg = Registry(tmp_path, current="v3")
+    with pytest.raises(ArtifactError, match="v3"):
+        reg.codec("v3")
