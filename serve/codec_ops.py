@@ -161,8 +161,8 @@ def legacy_limits(claims: Sequence[int], spare: int, max_output_size: int) -> li
     that the claims leave (``spare``), capped at the per-blob limit, so the batch's total output stays within
     its budget. A blob that inflates past its share fails alone (OutputTooLargeError): decode it by itself.
 
-    >>> legacy_limits([100, 50], spare=1000, max_output_size=400)
-    [400, 550]
+    >>> legacy_limits([100, 50], spare=1000, max_output_size=580)
+    [580, 550]
     """
     share = max(spare, 0) // max(len(claims), 1)
     return [min(claim + share, max_output_size) for claim in claims]

@@ -259,9 +259,9 @@ class Ingress:
         """The blob's version after every check the ingress can make; a client error raises here."""
         try:
             version = codec_ops.blob_version(blob)
-            if version in ("legacy", "stub"):
+            if version == "legacy":
                 return version
-            header = codec_ops.check_blob(blob)
+            header = codec_ops.check_blob(blob)  # stub blobs too: the size guard answers before any inflating
         except NBMFError as e:
             raise client_error(type(e).__name__, str(e)) from None
         if header.original_length > self.limits.max_output_bytes:
@@ -367,7 +367,11 @@ class Ingress:
                 outcomes = await self.decode_neural(version, lambda v=version, c=chunk: self.model.options(
                     multiplexed_model_id=v).decode_many.remote(c))
             for i, out in zip(idx, outcomes):
-                results[i] = (_item_error(ERROR_STATUS.get(out.error, 400), out.error, out.message) if out.error
+                message = out.message
+                if version == "legacy" and out.error == "OutputTooLargeError":
+                    message += (f" (in a batch, a legacy blob may inflate to its share of the batch's "
+                                f"{budget} bytes: decode it alone with /v1/decode)")
+                results[i] = (_item_error(ERROR_STATUS.get(out.error, 400), out.error, message) if out.error
                               else schemas.decode_response(out).model_dump())
             self.metrics.request("decode", version, "error" if any(o.error for o in outcomes) else "ok", _ms(t0), len(idx))
         try:
