@@ -153,6 +153,9 @@ class Ingress:
             (blob,) = await self.stub_encode_many([item])
             self.metrics.request("encode", "stub", "ok", _ms(t0))
             return blob, version, None
+        # a payload the codec refuses is the client's 422 here, before it can fail a model batch that it shares
+        # with other requests (they would all fall back to the stub)
+        await self.input_bytes([item])
         try:
             blob, reason = await self.call_model(self.model.options(multiplexed_model_id=version).encode
                                                  .remote(version, item), self.timeouts.encode_s)
@@ -176,12 +179,16 @@ class Ingress:
         payload, kind, fidelity = item
         return self.stub.encode(payload, fidelity=fidelity, version="stub", kind=kind)
 
-    async def check_input_budget(self, items: list[tuple]) -> None:
-        """413 when an encode batch's payloads add up to more than ``limits.max_batch_input_bytes``."""
+    async def input_bytes(self, items: list[tuple]) -> int:
+        """Raw payload bytes of encode items (on the codec thread); a payload the codec refuses is a 4xx."""
         try:
-            total = sum(await self.codec.run(lambda: [payload_call(codec_ops.input_size, it) for it in items]))
+            return sum(await self.codec.run(lambda: [payload_call(codec_ops.input_size, it) for it in items]))
         except DeadlineExceeded as e:
             raise _deadline_error(e) from None
+
+    async def check_input_budget(self, items: list[tuple]) -> None:
+        """413 when an encode batch's payloads add up to more than ``limits.max_batch_input_bytes``."""
+        total = await self.input_bytes(items)
         if total > self.limits.max_batch_input_bytes:
             raise ApiError(413, "BatchTooLarge", f"the payloads of this batch add up to {total} bytes; the limit is "
                                                  f"{self.limits.max_batch_input_bytes} per call: split the batch")
