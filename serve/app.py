@@ -42,7 +42,7 @@ def build_app(args: AppArgs) -> Application:
         **scaling,
     ).bind(str(model_dir), args.loader, args.max_models_per_replica, args.max_batch_size,
            args.batch_wait_timeout_s, args.limits.max_output_bytes,
-           args.model_threads or max(1, math.ceil(args.model_num_cpus)))
+           args.model_threads or max(1, math.ceil(args.model_num_cpus)), args.timeouts.codec_s)
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},

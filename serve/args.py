@@ -28,13 +28,16 @@ def check_version(name: str | None) -> str | None:
 
 
 class Limits(BaseModel):
-    """Request size limits; over a limit -> HTTP 413."""
+    """Request size limits; over a limit -> HTTP 413, refused before any codec work."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_request_bytes: int = Field(4 << 20, gt=0)  # bytes of HTTP body; records are ~100 B - 16 KiB
     max_batch_items: int = Field(256, gt=0)  # items per /v1/*_batch call
     max_output_bytes: int = Field(16 << 20, gt=0)  # decompression-bomb guard on decode (header length)
+    # Per batch call, so one request cannot make the ingress hold (and answer) items x max_output_bytes:
+    max_batch_output_bytes: int = Field(16 << 20, gt=0)  # sum of what a decode batch's blobs claim to decode to
+    max_batch_input_bytes: int = Field(4 << 20, gt=0)  # sum of an encode batch's payloads (raw bytes)
 
 
 class Timeouts(BaseModel):
@@ -46,6 +49,17 @@ class Timeouts(BaseModel):
     decode_s: float = Field(2.0, gt=0)  # per attempt; decode never falls back
     decode_attempts: int = Field(3, ge=1)  # then 503
     retry_backoff_s: float = Field(0.2, ge=0)  # doubled after each failed attempt
+    # Deadline of one codec call (a batch) on a replica's codec thread, ingress and model alike: past it the
+    # request gets 504 (decode: never retried; encode: the stub writes it). Below decode_s, so that the model
+    # replica answers a slow blob before the ingress gives up on the attempt and retries it.
+    codec_s: float = Field(1.5, gt=0)
+
+    @model_validator(mode="after")
+    def _codec_before_decode(self):
+        if self.codec_s >= self.decode_s:
+            raise ValueError(f"codec_s ({self.codec_s}) must be below decode_s ({self.decode_s}): the model replica "
+                             "must answer a slow decode before the ingress retries it")
+        return self
 
 
 class Autoscaling(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,15 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbmf import modeldir
-from nbmf.blob import blob_version, from_envelope, peek_header, to_envelope, unpack
-from nbmf.errors import NBMFError
+from nbmf.blob import blob_version, from_envelope, is_legacy, peek_header, to_envelope, unpack
+from nbmf.codecs import legacy
+from nbmf.errors import ArtifactError, NBMFError
 from nbmf.modeldir import default_model_dir, version_name
+from nbmf.payload import to_raw
 from nbmf.registry import Registry
 
-__all__ = ["DecodeOutcome", "VersionModel", "blob_version", "current_version", "from_envelope",
-           "import_loader", "list_versions", "load_codec", "resolve_model_dir", "stub_registry",
-           "to_envelope", "version_name", "encode_items", "decode_items"]
+__all__ = ["DecodeOutcome", "VersionModel", "blob_version", "claimed_output", "current_version", "decode_each",
+           "failed_outcomes", "from_envelope", "import_loader", "input_size", "legacy_limits", "list_versions",
+           "load_codec", "resolve_model_dir", "stub_registry", "to_envelope", "version_name", "encode_items",
+           "decode_items"]
 
+log = logging.getLogger("ray.serve")
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
@@ -94,6 +99,18 @@ def _outcome(r) -> DecodeOutcome:
                          truncated=bool(r.truncated))
 
 
+def failed_outcomes(n: int, error: Exception) -> list[DecodeOutcome]:
+    """``n`` outcomes of one failure that belongs to the blobs (a deadline passed while decoding them)."""
+    return [DecodeOutcome(error=type(error).__name__, message=str(error))] * n
+
+
+# What a decode of client bytes can raise that is the blob's fault, not the service's. The library types its
+# refusals (NBMFError), but a blob is hostile by assumption: an untyped ValueError or RecursionError from it
+# (a library bug) must still be that blob's 4xx, answered once, never a 500 or a retried 503. ArtifactError is
+# the model's fault: it stays an exception, which the ingress retries.
+_UNTYPED = (ValueError, RecursionError)
+
+
 def decode_items(registry: Registry, blobs: Sequence[bytes | dict], max_output_size: int) -> list[DecodeOutcome]:
     """Decode each blob; a bad blob becomes an outcome with ``error`` set, the others still decode.
 
@@ -102,17 +119,59 @@ def decode_items(registry: Registry, blobs: Sequence[bytes | dict], max_output_s
     """
     try:
         return [_outcome(r) for r in registry.decode_many(list(blobs), max_output_size=max_output_size)]
-    except NBMFError:
+    except ArtifactError:
+        raise
+    except (NBMFError, *_UNTYPED):
         if len(blobs) == 1:
             return [_decode_one(registry, blobs[0], max_output_size)]
     return [_decode_one(registry, b, max_output_size) for b in blobs]
 
 
+def decode_each(registry: Registry, blobs: Sequence[bytes | dict], limits: Sequence[int]) -> list[DecodeOutcome]:
+    """Decode blob i with ``max_output_size=limits[i]`` (legacy blobs in a batch: see ``legacy_limits``)."""
+    return [_decode_one(registry, b, limit) for b, limit in zip(blobs, limits)]
+
+
 def _decode_one(registry: Registry, blob, max_output_size: int) -> DecodeOutcome:
     try:
         return _outcome(registry.decode_result(blob, max_output_size=max_output_size))
+    except ArtifactError:
+        raise
     except NBMFError as e:
         return DecodeOutcome(error=type(e).__name__, message=str(e))
+    except _UNTYPED as e:
+        log.error("the codec library raised an untyped %s for a client blob (a library bug; answered as "
+                  "UndecodableBlob): %s", type(e).__name__, e)
+        return DecodeOutcome(error="UndecodableBlob",
+                             message=f"the blob cannot be decoded ({type(e).__name__}: {str(e)[:200]}); it is damaged")
+
+
+def claimed_output(blob: bytes | dict) -> int:
+    """Bytes a blob says it decodes to, read before decoding it: a v1 blob's header length (which the codec
+    enforces); a legacy blob's code bytes (the preview itself for semantic; for lossless the compressed size,
+    a lower bound: ``legacy_limits`` bounds what it may inflate to). Raises NBMFError for a malformed blob."""
+    if is_legacy(blob):
+        code = legacy.parse(blob)["code"]
+        return len(code) // 2 if isinstance(code, str) else 0  # hex; anything else fails at decode
+    return peek_header(blob).original_length
+
+
+def legacy_limits(claims: Sequence[int], spare: int, max_output_size: int) -> list[int]:
+    """``max_output_size`` for each legacy blob of a batch: its claim plus an even share of the batch budget
+    that the claims leave (``spare``), capped at the per-blob limit, so the batch's total output stays within
+    its budget. A blob that inflates past its share fails alone (OutputTooLargeError): decode it by itself.
+
+    >>> legacy_limits([100, 50], spare=1000, max_output_size=580)
+    [580, 550]
+    """
+    share = max(spare, 0) // max(len(claims), 1)
+    return [min(claim + share, max_output_size) for claim in claims]
+
+
+def input_size(item: tuple) -> int:
+    """Raw bytes of an encode item's payload (what the codec compresses); PayloadError if it has none."""
+    payload, kind, _ = item
+    return len(to_raw(payload, kind)[0])
 
 
 def encode_items(registry: Registry, version: str, items: Sequence[tuple]) -> list[tuple[bytes, str | None]]:

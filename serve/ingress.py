@@ -2,8 +2,9 @@
 
 Only the stub (and legacy blobs) run here; neural versions run in the model deployment, reached
 through ``handle.options(multiplexed_model_id=version)``. Client errors are answered here with a 4xx
-before anything is routed: size limits (413), content type (415), schema (422), checksum and
-envelope (400), versions the registry does not hold (404).
+before anything is routed: size limits and batch budgets (413), content type (415), schema (422),
+checksum and envelope (400), versions the registry does not hold (404). Stub and legacy coding runs on
+the replica's codec thread under ``timeouts.codec_s`` (serve/deadline.py), never on the event loop.
 
 (No ``from __future__ import annotations`` here: FastAPI must see real annotations on the methods
 that ``serve.ingress`` rewraps.)
@@ -21,6 +22,7 @@ from nbmf.errors import NBMFError
 from serve import codec_ops, schemas
 from serve.args import Limits, Timeouts, check_version
 from serve.canary import CanaryRouter
+from serve.deadline import CodecThread, DeadlineExceeded
 from serve.http import (
     ERROR_STATUS,
     JSON_TYPES,
@@ -29,11 +31,15 @@ from serve.http import (
     AsciiJSONResponse,
     blob_from_json,
     body_doc,
+    check_count,
     client_error,
+    json_response,
     media_type,
     parse_json,
     raw_payload,
     read_body,
+    strict_json_error,
+    unrepresentable,
     validate,
 )
 from serve.metrics import ServiceMetrics
@@ -82,6 +88,25 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def payload_call(fn, item: tuple):
+    """``fn(item)`` on an encode item, a payload the codec refuses raised as the client's 4xx (422)."""
+    try:
+        return fn(item)
+    except NBMFError as e:
+        raise client_error(type(e).__name__, str(e)) from None
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ApiError(422, "InvalidPayload", f"payload cannot be encoded as {item[1]}: {e}") from None
+
+
+def _item_error(status: int, error: str, detail: str) -> dict:
+    return schemas.ItemError(status=status, error=error, detail=detail).model_dump()
+
+
+def _deadline_error(e: DeadlineExceeded) -> ApiError:
+    return ApiError(504, "DeadlineExceeded", f"{e}; the request was not retried. Retry later with a smaller "
+                                             "request, or read the blob with the nbmf library")
+
+
 # Everything the class uses is defined above it: ``serve.ingress`` snapshots the routes (cloudpickle,
 # by value) while the class statement runs, capturing only names that already exist.
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
@@ -93,6 +118,7 @@ class Ingress:
         self.limits = Limits.model_validate(limits)
         self.timeouts = Timeouts.model_validate(timeouts)
         self.stub = codec_ops.stub_registry()
+        self.codec = CodecThread(self.timeouts.codec_s, "nbmf-ingress")
         self.metrics = ServiceMetrics("ingress")
         self.router = CanaryRouter(current="stub")
         self._versions: list[str] = []
@@ -124,29 +150,48 @@ class Ingress:
         version = self.router.choose(record_id)
         t0 = time.perf_counter()
         if version == "stub":
-            blob = self.stub_encode(item)
+            (blob,) = await self.stub_encode_many([item])
             self.metrics.request("encode", "stub", "ok", _ms(t0))
             return blob, version, None
+        # a payload the codec refuses is the client's 422 here, before it can fail a model batch that it shares
+        # with other requests (they would all fall back to the stub)
+        await self.input_bytes([item])
         try:
             blob, reason = await self.call_model(self.model.options(multiplexed_model_id=version).encode
                                                  .remote(version, item), self.timeouts.encode_s)
         except Exception as e:  # noqa: BLE001 - any model-side failure: the stub writes the record
             reason = fallback_reason(e)
             log.warning("encode with %s failed (%s: %s); stub fallback", version, reason, e)
-            blob = self.stub_encode(item)
+            (blob,) = await self.stub_encode_many([item])
         if reason is not None:
             self.metrics.fallback(version, reason)
         self.metrics.request("encode", version, "fallback" if reason else "ok", _ms(t0))
         return blob, version, reason
 
-    def stub_encode(self, item: tuple) -> bytes:
-        payload, kind, fidelity = item
+    async def stub_encode_many(self, items: list[tuple]) -> list[bytes]:
+        """Stub blobs of ``items``, written on the codec thread; a payload the codec refuses is a 4xx."""
         try:
-            return self.stub.encode(payload, fidelity=fidelity, version="stub", kind=kind)
-        except NBMFError as e:
-            raise client_error(type(e).__name__, str(e)) from None
-        except (TypeError, ValueError) as e:
-            raise ApiError(422, "InvalidPayload", f"payload cannot be encoded as {kind}: {e}") from None
+            return await self.codec.run(lambda: [payload_call(self._stub_encode, it) for it in items])
+        except DeadlineExceeded as e:
+            raise _deadline_error(e) from None
+
+    def _stub_encode(self, item: tuple) -> bytes:
+        payload, kind, fidelity = item
+        return self.stub.encode(payload, fidelity=fidelity, version="stub", kind=kind)
+
+    async def input_bytes(self, items: list[tuple]) -> int:
+        """Raw payload bytes of encode items (on the codec thread); a payload the codec refuses is a 4xx."""
+        try:
+            return sum(await self.codec.run(lambda: [payload_call(codec_ops.input_size, it) for it in items]))
+        except DeadlineExceeded as e:
+            raise _deadline_error(e) from None
+
+    async def check_input_budget(self, items: list[tuple]) -> None:
+        """413 when an encode batch's payloads add up to more than ``limits.max_batch_input_bytes``."""
+        total = await self.input_bytes(items)
+        if total > self.limits.max_batch_input_bytes:
+            raise ApiError(413, "BatchTooLarge", f"the payloads of this batch add up to {total} bytes; the limit is "
+                                                 f"{self.limits.max_batch_input_bytes} per call: split the batch")
 
     async def call_model(self, response, timeout_s: float):
         try:
@@ -180,12 +225,13 @@ class Ingress:
 
     @app.post("/v1/encode_batch", summary="Encode many records", response_model=schemas.EncodeBatchResponse)
     async def encode_batch(self, request: Request):
-        req = validate(schemas.EncodeBatchRequest, parse_json(await self.json_body(request)))
-        if len(req.items) > self.limits.max_batch_items:
-            raise ApiError(413, "TooManyItems", f"{len(req.items)} items; the limit is {self.limits.max_batch_items} per call")
+        data = parse_json(await self.json_body(request))
+        check_count(data, "items", self.limits.max_batch_items)
+        req = validate(schemas.EncodeBatchRequest, data)
         t0 = time.perf_counter()
         routed = [self.router.choose(it.record_id) for it in req.items]
         items = [it.to_item() for it in req.items]
+        await self.check_input_budget(items)
         blobs: list = [None] * len(items)
         reasons: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
@@ -204,8 +250,8 @@ class Ingress:
                     log.warning("batch encode with %s failed (%s: %s); stub fallback", version, reason, e)
                     for i in idx:
                         reasons[i] = reason
-            for i in idx:
-                blobs[i] = self.stub_encode(items[i])
+            for i, blob in zip(idx, await self.stub_encode_many([items[i] for i in idx])):
+                blobs[i] = blob
         for version, idx in groups.items():
             fb = [reasons[i] for i in idx if reasons[i]]
             for reason in set(fb):
@@ -220,9 +266,9 @@ class Ingress:
         """The blob's version after every check the ingress can make; a client error raises here."""
         try:
             version = codec_ops.blob_version(blob)
-            if version in ("legacy", "stub"):
+            if version == "legacy":
                 return version
-            header = codec_ops.check_blob(blob)
+            header = codec_ops.check_blob(blob)  # stub blobs too: the size guard answers before any inflating
         except NBMFError as e:
             raise client_error(type(e).__name__, str(e)) from None
         if header.original_length > self.limits.max_output_bytes:
@@ -239,15 +285,25 @@ class Ingress:
         version = self.route(blob)
         t0 = time.perf_counter()
         if version in ("legacy", "stub"):
-            outcome = codec_ops.decode_items(self.stub, [blob], self.limits.max_output_bytes)[0]
+            (outcome,) = await self.stub_decode(codec_ops.decode_items, [blob], self.limits.max_output_bytes)
         else:
             outcome = await self.decode_neural(version, lambda: self.model.options(
                 multiplexed_model_id=version).decode.remote(blob))
         self.metrics.request("decode", version, "error" if outcome.error else "ok", _ms(t0))
         return outcome
 
+    async def stub_decode(self, decode, blobs: list, limit) -> list[codec_ops.DecodeOutcome]:
+        """``decode(self.stub, blobs, limit)`` on the codec thread; past the deadline each blob's outcome is 504."""
+        try:
+            return await self.codec.run(decode, self.stub, blobs, limit)
+        except DeadlineExceeded as e:
+            return codec_ops.failed_outcomes(len(blobs), e)
+
     async def decode_neural(self, version: str, call):
-        """Retry with backoff, then 503: a neural blob is never decoded by anything but its own model."""
+        """Retry with backoff, then 503: a neural blob is never decoded by anything but its own model.
+
+        Only exceptions are retried (the replica died or timed out, the version did not load); what the blob
+        itself causes (damage, a deadline passed decoding it) comes back as an outcome and is answered once."""
         delay, last = self.timeouts.retry_backoff_s, None
         for attempt in range(self.timeouts.decode_attempts):
             try:
@@ -281,35 +337,67 @@ class Ingress:
         outcome = await self.decode_one(blob)
         if outcome.error:
             raise client_error(outcome.error, outcome.message)
-        return AsciiJSONResponse(schemas.decode_response(outcome).model_dump())
+        return json_response(schemas.decode_response(outcome).model_dump())
 
     @app.post("/v1/decode_batch", summary="Decode many blobs (errors per item)", response_model=schemas.DecodeBatchResponse)
     async def decode_batch(self, request: Request):
-        req = validate(schemas.DecodeBatchRequest, parse_json(await self.json_body(request)))
-        if len(req.blobs) > self.limits.max_batch_items:
-            raise ApiError(413, "TooManyItems", f"{len(req.blobs)} blobs; the limit is {self.limits.max_batch_items} per call")
+        data = parse_json(await self.json_body(request))
+        check_count(data, "blobs", self.limits.max_batch_items)
+        req = validate(schemas.DecodeBatchRequest, data)
         results: list = [None] * len(req.blobs)
         groups: dict[str, list[int]] = {}
         blobs: list = [None] * len(req.blobs)
+        claims: list = [0] * len(req.blobs)
         for i, obj in enumerate(req.blobs):
             try:
                 blobs[i] = blob_from_json(obj)
-                groups.setdefault(self.route(blobs[i]), []).append(i)
+                version = self.route(blobs[i])
+                claims[i] = self.claim(blobs[i])
             except ApiError as e:
-                results[i] = schemas.ItemError(status=e.status, error=e.error, detail=e.detail)
+                results[i] = _item_error(e.status, e.error, e.detail)
+                continue
+            groups.setdefault(version, []).append(i)
+        # the budget is checked before any decoding: it bounds what this request makes the ingress hold and send
+        claimed, budget = sum(claims), self.limits.max_batch_output_bytes
+        if claimed > budget:
+            raise ApiError(413, "BatchTooLarge", f"the blobs of this batch claim {claimed} bytes of output; the limit "
+                                                 f"is {budget} per call: split the batch")
         for version, idx in groups.items():
             t0 = time.perf_counter()
             chunk = [blobs[i] for i in idx]
-            if version in ("legacy", "stub"):
-                outcomes = codec_ops.decode_items(self.stub, chunk, self.limits.max_output_bytes)
+            if version == "legacy":  # a lossless legacy blob claims only its compressed size: bound each one
+                limits = codec_ops.legacy_limits([claims[i] for i in idx], budget - claimed, self.limits.max_output_bytes)
+                outcomes = await self.stub_decode(codec_ops.decode_each, chunk, limits)
+            elif version == "stub":
+                outcomes = await self.stub_decode(codec_ops.decode_items, chunk, self.limits.max_output_bytes)
             else:
                 outcomes = await self.decode_neural(version, lambda v=version, c=chunk: self.model.options(
                     multiplexed_model_id=v).decode_many.remote(c))
             for i, out in zip(idx, outcomes):
-                results[i] = (schemas.ItemError(status=ERROR_STATUS.get(out.error, 400), error=out.error, detail=out.message)
-                              if out.error else schemas.decode_response(out))
-            self.metrics.request("decode", version, "ok", _ms(t0), len(idx))
-        return AsciiJSONResponse(schemas.DecodeBatchResponse(results=results).model_dump())
+                message = out.message
+                if version == "legacy" and out.error == "OutputTooLargeError":
+                    message += (f" (in a batch, a legacy blob may inflate to its share of the batch's "
+                                f"{budget} bytes: decode it alone with /v1/decode)")
+                results[i] = (_item_error(ERROR_STATUS.get(out.error, 400), out.error, message) if out.error
+                              else schemas.decode_response(out).model_dump())
+            self.metrics.request("decode", version, "error" if any(o.error for o in outcomes) else "ok", _ms(t0), len(idx))
+        try:
+            return AsciiJSONResponse({"results": results})
+        except (ValueError, RecursionError):  # some payload strict JSON cannot carry: that item's 422, not the batch's
+            for i, item in enumerate(results):
+                if (e := strict_json_error(item)) is not None:
+                    err = unrepresentable(e)
+                    results[i] = _item_error(err.status, err.error, err.detail)
+            return json_response({"results": results})
+
+    def claim(self, blob: bytes | dict) -> int:
+        """What a routed blob claims to decode to (codec_ops.claimed_output); a malformed blob is the client's."""
+        try:
+            return codec_ops.claimed_output(blob)
+        except NBMFError as e:
+            raise client_error(type(e).__name__, str(e)) from None
+        except (ValueError, RecursionError) as e:  # untyped refusal of a hostile legacy blob (see codec_ops)
+            raise ApiError(400, "UndecodableBlob", f"the blob cannot be read: {type(e).__name__}: {str(e)[:200]}") from None
 
     async def json_body(self, request: Request) -> bytes:
         body = await read_body(request, self.limits.max_request_bytes)

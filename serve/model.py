@@ -8,6 +8,11 @@ Batching lives on its own methods (``_encode_batched`` / ``_decode_batched``) an
 multiplexed one (ray#56633). Each batched item carries its version explicitly and a batch is split
 per version here, so correctness does not depend on how Serve groups requests. The codecs' batch
 forms are bit-exact with their one-record forms, so batching never changes a blob's bytes.
+
+Codec calls run on the replica's codec thread (serve/deadline.py) under ``timeouts.codec_s``, so the event
+loop keeps answering pings and other requests. A decode past the deadline comes back as an outcome
+(``DeadlineExceeded``, HTTP 504), like any other failure that the blob itself causes: the ingress retries
+only exceptions (a replica that died, a version that did not load), never a blob that is slow or bad.
 """
 from __future__ import annotations
 
@@ -19,7 +24,16 @@ from collections import defaultdict
 
 from ray import serve
 
-from serve.codec_ops import VersionModel, blob_version, current_version, import_loader, list_versions, resolve_model_dir
+from serve.codec_ops import (
+    VersionModel,
+    blob_version,
+    current_version,
+    failed_outcomes,
+    import_loader,
+    list_versions,
+    resolve_model_dir,
+)
+from serve.deadline import CodecThread, DeadlineExceeded
 from serve.metrics import ServiceMetrics
 
 log = logging.getLogger("ray.serve")
@@ -36,13 +50,14 @@ class ModelLoadError(RuntimeError):
 class CodecModel:
     def __init__(self, model_dir: str, loader: str, max_models_per_replica: int = 4,
                  max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002,
-                 max_output_bytes: int = 16 << 20, threads: int = 1):
+                 max_output_bytes: int = 16 << 20, threads: int = 1, codec_s: float = 1.5):
         # the codecs this replica loads split each batch over ``threads`` (nbmf.codecs.neural.default_threads):
         # sized to the CPUs the replica reserves, so replicas never oversubscribe the node
         os.environ["NBMF_THREADS"] = str(threads)
         self.model_dir = resolve_model_dir(model_dir)
         self.loader = import_loader(loader)
         self.max_output_bytes = max_output_bytes
+        self.codec = CodecThread(codec_s, "nbmf-model")
         self.metrics = ServiceMetrics("model")
         self._encode_batched.set_max_batch_size(max_batch_size)
         self._encode_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -92,11 +107,17 @@ class CodecModel:
     # -- batch endpoints: the ingress sends a whole list for one version (multiplexed_model_id) --
     async def encode_many(self, items: list[tuple]) -> list[tuple[bytes, str | None]]:
         model = await self.get_model(serve.get_multiplexed_model_id())
-        return model.encode(items)
+        return await self.codec.run(model.encode, items)  # DeadlineExceeded: the ingress falls back to the stub
 
     async def decode_many(self, blobs: list[bytes]) -> list:
         model = await self.get_model(serve.get_multiplexed_model_id())
-        return model.decode(blobs, self.max_output_bytes)
+        return await self._decode(model, blobs)
+
+    async def _decode(self, model: VersionModel, blobs: list[bytes]) -> list:
+        try:
+            return await self.codec.run(model.decode, blobs, self.max_output_bytes)
+        except DeadlineExceeded as e:
+            return failed_outcomes(len(blobs), e)
 
     # -- one record per call, batched across concurrent requests --
     async def encode(self, version: str, item: tuple) -> tuple[bytes, str | None]:
@@ -115,7 +136,7 @@ class CodecModel:
             t0 = time.perf_counter()
             try:
                 model = await self.get_model(version)
-                blobs = model.encode([item for _, item in members])
+                blobs = await self.codec.run(model.encode, [item for _, item in members])
             except Exception as e:  # noqa: BLE001 - handed to each caller of this group
                 for i, _ in members:
                     out[i] = _Failed(e)
@@ -136,7 +157,7 @@ class CodecModel:
             t0 = time.perf_counter()
             try:
                 model = await self.get_model(version)
-                results = model.decode([blobs[i] for i in members], self.max_output_bytes)
+                results = await self._decode(model, [blobs[i] for i in members])
             except Exception as e:  # noqa: BLE001
                 for i in members:
                     out[i] = _Failed(e)
@@ -144,7 +165,8 @@ class CodecModel:
                 continue
             for i, res in zip(members, results):
                 out[i] = res
-            self.metrics.request("decode", version, "ok", (time.perf_counter() - t0) * 1e3, len(members))
+            outcome = "deadline" if any(r.error == "DeadlineExceeded" for r in results) else "ok"
+            self.metrics.request("decode", version, outcome, (time.perf_counter() - t0) * 1e3, len(members))
         return out
 
 

@@ -1,5 +1,7 @@
 """Fault injection for the Serve tests: the real neural loader, made to fail while ``<model_dir>/FAULT``
-exists, and to stall (``<model_dir>/SLOW`` holds the seconds) so that requests time out.
+exists, to stall (``<model_dir>/SLOW`` holds the seconds) so that requests time out, and to block while
+``<model_dir>/HOLD`` exists (a stall that the test ends, not a clock). While ``<model_dir>/CALLS`` exists,
+each call appends a line to it first, so a test can see that a call started and count the attempts.
 
 Serve replicas import it by path (``loader="tests.serve.fault_loader:load"``); Ray workers start in
 the driver's working directory (the repository root), so the module is importable there.
@@ -13,6 +15,8 @@ from serve.codec_ops import load_codec
 
 FAULT = "FAULT"
 SLOW = "SLOW"
+HOLD = "HOLD"
+CALLS = "CALLS"
 
 
 class InjectedFault(RuntimeError):
@@ -20,6 +24,12 @@ class InjectedFault(RuntimeError):
 
 
 def _check(path: Path) -> None:
+    calls = path.with_name(CALLS)
+    if calls.exists():
+        with calls.open("a") as f:
+            f.write("call\n")
+    while path.with_name(HOLD).exists():
+        time.sleep(0.05)
     if path.exists():
         raise InjectedFault(f"injected fault ({path})")
     slow = path.with_name(SLOW)

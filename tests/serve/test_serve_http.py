@@ -10,10 +10,14 @@ import json
 
 import pytest
 
+from tests.serve.forge import forged, hostile_legacy, stub_json_blob
+
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 APP = "nbmf-http"
 MAX_OUTPUT = 64 << 10
+BATCH_OUTPUT = 2 * MAX_OUTPUT  # a decode batch's budget of claimed output
+BATCH_INPUT = 64 << 10  # an encode batch's budget of payload bytes
 PAYLOADS = [
     ("text", "user prefers dark mode"),
     ("text", ""),
@@ -34,7 +38,8 @@ def app_url(serve_base_url, tmp_path_factory):
 
     model_dir = tmp_path_factory.mktemp("models")  # no neural version: stub only
     args = AppArgs(model_dir=str(model_dir), replicas=1, model_num_cpus=0.1, ingress_num_cpus=0.1,
-                   limits={"max_request_bytes": 256 << 10, "max_batch_items": 16, "max_output_bytes": MAX_OUTPUT})
+                   limits={"max_request_bytes": 256 << 10, "max_batch_items": 16, "max_output_bytes": MAX_OUTPUT,
+                           "max_batch_output_bytes": BATCH_OUTPUT, "max_batch_input_bytes": BATCH_INPUT})
     serve.run(build_app(args), name=APP, route_prefix="/", blocking=False)
     yield serve_base_url
     serve.delete(APP)
@@ -261,3 +266,112 @@ def test_metrics_reach_prometheus(client, prometheus_url):
     requests = [ln for ln in lines if ln.startswith("ray_nbmf_requests")]
     assert any('op="encode"' in ln and 'version="stub"' in ln and 'outcome="ok"' in ln for ln in requests), lines[:5]
     assert any('le="120.0"' in ln for ln in lines if "ray_nbmf_latency_ms_bucket" in ln)
+
+
+# -- hostile input: every class is a 4xx with a message, and the same replica answers afterwards ----------
+
+JSON = {"content-type": "application/json"}
+RAW = {"content-type": "application/octet-stream"}
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP_STORED = b"[" * 20_000 + b"]" * 20_000  # within MAX_OUTPUT: the decoder must parse it
+ENVELOPE = {"format": 1, "encoder": "stub", "fidelity": "lossless", "kind": "text", "length": 1, "crc32": "00000000",
+            "body": ""}
+
+
+def nbmf_b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode()
+
+
+def _sha(text: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(text).hexdigest()
+
+
+LIBRARY = (400, 422)  # a blob the library refuses (400), or decodes to a value JSON cannot carry (422)
+HOSTILE = {
+    "malformed-json": ("/v1/encode_batch", {"content": b'{"items": [', "headers": JSON}, 400),
+    "empty-json": ("/v1/decode", {"content": b"", "headers": JSON}, 400),
+    "empty-batch-body": ("/v1/encode_batch", {"content": b"", "headers": JSON}, 400),
+    "non-utf8-json": ("/v1/encode", {"content": b'{"payload": "\xff\xfe"}', "headers": JSON}, 400),
+    "utf16-garbage": ("/v1/decode_batch", {"content": b"\xfe\xff\x00\x7b", "headers": JSON}, 400),
+    "text-plain": ("/v1/decode_batch", {"content": b'{"blobs": ["AA=="]}', "headers": {"content-type": "text/plain"}}, 415),
+    "no-content-type": ("/v1/decode", {"content": b"{}"}, 415),
+    "record-id-int": ("/v1/encode", {"json": {"payload": "x", "record_id": 5}}, 422),
+    "items-not-list": ("/v1/encode_batch", {"json": {"items": "x"}}, 422),
+    "blobs-wrong-types": ("/v1/decode_batch", {"json": {"blobs": [1, [2], None]}}, 422),
+    "fidelity-int": ("/v1/encode", {"json": {"payload": "x", "fidelity": 7}}, 422),
+    "blob-not-base64": ("/v1/decode", {"json": "a string, not base64"}, 400),
+    "overflow-float": ("/v1/encode", {"content": b'{"payload": 1e999}', "headers": JSON}, 400),
+    "nan": ("/v1/encode", {"content": b'{"payload": NaN}', "headers": JSON}, 400),
+    "infinity-raw-json": ("/v1/encode", {"content": b"[Infinity]", "params": {"kind": "json"}, "headers": RAW}, 400),
+    "5000-digit-int": ("/v1/encode", {"content": b'{"payload": ' + b"7" * 5000 + b"}", "headers": JSON}, 400),
+    "huge-envelope-length": ("/v1/decode", {"json": {**ENVELOPE, "length": 10**30}}, 400),
+    "huge-envelope-crc": ("/v1/decode", {"json": {**ENVELOPE, "crc32": "f" * 10_000}}, 400),
+    "deep-request": ("/v1/encode", {"content": b'{"payload": ' + DEEP + b"}", "headers": JSON}, 400),
+    "deep-batch": ("/v1/decode_batch", {"content": b'{"blobs": [' + DEEP + b"]}", "headers": JSON}, 400),
+    "deep-raw-json": ("/v1/encode", {"content": DEEP, "params": {"kind": "json"}, "headers": RAW}, 400),
+    "bytes-not-base64": ("/v1/encode", {"json": {"payload": "!!!", "kind": "bytes"}}, 422),
+    "envelope-body-not-base64": ("/v1/decode", {"json": {**ENVELOPE, "body": "!!!"}}, 400),
+    "count-before-schema": ("/v1/decode_batch", {"json": {"blobs": [1] * 20_000}}, 413),
+    "claims-10MB": ("/v1/decode", {"content": forged(10**7), "headers": RAW}, 413),
+    "batch-output-budget": ("/v1/decode_batch", {"json": {"blobs": [nbmf_b64(forged(MAX_OUTPUT))] * 3}}, 413),
+    "batch-input-budget": ("/v1/encode_batch", {"json": {"items": [{"payload": "x" * 40_000}] * 2}}, 413),
+    "stub-blob-deep": ("/v1/decode", {"content": stub_json_blob(DEEP_STORED), "headers": RAW}, LIBRARY),
+    "stub-blob-5000-digits": ("/v1/decode", {"content": stub_json_blob(b"7" * 5000), "headers": RAW}, LIBRARY),
+    "stub-blob-nan": ("/v1/decode", {"content": stub_json_blob(b"[NaN]"), "headers": RAW}, LIBRARY),
+    "legacy-deep": ("/v1/decode", {"json": hostile_legacy(DEEP_STORED)}, LIBRARY),
+    "legacy-5000-digits": ("/v1/decode", {"json": hostile_legacy(b"7" * 5000)}, LIBRARY),
+    "legacy-nan-signed": ("/v1/decode", {"json": hostile_legacy(b"NaN", _sha(b"NaN"))}, LIBRARY),
+}
+
+
+@pytest.fixture(scope="module")
+def ingress_replica(app_url):
+    import httpx
+
+    return httpx.get(f"{app_url}/v1/stats", timeout=60).json()["replica"]
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_input_is_4xx_and_the_service_lives_on(client, ingress_replica, name):
+    path, kwargs, status = HOSTILE[name]
+    r = client.post(path, **kwargs)
+    assert r.status_code in (status if isinstance(status, tuple) else (status,)), (r.status_code, r.text[:300])
+    body = r.json()  # strict JSON, with a message
+    assert body["detail"] and "NaN" not in r.text.replace("NaN is not JSON", "")
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/v1/stats").json()["replica"] == ingress_replica  # the same replica: it never died
+    ok = client.post("/v1/encode", json={"payload": "still here", "format": "raw"})
+    assert post_raw(client, "/v1/decode", ok.content).json()["payload"] == "still here"
+
+
+def test_batch_budget_counts_only_what_would_be_decoded(client):
+    """Blobs refused on their own (over max_output_bytes) are per-item 413s and claim nothing."""
+    blobs = [nbmf_b64(forged(10**7))] * 3 + [raw_b64(client, "fine")]
+    r = client.post("/v1/decode_batch", json={"blobs": blobs})
+    assert r.status_code == 200, r.text
+    out = r.json()["results"]
+    assert [o.get("status") for o in out[:3]] == [413] * 3 and out[3]["payload"] == "fine"
+
+
+def raw_b64(client, payload) -> str:
+    return nbmf_b64(raw_blob(client, payload))
+
+
+def test_unrepresentable_item_fails_alone(client):
+    r = client.post("/v1/decode_batch", json={"blobs": [nbmf_b64(stub_json_blob(b"[NaN]")), raw_b64(client, "ok")]})
+    assert r.status_code == 200, r.text
+    out = json.loads(r.text)  # strict JSON: json.loads would also take NaN, so look for it
+    assert "NaN" not in r.text and out["results"][1]["payload"] == "ok"
+    assert out["results"][0]["status"] in LIBRARY
+
+
+def test_legacy_batch_shares_the_output_budget(client, make_legacy_blob):
+    """Lossless legacy blobs claim only their compressed size; each may inflate to an even share of the budget."""
+    big = make_legacy_blob("a" * 60_000)  # ~100 bytes of code
+    two = client.post("/v1/decode_batch", json={"blobs": [big, big]}).json()["results"]
+    assert [o["payload"] for o in two] == ["a" * 60_000] * 2
+    three = client.post("/v1/decode_batch", json={"blobs": [big, big, big]}).json()["results"]
+    assert [o["status"] for o in three] == [413] * 3 and "/v1/decode" in three[0]["detail"]
+    assert client.post("/v1/decode", json=big).json()["payload"] == "a" * 60_000  # alone it decodes

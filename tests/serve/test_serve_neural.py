@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 APP = "nbmf-neural"
 SHARE = 0.5
 ENCODE_TIMEOUT_S = 4.0  # models are preloaded, so only an injected stall gets near it
+CODEC_S = 3.0  # the replica's codec deadline: below decode_s (20), so a held decode is answered, not retried
 
 
 def deploy(model_dir: Path, canary_share: float = SHARE) -> None:
@@ -33,7 +34,7 @@ def deploy(model_dir: Path, canary_share: float = SHARE) -> None:
     app["args"].update(model_dir=str(model_dir), loader="tests.serve.fault_loader:load", model_num_cpus=0.1,
                        ingress_num_cpus=0.1,
                        timeouts={"encode_s": ENCODE_TIMEOUT_S, "decode_s": 20.0, "decode_attempts": 2,
-                                 "retry_backoff_s": 0.2})
+                                 "retry_backoff_s": 0.2, "codec_s": CODEC_S})
     deployments = {d["name"]: d for d in app["deployments"]}
     deployments["CodecModel"]["autoscaling_config"].update(min_replicas=1, max_replicas=1)
     deployments["CodecModel"]["user_config"] = {"preload": ["v2"]}
@@ -222,3 +223,38 @@ def test_encode_times_out_to_stub_then_recovers(client, neural_app, records):
         slow.unlink()
     time.sleep(stall)  # let the stalled batch finish
     assert encode(client, payload, rid).content == blob
+
+
+def _wait_for(predicate, what: str, limit_s: float = 60):
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_slow_decode_is_answered_once_and_the_replica_stays_responsive(client, neural_app, records):
+    """A decode held on the model's codec thread: pings, health and other requests are answered meanwhile;
+    the decode itself gets one 504 at the deadline (one attempt, not decode_attempts), then service resumes."""
+    payload, blob = next((p, b) for p in records if encoder_of(b := library_blob(neural_app, p, "v1")) == 1)
+    stub_blob = library_blob(neural_app, "stub record", "stub")  # decoded by the ingress, not the held replica
+    hold, calls = neural_app / "HOLD", neural_app / "CALLS"
+    calls.write_text("")
+    hold.write_text("held by the test")
+    try:
+        with cf.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(decode_raw, client, blob)
+            _wait_for(lambda: calls.read_text(), "the decode to reach the codec")
+            health = client.get("/healthz").json()  # pings the model replica whose codec thread is held
+            assert (health["status"], health["model"]) == ("ok", "ok"), health
+            assert client.get("/v1/versions").status_code == 200
+            assert decode_raw(client, stub_blob).json()["payload"] == "stub record"
+            assert not pending.done()  # all of the above was answered while the decode was held
+            r = pending.result()
+        assert r.status_code == 504, r.text
+        assert r.json()["error"] == "DeadlineExceeded" and "codec_s" in r.json()["detail"]
+        assert calls.read_text().count("call") == 1  # answered once: the ingress did not retry it
+    finally:
+        hold.unlink(missing_ok=True)
+        calls.unlink(missing_ok=True)
+    _wait_for(lambda: decode_raw(client, blob).status_code == 200, "the model replica to decode again")
+    assert decode_raw(client, blob).json()["payload"] == payload

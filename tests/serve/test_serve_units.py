@@ -100,7 +100,7 @@ def test_config_yaml_is_a_valid_serve_deploy_config():
     assert set(by_name["CodecModel"].user_config) == {"preload"}
 
 
-@pytest.mark.parametrize("module", ["serve.args", "serve.canary"])
+@pytest.mark.parametrize("module", ["serve.args", "serve.canary", "serve.codec_ops", "serve.deadline"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
