@@ -283,8 +283,8 @@ def from_envelope(envelope: dict) -> bytes:
         fidelity = Fidelity[str(envelope["fidelity"]).upper()]
         kind = Kind[str(envelope["kind"]).upper()]
         length = envelope["length"]
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-            raise FormatError("envelope length must be a non-negative integer")
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length < 1 << 63:
+            raise FormatError("envelope length must be an integer in [0, 2**63)")
         if not isinstance(envelope["crc32"], str) or not re.fullmatch(r"[0-9a-fA-F]{8}", envelope["crc32"]):
             raise FormatError(f"envelope crc32 {envelope['crc32']!r} is not 8 hex digits")
         crc = int(envelope["crc32"], 16)

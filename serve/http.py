@@ -18,8 +18,9 @@ JSON_TYPES = ("application/json",)
 RAW_TYPE = "application/octet-stream"
 # Status of each failure a blob or payload causes (the codec library's NBMFError names and the service's own);
 # all of them are answered once: the ingress retries only infrastructure failures (then 503). docs/SERVE.md.
-ERROR_STATUS = {"CorruptBlobError": 400, "LegacySignatureError": 400, "FormatError": 400,
-                "UndecodableBlob": 400,  # an untyped library error on a client blob (serve/codec_ops.py)
+ERROR_STATUS = {"FormatError": 400,  # not a blob at all: a malformed request
+                "CorruptBlobError": 422, "LegacySignatureError": 422,  # a well-formed blob that fails to decode
+                "UndecodableBlob": 422,  # an untyped library error on a client blob (serve/codec_ops.py)
                 "UnknownVersionError": 404, "OutputTooLargeError": 413,
                 "PayloadError": 422, "UnrepresentablePayload": 422,  # a payload that JSON cannot carry exactly
                 "DeadlineExceeded": 504}  # the codec ran past timeouts.codec_s
