@@ -128,11 +128,6 @@ def copy_verified(src, dest) -> dict:
     return manifest
 
 
-def manifest_id(manifest: dict) -> str:
-    """A short identity of an artifact: sha256 of its canonical manifest."""
-    return "sha256:" + hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def fingerprint(manifest: dict) -> bytes:
     """The model's identity (32 bytes): sha256 of what determines its behaviour, the artifact format, the
     architecture and the hashes of the weights and tokenizer, and nothing else (not the version name, not

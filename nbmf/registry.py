@@ -244,9 +244,7 @@ class Registry:
         description of a legacy blob."""
         old = legacy.parse(blob)
         if old is not None:
-            code = old["code"]
-            return {"format": "legacy", "meta": old["meta"], "sig": old["sig"],
-                    "code_bytes": len(code) // 2 if isinstance(code, str) else None}
+            return {"format": "legacy", "meta": old["meta"], "code_bytes": legacy.code_bytes(old), "sig": old["sig"]}
         return blobfmt.unpack(blob)[0]
 
 

@@ -147,12 +147,11 @@ def _decode_one(registry: Registry, blob, max_output_size: int) -> DecodeOutcome
 
 
 def claimed_output(blob: bytes | dict) -> int:
-    """Bytes a blob says it decodes to, read before decoding it: a v1 blob's header length (which the codec
+    """Bytes a blob says it decodes to, read before decoding it: a blob's header length (which the codec
     enforces); a legacy blob's code bytes (the preview itself for semantic; for lossless the compressed size,
     a lower bound: ``legacy_limits`` bounds what it may inflate to). Raises NBMFError for a malformed blob."""
     if is_legacy(blob):
-        code = legacy.parse(blob)["code"]
-        return len(code) // 2 if isinstance(code, str) else 0  # hex; anything else fails at decode
+        return legacy.code_bytes(legacy.parse(blob)) or 0  # not hex text: it fails at decode
     return peek_header(blob).original_length
 
 

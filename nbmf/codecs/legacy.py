@@ -60,6 +60,18 @@ def parse(blob) -> dict | None:
     return obj
 
 
+def code_bytes(obj: dict) -> int | None:
+    """Bytes of a parsed legacy blob's code (its hex halved), read without decoding; None when it is not text."""
+    code = obj["code"]
+    return len(code) // 2 if isinstance(code, str) else None
+
+
+def holds_json(obj: dict) -> bool:
+    """Whether a parsed legacy blob holds a JSON value rather than a text: its ``meta.type`` names the payload's
+    type, spelled "str" / "dict" (Python type names) or "text" / "json" by the old stub's versions."""
+    return obj["meta"].get("type") not in (None, "str", "text")
+
+
 def decode(obj: dict, max_output_size: int) -> LegacyDecoded:
     """The payload of a parsed legacy blob, its signature checked; only NBMFError for any content of ``obj``."""
     if max_output_size < 0:

@@ -61,7 +61,7 @@ class NeuralCodec:
 
     def __init__(self, name: str, cfg, int_model, tokenizer, manifest: dict | None = None, path: Path | None = None,
                  threads: int | None = None):
-        from nbmf.artifact import encoder_id_of, manifest_id
+        from nbmf.artifact import encoder_id_of
 
         self.name = name
         self.encoder_id = encoder_id_of(name)
@@ -69,7 +69,6 @@ class NeuralCodec:
         self.model = int_model
         self.tokenizer = tokenizer
         self.manifest = manifest or {}
-        self.artifact_id = manifest_id(self.manifest) if manifest else ""
         self.fingerprint = _fingerprint(cfg, int_model, tokenizer, self.manifest)
         self.path = path
         self.threads = default_threads() if threads is None else int(threads)
@@ -81,7 +80,7 @@ class NeuralCodec:
         # the largest probability a table can give one token: the best logit gets head_lut[0], every other
         # token at least head_lut's smallest entry (kernels.table); it bounds what a body can hold
         lut = np.asarray(int_model.params["head_lut"], np.float64)
-        self._max_prob = float(lut.max() / (lut.max() + (cfg.vocab_size - 1) * lut.min()))
+        self._symbol_bits = coder.min_symbol_bits(float(lut.max() / (lut.max() + (cfg.vocab_size - 1) * lut.min())))
         self._max_piece = int(self._piece_len.max())
         self._pool: ThreadPoolExecutor | None = None  # made on first use with more than one group
         self._pool_size = 0
@@ -91,7 +90,7 @@ class NeuralCodec:
 
     def max_tokens(self, body_size: int) -> int:
         """Most tokens a body of ``body_size`` bytes can decode to (``coder.max_symbols``)."""
-        return coder.max_symbols(-(-int(body_size) // 4), self._max_prob)
+        return coder.max_symbols(-(-int(body_size) // 4), self._symbol_bits)
 
     def max_length(self, body_size: int) -> int:
         """Most bytes a body of ``body_size`` bytes can decode to: a longer claimed length is refused unread."""
@@ -164,17 +163,17 @@ class NeuralCodec:
 
         Work is bounded by the body: a claimed length the body cannot hold is refused before any work, and the
         decoder stops once it reads more than coder.BODY_SLACK words past the body."""
-        for body, _, length in items:
+        caps = np.array([self.max_tokens(len(body)) for body, _, _ in items], np.int64)
+        for (body, _, length), cap in zip(items, caps):
             if int(length) == 0 and body:
                 raise CorruptBlobError("blob body has data but its header says the record is empty")
-            if int(length) > self.max_length(len(body)):
+            if int(length) > int(cap) * self._max_piece:  # max_length
                 raise CorruptBlobError(f"blob claims {int(length)} bytes, more than a {len(body)}-byte body can hold "
-                                       f"under {self.name} (at most {self.max_length(len(body))}): it is corrupted "
+                                       f"under {self.name} (at most {int(cap) * self._max_piece}): it is corrupted "
                                        "or forged")
         first = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
         bodies = [words_of_body(body) for body, _, _ in items]
         lengths = np.array([int(length) for _, _, length in items], np.int64)
-        caps = np.array([self.max_tokens(len(body)) for body, _, _ in items], np.int64)
 
         def run(group: list[int]) -> list[bytes]:
             tokens, status = self.model.decode(first[group], [bodies[i] for i in group], lengths[group],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbmf.blob import Fidelity, Kind
+from nbmf.codecs import legacy
 from nbmf.payload import canonical, to_raw
 from nbmf.record import TYPES, Record, from_corpus, infer_type
 
@@ -274,20 +275,12 @@ def l2_record(row, res, source: str) -> Record:
     kind = res.kind
     raw = to_raw(res.payload, kind)[0]
     if res.fidelity == Fidelity.SEMANTIC and not res.truncated:
-        if res.legacy and _legacy_json(row.blob):
+        if res.legacy and legacy.holds_json(legacy.parse(row.blob)):
             kind = Kind.JSON  # the preview is the JSON text itself: parse it, do not quote it
         raw = canonical(raw, kind)
     rtype = row.record_class if row.record_class in TYPES else infer_type(res.payload)
     return Record(id=row.id, group=row.id, type=rtype, domain=row.domain or "general", source=source,
                   kind=kind, fidelity=res.fidelity, raw=raw, origin=f"l2:{row.id}", truncated=res.truncated)
-
-
-def _legacy_json(blob: bytes) -> bool:
-    """Whether a legacy blob holds a JSON value rather than a text: its ``meta.type`` names the payload's type,
-    spelled "str" / "dict" (Python type names) or "text" / "json" by the old stub's versions."""
-    from nbmf.codecs import legacy
-
-    return legacy.parse(blob)["meta"].get("type") not in (None, "str", "text")
 
 
 @dataclass(frozen=True)

@@ -135,20 +135,24 @@ def stripped_words(n_words: int, body: bytes) -> int:
     return n_words - -(-len(body) // 4)
 
 
-def max_symbols(stored_words: int, max_prob: float) -> int:
+def min_symbol_bits(max_prob: float) -> float:
+    """A lower bound on the bits any symbol costs when no table gives one symbol more than ``max_prob`` (before
+    quantization, < 1). Quantization adds at most 2 / 2**24 to a probability (cdf(i) = trunc(C_i * scale) + i,
+    the truncations moving each edge by < 1), and every other symbol keeps >= 1 / 2**24."""
+    p = min(max_prob + 2.0 / _TOTAL, 1.0 - 1.0 / _TOTAL)
+    return -float(np.log2(p)) * (1 - 1e-9)  # rounded down: bounds built on it stay upper bounds
+
+
+def max_symbols(stored_words: int, symbol_bits: float) -> int:
     """Most symbols a decoder can take from a body of ``stored_words`` words before reading more than BODY_SLACK
-    words past it, when no table gives one symbol more than ``max_prob`` (before quantization, < 1).
+    words past it, when each symbol costs at least ``symbol_bits`` (``min_symbol_bits``).
 
     Each step sets range' = (range >> 24) * prob <= range * p, with p = prob / 2**24, and the coder keeps
     2**32 <= range < 2**64 after every step (it renormalizes below 2**32 by 2**32). After N symbols and R
     renormalizations 2**32 <= 2**64 * (p_1 ... p_N) * 2**(32 R), so N * b <= 32 (R + 1) with b = -log2 of the
     largest p. Decoding stops when R > S + BODY_SLACK - min(2, S), so N <= 32 (S + BODY_SLACK + 1) / b.
-    Quantization adds at most 2 / 2**24 to a probability (cdf(i) = trunc(C_i * scale) + i, the truncations
-    moving each edge by < 1), and scale < 2**24 / C_n.
     """
-    p = min(max_prob + 2.0 / _TOTAL, 1.0 - 1.0 / _TOTAL)  # every other symbol keeps >= 1 / 2**24
-    bits = -float(np.log2(p)) * (1 - 1e-9)  # rounded down: the bound stays an upper bound
-    return int(32 * (stored_words + BODY_SLACK + 1) / bits) + 1
+    return int(32 * (stored_words + BODY_SLACK + 1) / symbol_bits) + 1
 
 
 # -- decoder ------------------------------------------------------------------------------------------------
