@@ -14,7 +14,8 @@ so for K <= 16,384 every partial sum stays below 2**31 (the runtime's widest K i
 Weights are packed once per matrix (``pack``): outputs padded to blocks of 64 (four 16-lane vectors),
 inputs padded to groups of 4 bytes; within a block, for each group of 4 inputs, 64 outputs x 4 bytes lie
 contiguous: the 256 bytes one step of the micro-kernel reads. Padding is zero weight, so it adds nothing.
-Set NBMF_GEMM=portable (with a fresh NUMBA_CACHE_DIR) to build the portable form on a VNNI host.
+Set NBMF_GEMM=portable (with a fresh NUMBA_CACHE_DIR) to build the portable form of every runtime kernel on a
+host that has VNNI (and VBMI, nbmf.runtime.lookup).
 """
 from __future__ import annotations
 
@@ -33,12 +34,18 @@ KG = 4  # inputs per group: the 4 bytes one int32 lane of vpdpbusd sums
 NB_MAX = 4  # rows (records or positions) per micro-kernel call: 16 accumulators + 4 weight vectors in zmm
 
 
-def host_has_vnni() -> bool:
-    """True when numba will emit AVX-512 VNNI for this host (and NBMF_GEMM does not ask for the portable form)."""
+def host_has(*features: str) -> bool:
+    """True when the host has every one of these LLVM CPU features and NBMF_GEMM does not ask for the portable
+    form (the runtime's kernels then emit them: VNNI here, VBMI in nbmf.runtime.lookup)."""
     if os.environ.get("NBMF_GEMM", "").lower() == "portable":
         return False
-    features = llvm_binding.get_host_cpu_features()
-    return bool(features.get("avx512vnni")) and bool(features.get("avx512bw"))
+    host = llvm_binding.get_host_cpu_features()
+    return all(bool(host.get(f)) for f in features)
+
+
+def host_has_vnni() -> bool:
+    """True when numba will emit AVX-512 VNNI for this host (and NBMF_GEMM does not ask for the portable form)."""
+    return host_has("avx512vnni", "avx512bw")
 
 
 class Packed(NamedTuple):
@@ -203,7 +210,10 @@ def _micro_kernel(nb: int, split: int, n_vec: int = OB // 16):
 # have 12-16 chains.
 SPLIT = {1: 1, 2: 2, 3: 1, 4: 1}
 _mk1, _mk2, _mk3, _mk4 = (_micro_kernel(n, SPLIT[n]) for n in range(1, NB_MAX + 1))
-_mk2w16, _mk2w32, _mk2w48 = (_micro_kernel(2, SPLIT[2], v) for v in (1, 2, 3))
+_mk2w16, _mk2w32, _mk2w48 = (_micro_kernel(2, 4, v) for v in (1, 2, 3))
+_mk2n = _micro_kernel(2, 4)
+_mk1s = _micro_kernel(1, 4)
+SHORT = 16
 
 
 @njit(cache=True)
@@ -226,7 +236,7 @@ def gemm2_narrow(x, ldx, w, w_off, k_groups, n_blocks, width, bias, acc, ldacc):
         elif width == 48:
             _mk2w48(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
         else:
-            _mk2(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
+            _mk2n(x, 0, ldx, w, wo, k_groups, acc, ob * width, ldacc, bias, ob * width)
 
 
 @njit(nogil=True, cache=True)
@@ -247,7 +257,10 @@ def gemm_at(x, x_off, ldx, n_rows, w, w_off, k_groups, n_blocks, bias, bias_off,
         elif rest == 2:
             _mk2(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
         elif rest == 1:
-            _mk1(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
+            if k_groups <= SHORT:
+                _mk1s(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
+            else:
+                _mk1(x, xo, ldx, w, wo, k_groups, acc, ao, ldacc, bias, bo)
 
 
 @njit(nogil=True, cache=True)

@@ -16,6 +16,7 @@ from nbmf.errors import ArtifactError
 from nbmf.models.config import GATE_UNITS, ModelConfig
 from nbmf.runtime import coder, kernels
 from nbmf.runtime.gemm import KG, OB, narrow_width, pack, padded
+from nbmf.runtime.lookup import BYTES
 
 PARAMS = (
     "emb", "norm_k", "mixer_type", "mixer_idx",
@@ -187,6 +188,14 @@ def _linear(w: np.ndarray, m: np.ndarray, s: np.ndarray) -> kernels.Linear:
                           np.zeros(m.shape, np.int64), np.zeros(s.shape, np.int64))
 
 
+def _byte_table(lut: np.ndarray) -> np.ndarray:
+    """[n, 255] tables of int8 values (q in [-127, 127] at q + 127) -> uint8 [n, 256] of the next gemm's input
+    bytes (+128), as kernels._gelu looks them up; entry 255 is never read."""
+    out = np.full((lut.shape[0], 256), 128, np.uint8)
+    out[:, :255] = np.asarray(lut, np.int64) + 128
+    return out
+
+
 def build_params(cfg: ModelConfig, p: dict[str, np.ndarray]) -> kernels.Params:
     """The kernel's named parameter groups from the artifact's arrays (as ``check_params`` accepts them).
 
@@ -196,7 +205,7 @@ def build_params(cfg: ModelConfig, p: dict[str, np.ndarray]) -> kernels.Params:
     return kernels.Params(
         emb=i64["emb"], norm_k=i64["norm_k"].reshape(1), mixer_type=i64["mixer_type"], mixer_idx=i64["mixer_idx"],
         out=_linear(p["wo"], i64["wo_m"], i64["wo_s"]),
-        up=_linear(p["w1"], i64["w1_m"], i64["w1_s"]), act_lut=i64["act_lut"],
+        up=_linear(p["w1"], i64["w1_m"], i64["w1_s"]), act_lut=_byte_table(p["act_lut"]),
         down=_linear(p["w2"], i64["w2_m"], i64["w2_s"]),
         attn=kernels.Attention(_linear(p["qkv"], i64["qkv_m"], i64["qkv_s"]), i64["score_m"], i64["score_s"],
                                i64["slopes"], i64["attn_lut"].astype(np.int32)),
@@ -264,7 +273,8 @@ class IntModel:
             xq=np.full((1, padded(dh, KG)), 128, np.uint8), sacc=np.zeros((1, padded(w, OB)), np.int32),
             sc=np.zeros(w, np.int64), xe=np.zeros((2, padded(w, KG)), np.uint8),
             vacc=np.zeros((2, padded(dh, vw)), np.int32), vzero=np.zeros(padded(dh, vw), np.int32),
-            freq=np.zeros(vocab, np.int64), blocks=np.zeros(-(-vocab // kernels.BLOCK), np.int64),
+            gidx=np.zeros(padded(cfg.mlp_mult * d, BYTES), np.uint8), freq=np.zeros(vocab, np.int64),
+            blocks=np.zeros(-(-vocab // kernels.BLOCK), np.int64),
         )
 
     # -- tables (tests, cross-entropy, cross-device checks) ----------------------------------------------

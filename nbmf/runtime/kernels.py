@@ -27,7 +27,7 @@ from numba import njit
 
 from nbmf.runtime import coder
 from nbmf.runtime.gemm import KG, OB, gemm, gemm2_narrow, gemm_at, narrow_width
-from nbmf.runtime.lookup import LANES, lookup16, lookup16_bytes
+from nbmf.runtime.lookup import BYTES, LANES, lookup16, lookup16_bytes, lookup64_bytes
 
 ATTN, CONV, RECURRENT = 0, 1, 2
 CHUNK = 64  # positions of one record per encode pass: the head's [64, vocab] int32 scratch stays in L2
@@ -73,7 +73,7 @@ class Params(NamedTuple):
     mixer_idx: np.ndarray  # int64 [layers]: index within its mixer's group
     out: Linear  # [d, d] per layer: mixer output -> residual
     up: Linear  # [hidden, d] per layer
-    act_lut: np.ndarray  # int64 [layers, 255]: GELU
+    act_lut: np.ndarray  # uint8 [layers, 256]: GELU of q in [-127, 127] at q + 127, as the next gemm's input (+128)
     down: Linear  # [d, hidden] per layer
     attn: Attention
     conv: Conv
@@ -111,6 +111,7 @@ class Work(NamedTuple):
     xe: np.ndarray  # uint8 [2, W padded to 4]: softmax weights e = 256 * xe[1] + xe[0] (0 outside the context)
     vacc: np.ndarray  # int32 [2, d_head padded to narrow_width(d_head)]
     vzero: np.ndarray  # int32 [d_head padded to narrow_width(d_head)]: the value product's bias (weights are not offset)
+    gidx: np.ndarray  # uint8 [hidden padded to 64]: one row's GELU table indices
     freq: np.ndarray  # int64 [vocab]: one row's frequency table
     blocks: np.ndarray  # int64 [ceil(vocab / BLOCK)]: its block sums
 
@@ -279,11 +280,19 @@ def _recur(m, s, lut, rstate, slots, n, acc, x):
 
 
 @njit(nogil=True, cache=True)
-def _gelu(m, s, lut, n, acc, x):
+def _gelu(m, s, table, n, acc, x, idx):
+    """x[j] = GELU of the requantized up-projection acc[j]: the byte table[q + 127], 64 lookups at a time
+    (the requantization loop alone vectorizes; a lookup inside it would keep it scalar)."""
     hidden = m.shape[0]
+    full = hidden - hidden % BYTES
+    ldx = x.shape[1]
     for j in range(n):
         for c in range(hidden):
-            x[j, c] = np.uint8(lut[np.uint64(_clamp8(_requant(np.int64(acc[j, c]), m[c], s[c])) + 127)] + 128)
+            idx[c] = np.uint8(_clamp8(_requant(np.int64(acc[j, c]), m[c], s[c])) + 127)
+        for c in range(0, full, BYTES):
+            lookup64_bytes(table, idx, c, x, j * ldx + c)
+        for c in range(full, hidden):
+            x[j, c] = table[idx[c]]
 
 
 # -- the model over rows -------------------------------------------------------------------------------------
@@ -320,7 +329,7 @@ def forward(P, st, tokens, slots, n, wk):
         _residual_add(r, acc, n, P.out.m[layer], P.out.s[layer])
         _norm_rows(r, n, k, x)
         gemm(x, n, P.up.w[layer], P.up.bias[layer], acc)
-        _gelu(P.up.m[layer], P.up.s[layer], P.act_lut[layer], n, acc, x)
+        _gelu(P.up.m[layer], P.up.s[layer], P.act_lut[layer], n, acc, x, wk.gidx)
         gemm(x, n, P.down.w[layer], P.down.bias[layer], acc)
         _residual_add(r, acc, n, P.down.m[layer], P.down.s[layer])
     _norm_rows(r, n, k, x)

@@ -10,10 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from numba import njit
 
 from nbmf.runtime import kernels
 from nbmf.runtime.gemm import gemm, gemm2_narrow, narrow_width, pack, padded
 from nbmf.runtime.intmodel import IntModel
+from nbmf.runtime.lookup import BYTES, lookup64_bytes
 
 
 @pytest.mark.parametrize("n_out,n_in", [(1, 1), (5, 7), (64, 4), (70, 130), (384, 128), (128, 512), (2048, 128)])
@@ -52,6 +54,23 @@ def test_narrow_product_of_two_rows_is_exact(n_out, n_in):
                  acc, acc.shape[1])
     assert np.array_equal(acc[:, :n_out], x @ w.astype(np.int64).T)
     assert (acc[:, o_pad:] == -5).all()
+
+
+@njit
+def _lookup_all(table, idx, out):
+    for off in range(0, idx.shape[0] - idx.shape[0] % BYTES, BYTES):
+        lookup64_bytes(table, idx, off, out, off + 3)
+
+
+def test_byte_table_lookup_is_the_table():
+    """The GELU's 64-byte lookup (VBMI on this host where it has it, plain IR otherwise): every index, both halves."""
+    rng = np.random.default_rng(7)
+    table = rng.integers(0, 256, 256).astype(np.uint8)
+    idx = np.concatenate([np.arange(256), rng.integers(0, 256, 3 * BYTES)]).astype(np.uint8)
+    out = np.full(idx.size + 3 + BYTES, 7, np.uint8)
+    _lookup_all(table, idx, out)
+    assert np.array_equal(out[3 : 3 + idx.size], table[idx])
+    assert (out[:3] == 7).all() and (out[3 + idx.size :] == 7).all()  # nothing outside its 64 bytes
 
 
 def test_pack_refuses_what_the_kernel_cannot_carry():
@@ -125,16 +144,16 @@ def test_threads_do_not_change_bytes(tiny):
 
 
 def test_portable_build_gives_the_vnni_build_integers(tiny, tmp_path):
-    """The same kernel compiled without VNNI (plain LLVM vector IR) in a fresh process: identical tables."""
+    """The same kernel compiled without VNNI and VBMI (plain LLVM IR) in a fresh process: identical tables."""
     seq = np.random.default_rng(1).integers(0, tiny.cfg.vocab_size, 140)
     script = ("import sys, json, numpy as np; from nbmf.codecs.neural import load_codec; "
-              "from nbmf.runtime.gemm import host_has_vnni; c = load_codec(sys.argv[1]); "
+              "from nbmf.runtime.gemm import host_has; c = load_codec(sys.argv[1]); "
               "f = c.model.frequencies(np.array(json.loads(sys.argv[2]), np.int64)); "
-              "print(json.dumps([host_has_vnni(), f.astype(np.int64).tolist()]))")
+              "print(json.dumps([host_has('avx512bw'), f.astype(np.int64).tolist()]))")
     env = dict(os.environ, NBMF_GEMM="portable", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     p = subprocess.run([sys.executable, "-c", script, str(tiny.path), json.dumps(seq.tolist())], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    vnni, tables = json.loads(p.stdout)
-    assert vnni is False
+    host_specific, tables = json.loads(p.stdout)
+    assert host_specific is False
     assert np.array_equal(np.array(tables), tiny.model.frequencies(seq))  # on a host without VNNI: portable twice
