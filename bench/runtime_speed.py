@@ -106,12 +106,12 @@ def t_forward(P, st, toks, slots, n, wk, reps):
         kernels.forward(P, st, toks, slots, n, wk)
 
 @njit(nogil=True)
-def t_attend(P, st, wk, reps):
+def t_attend(P, st, wk, n, reps):
     a = P.attn
-    slots, rowpos = np.zeros(1, np.int64), np.full(1, 1000, np.int64)  # a full attention window
+    slots, rowpos = np.arange(n), np.full(n, 1000, np.int64)  # n records, each with a full attention window
     for _ in range(reps):
         kernels._attention(a.qkv.m[0], a.qkv.s[0], a.score_m[0], a.score_s[0], a.slopes[0], a.lut, st.kp[0],
-                           st.kb[0], st.vp[0], slots, rowpos, 1, wk.acc, wk.x, wk)
+                           st.kb[0], st.vp[0], slots, rowpos, n, wk.acc, wk.x, wk)
 
 @njit(nogil=True)
 def t_gemms(P, wk, n, reps):
@@ -149,7 +149,7 @@ for n in (1, 32):
     toks, slots = np.arange(n), np.arange(n)
     forward = per(lambda r: t_forward(P, st, toks, slots, n, wk, r), 400, n)
     gemms = per(lambda r: t_gemms(P, wk, n, r), 400, n)
-    attend = n_attn * per(lambda r: t_attend(P, st, wk, r), 4000, 1)
+    attend = n_attn * per(lambda r: t_attend(P, st, wk, n, r), 4000 // n, n)
     table = per(lambda r: t_table(P, wk, r), 4000, 1)
     search = per(lambda r: t_search(wk, r), 20000, 1)
     out[f"rows={n}"] = {"int8 products (all layers + head)": gemms, "attention (softmax, cache, 2 small products)": attend,
