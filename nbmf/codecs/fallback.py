@@ -115,6 +115,9 @@ class FallbackCodec:
         if params.window_size > MAX_WINDOW:
             raise CorruptBlobError(f"{self.name} body asks for a {params.window_size}-byte zstd window (at most "
                                    f"{MAX_WINDOW}): the blob is damaged or forged")
+        if _frame_size(body) != len(body):  # zstandard's own allow_extra_data=False lets trailing bytes through
+            raise CorruptBlobError(f"{self.name} body is not one whole zstd frame (cut, or followed by other bytes): "
+                                   "the blob is damaged")
         try:
             # the buffer is the header's length + 1 (a longer frame fails to fit), never more
             out = self._contexts()[1].decompress(body, max_output_size=length + 1, allow_extra_data=False)
@@ -125,6 +128,22 @@ class FallbackCodec:
             raise CorruptBlobError(f"{self.name} body decodes to {len(out)}{'+' if len(out) > length else ''} bytes, "
                                    f"the header says {length}: the blob is damaged")
         return out
+
+
+def _frame_size(body: bytes) -> int:
+    """Bytes of the zstd frame (without checksum) at the start of ``body``, from its block headers (RFC 8878 3.1.1.2:
+    3 bytes each, bit 0 last block, bits 1-2 type, bits 3-23 size; an RLE block's content is 1 byte); a frame cut
+    short or of a reserved block type gives len(body) + 1."""
+    pos = zstandard.frame_header_size(body)
+    while pos + 3 <= len(body):
+        header = int.from_bytes(body[pos:pos + 3], "little")
+        kind = (header >> 1) & 3
+        if kind == 3:
+            break
+        pos += 3 + (1 if kind == 1 else header >> 3)
+        if header & 1:
+            return pos
+    return len(body) + 1
 
 
 def load(path, manifest: dict | None = None) -> FallbackCodec | None:
