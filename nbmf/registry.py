@@ -237,8 +237,10 @@ class Registry:
             fb = self.fallback(encoder_id)
             if fb is not None:
                 return fb, fb.encode_many(raws, verify=True)
-        except Exception:  # an artifact that cannot give its dictionary: the stub stays, as for a failed model
-            pass
+        except Exception as e:  # an artifact that cannot give its dictionary: the stub stays, as for a failed model
+            modeldir.warn_once(f"fallback:{self.model_dir}/{encoder_id}",
+                               f"nbmf: the zstd fallback of {version_name(encoder_id)} cannot be used ({e}); "
+                               "encode leaves it out until it can")
         return None, [None] * len(raws)
 
     @staticmethod
