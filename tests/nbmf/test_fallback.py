@@ -186,7 +186,7 @@ def test_records_the_model_codes_badly_go_to_the_fallback(reg):
     assert r.stats.fallbacks == {"v1:larger": 2, "v1:large": 1}  # why the neural coder did not write them
     assert r.stats.decodes == {"v1:fallback": 3}
     stub = len(r.encode(large, version="stub"))
-    assert len(blobs[2]) < 0.9 * stub  # the large record: was written by the stub, now ~10% smaller or better
+    assert len(blobs[2]) < 0.6 * stub  # the large record went to the stub before: 4,342 bytes now, 9,286 then
 
 
 def test_ties_keep_the_cheaper_decode():
