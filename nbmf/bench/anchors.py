@@ -83,8 +83,9 @@ class Brotli(ClassicalCodec):
 
 
 class Zstd(ClassicalCodec):
-    """zstd frames as a neural version's classical fallback writes them (nbmf.codecs.fallback.compressor: no
-    checksum, content size or dictionary id, the smallest honest frame), without the blob around them."""
+    """Standard zstd frames as nbmf.codecs.fallback.compressor writes them (no checksum, content size or dictionary
+    id), without the blob around them. A neural version's fallback body is the same frame less its 4-byte magic
+    number; the anchor keeps it, as any zstd user would store the frame."""
 
     def __init__(self, level: int = fallback.LEVEL, dictionary: bytes | None = None):
         super().__init__()

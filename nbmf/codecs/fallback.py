@@ -4,7 +4,9 @@ A format-v2 blob with descriptor bit 3 set holds one such frame (docs/FORMAT.md)
 whenever its body is the smallest of the record's candidates (neural, this, the stub), so no record is stored
 larger than zstd with the dictionary would store it, plus the header. This module owns the frame: level 19,
 no checksum, no content size, no dictionary id (the blob's header carries the length, a content checksum and
-the encoder id that names the dictionary), which is also how ``nbmf bench`` writes its zstd anchors.
+the encoder id that names the dictionary), which is also how ``nbmf bench`` writes its zstd anchors, and no magic
+number (zstd's magicless format: the header's fallback bit already says what the body is), so a body is the anchor's
+frame less its first 4 bytes, ``28 b5 2f fd``.
 
 Decoding is bounded before and while zstd runs: a length the body cannot hold (more than ``MAX_EXPANSION``
 bytes per body byte), a frame of another form (content size, checksum or dictionary id present) and a window
@@ -31,21 +33,34 @@ MAX_WINDOW = 1 << 23  # bytes: the largest window a level-19 frame uses and what
 MAX_EXPANSION = 1 << 15  # output bytes per body byte at most: no zstd block beats an RLE block (4 bytes, 128 KiB)
 
 
-def compressor(dictionary: bytes | None = None, level: int = LEVEL) -> zstandard.ZstdCompressor:
-    """The one frame writer: no checksum, no content size, no dictionary id (not thread-safe: one per thread).
+MAGIC = b"\x28\xb5\x2f\xfd"  # zstd's frame magic number (RFC 8878 3.1.1), which a fallback body leaves out
+
+
+def compressor(dictionary: bytes | None = None, level: int = LEVEL, magic: bool = True) -> zstandard.ZstdCompressor:
+    """The one frame writer: no checksum, no content size, no dictionary id; ``magic=False`` leaves out the magic
+    number and nothing else (a fallback body). Not thread-safe: one per thread.
 
     Reuse it: zstd loads the dictionary into its context on the first frame (about 5 ms at level 19) and keeps it
     for the next ones. ``precompute_compress`` buys nothing on top (compress time per val record 0.99x, noise) and
     makes some frames differ from nbmf bench's zstd-19-dict anchor (1 of 2,490 val records, 9 bytes)."""
     d = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
-    return zstandard.ZstdCompressor(level=level, dict_data=d, write_checksum=False, write_content_size=False,
-                                    write_dict_id=False)
+    # Only the level and the frame flags are set: zstd still sizes every other parameter to the record and the
+    # dictionary, as with level=, so the frames are the same bytes either way (bar the magic).
+    params = zstandard.ZstdCompressionParameters(
+        compression_level=level, write_checksum=0, write_content_size=0, write_dict_id=0,
+        format=_format(magic))
+    return zstandard.ZstdCompressor(dict_data=d, compression_params=params)
 
 
-def decompressor(dictionary: bytes | None = None) -> zstandard.ZstdDecompressor:
-    """A reader of those frames whose window is at most MAX_WINDOW (not thread-safe: one per thread)."""
+def decompressor(dictionary: bytes | None = None, magic: bool = True) -> zstandard.ZstdDecompressor:
+    """A reader of those frames (``magic=False``: without the magic number) whose window is at most MAX_WINDOW
+    (not thread-safe: one per thread)."""
     d = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
-    return zstandard.ZstdDecompressor(dict_data=d, max_window_size=MAX_WINDOW)
+    return zstandard.ZstdDecompressor(dict_data=d, max_window_size=MAX_WINDOW, format=_format(magic))
+
+
+def _format(magic: bool) -> int:
+    return zstandard.FORMAT_ZSTD1 if magic else zstandard.FORMAT_ZSTD1_MAGICLESS
 
 
 def fingerprint(dictionary_sha256: str) -> bytes:
@@ -56,7 +71,7 @@ def fingerprint(dictionary_sha256: str) -> bytes:
 
 
 class FallbackCodec:
-    """Encode/decode raw bytes as zstd frames with one version's dictionary. Reuse the object (it holds the
+    """Encode/decode raw bytes as magicless zstd frames with one version's dictionary. Reuse the object (it holds the
     dictionary; each thread gets its own zstd contexts)."""
 
     self_verifying = True  # encode_many(verify=True) decodes every body with decode_many and compares
@@ -78,7 +93,7 @@ class FallbackCodec:
     def _contexts(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
-            ctx = self._local.ctx = (compressor(self.dictionary), decompressor(self.dictionary))
+            ctx = self._local.ctx = (compressor(self.dictionary, magic=False), decompressor(self.dictionary, magic=False))
         return ctx
 
     def max_length(self, body_size: int) -> int:
@@ -110,7 +125,7 @@ class FallbackCodec:
             raise CorruptBlobError(f"blob claims {length} bytes, more than a {len(body)}-byte zstd body can hold (at "
                                    f"most {self.max_length(len(body))}): it is corrupted or forged")
         try:
-            params = zstandard.get_frame_parameters(body)
+            params = zstandard.get_frame_parameters(body, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
         except zstandard.ZstdError as e:
             raise CorruptBlobError(f"{self.name} body is not a zstd frame ({e}): the blob is damaged") from None
         if params.content_size != zstandard.CONTENTSIZE_UNKNOWN or params.dict_id or params.has_checksum:
@@ -135,10 +150,11 @@ class FallbackCodec:
 
 
 def _frame_size(body: bytes) -> int:
-    """Bytes of the zstd frame (without checksum) at the start of ``body``, from its block headers (RFC 8878 3.1.1.2:
-    3 bytes each, bit 0 last block, bits 1-2 type, bits 3-23 size; an RLE block's content is 1 byte); a frame cut
-    short or of a reserved block type gives len(body) + 1."""
-    pos = zstandard.frame_header_size(body)
+    """Bytes of the magicless zstd frame (without checksum) at the start of ``body``, from its block headers (RFC
+    8878 3.1.1.2: 3 bytes each, bit 0 last block, bits 1-2 type, bits 3-23 size; an RLE block's content is 1 byte); a
+    frame cut short or of a reserved block type gives len(body) + 1."""
+    # frame_header_size takes no format (python-zstandard 0.25) and misreads a magicless header: give it the magic
+    pos = zstandard.frame_header_size(MAGIC + body) - len(MAGIC)
     while pos + 3 <= len(body):
         header = int.from_bytes(body[pos:pos + 3], "little")
         kind = (header >> 1) & 3

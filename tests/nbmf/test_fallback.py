@@ -142,7 +142,8 @@ def test_format_doc_fallback_example_is_the_golden_blob(reg):
     h = reg.inspect(blob)
     rows = [line.split() for line in fields.splitlines() if line.strip()]
     assert rows[0][0] == f"{blob[0]:02x}" and rows[1][:2] == [f"{blob[1]:02x}", f"{blob[2]:02x}"]
-    assert rows[2][:4] == [f"{x:02x}" for x in blob[3:7]] and rows[3][:4] == [f"{x:02x}" for x in blob[7:11]]
+    assert rows[2][:4] == [f"{x:02x}" for x in blob[3:7]] and rows[3][:2] == [f"{x:02x}" for x in blob[7:9]]
+    assert rows[4][:3] == [f"{x:02x}" for x in blob[9:12]]  # the body starts with the frame header: no magic number
     assert f"{h.crc32:#010x}" in fields and f"{h.original_length}" in fields
     assert f"{len(blob)} bytes" in fields and f"{len(blob) - h.header_size} bytes" in fields
     sizes = {"neural": len(reg.codec("v1").encode_raw(EXAMPLE.encode(), blobfmt.Kind.TEXT)),
@@ -168,7 +169,7 @@ def test_no_sample_record_is_stored_larger_than_zstd_dict_plus_its_header(reg, f
         assert len(body) <= len(reg.stub.encode_raw(raw))
         kept["stub" if h.encoder_id == 0 else "fallback" if h.fallback else "neural"] += 1
         if h.fallback:
-            assert body == frame  # the fallback writes the anchor's very frame
+            assert fallback.MAGIC + body == frame  # the fallback writes the anchor's very frame, less its magic
     assert [r.payload for r in reg.decode_many(blobs)] == (
         payloads if fidelity == "lossless" else [reg.decode(b) for b in blobs])
     assert kept["neural"] > 0.9 * len(payloads), kept  # the model still writes nearly everything
@@ -281,8 +282,9 @@ def test_a_damaged_fallback_body_is_an_error_or_the_exact_record(reg, index):
 
 
 def _rle_frame(blocks: int, window_exp: int = 7, size: int = 128 << 10) -> bytes:
-    """A zstd frame (no content size, no checksum) of ``blocks`` RLE blocks of ``size`` zeros: 4 bytes each."""
-    out = bytearray(b"\x28\xb5\x2f\xfd") + bytes([0x00, window_exp << 3])  # magic, descriptor, window 2**(10+exp)
+    """A magicless zstd frame (no content size, no checksum) of ``blocks`` RLE blocks of ``size`` zeros: 4 bytes
+    each."""
+    out = bytearray([0x00, window_exp << 3])  # descriptor, window 2**(10+exp)
     for i in range(blocks):
         out += (int(i == blocks - 1) | 1 << 1 | size << 3).to_bytes(3, "little") + b"\x00"
     return bytes(out)
@@ -296,7 +298,7 @@ def _forge(body: bytes, length: int, encoder_id: int = 1, fingerprint: bytes | N
 
 def test_a_zstd_bomb_is_refused_without_allocating_its_output(reg):
     bomb = _rle_frame(8192)  # 32 KB that zstd would inflate to 1 GiB
-    assert zstandard.ZstdDecompressor().decompressobj().decompress(_rle_frame(2)) == bytes(256 << 10)
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(fallback.MAGIC + _rle_frame(2)) == bytes(256 << 10)
     fb = reg.fallback("v1")
     tracemalloc.start()
     try:
@@ -308,10 +310,16 @@ def test_a_zstd_bomb_is_refused_without_allocating_its_output(reg):
     assert peak < 4 << 20  # the header's 1,000 bytes (+1), not the frame's 1 GiB
     # a length the body cannot hold is refused before zstd runs; a frame of another form, unread
     with pytest.raises(CorruptBlobError, match="more than a"):
-        reg.decode(_forge(b"\x28\xb5\x2f\xfd\x00\x38\x03\x00\x00\x00", 10 * MAX_EXPANSION + 1), max_output_size=1 << 30)
-    sized = zstandard.ZstdCompressor(write_content_size=True).compress(b"\x00" * 64)
-    with pytest.raises(CorruptBlobError, match="content size"):
-        reg.decode(_forge(sized, 64))
+        reg.decode(_forge(b"\x00\x38\x03\x00\x00\x00", 6 * MAX_EXPANSION + 1), max_output_size=1 << 30)
+    for flag in ("write_content_size", "write_checksum", "write_dict_id"):
+        params = zstandard.ZstdCompressionParameters(format=zstandard.FORMAT_ZSTD1_MAGICLESS, **{flag: 1})
+        dict_data = zstandard.ZstdCompressionDict(reg.fallback("v1").dictionary)
+        other = zstandard.ZstdCompressor(compression_params=params, dict_data=dict_data).compress(b"\x00" * 64)
+        with pytest.raises(CorruptBlobError, match="content size, dictionary id or checksum"):
+            reg.decode(_forge(other, 64, fingerprint=fb.fingerprint))
+    standard = fallback.compressor(reg.fallback("v1").dictionary).compress(b"\x00" * 64)  # with its magic number
+    with pytest.raises(CorruptBlobError):
+        reg.decode(_forge(standard, 64, fingerprint=fb.fingerprint))
     with pytest.raises(CorruptBlobError, match="window"):
         reg.decode(_forge(_rle_frame(2, window_exp=14), 256 << 10))
     assert 1 << (10 + 13) == MAX_WINDOW  # window_exp 13 is the largest accepted
