@@ -3,12 +3,13 @@
     python bench/fallback_choice.py ../shared/corpus/val.jsonl --out bench/results/fallback_v1.json
 
 For every record (lossless): the blob the registry writes with the current version, and the candidates it chose
-from: the neural body, the fallback's zstd frame (nbmf bench's zstd-19-dict frame, byte for byte) and the stub's.
+from: the neural body, the fallback's magicless zstd frame (nbmf bench's zstd-19-dict frame less its 4-byte magic
+number) and the stub's.
 "before" is the rule the registry had until the fallback existed (the neural body if verified and smaller than the
 stub's, else the stub's), computed from the same candidates. Reports the overall ratio (raw / stored, headers
 included) and its quotient by zstd-19-dict's (frames alone, as `nbmf bench` counts them), the codec of each blob,
 and the worst record against zstd-dict: min of zstd frame / blob, and max of blob - (frame + header), which the
-registry holds at <= 0.
+registry holds at <= -4 (the fallback body, the frame less its magic, is always a candidate).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from nbmf import blob as blobfmt
+from nbmf.bench.anchors import Zstd
+from nbmf.codecs.fallback import MAGIC
 from nbmf.data.corpus import iter_records
 from nbmf.payload import from_raw
 from nbmf.registry import Registry, default_model_dir
@@ -30,6 +33,7 @@ def measure(path: Path, model_dir: Path, batch: int = 64) -> dict:
     codec, fb = reg.codec(reg.current), reg.fallback(reg.current)
     if fb is None:
         raise SystemExit(f"{reg.current} ships no dictionary: nothing to measure")
+    anchor = Zstd(dictionary=fb.dictionary)  # nbmf bench's zstd-19-dict row
     records = list(iter_records(path))
     raw_total = frames = before_total = after_total = 0
     kept: Counter = Counter()
@@ -44,12 +48,14 @@ def measure(path: Path, model_dir: Path, batch: int = 64) -> dict:
         neural: list = [None] * len(items)
         for j, body in zip(small, codec.encode_many([items[j] for j in small], verify=True)):
             neural[j] = body
-        zstd = fb.encode_many(items)
-        for r, blob, n, z in zip(part, blobs, neural, zstd):
+        bodies = fb.encode_many(items)
+        for r, blob, n, f in zip(part, blobs, neural, bodies):
+            z = anchor.compress(r.raw)
+            assert MAGIC + f == z, r.id  # the fallback body is the anchor's frame less its magic
             h, body = blobfmt.unpack(blob)
             stub = reg.stub.encode_raw(r.raw)
             before = h.header_size + (len(n) if n is not None and len(n) < len(stub) else len(stub))
-            assert len(body) == min(len(x) for x in (n, z, stub) if x is not None), r.id  # the registry's rule
+            assert len(body) == min(len(x) for x in (n, f, stub) if x is not None), r.id  # the registry's rule
             kept["stub" if h.encoder_id == 0 else "fallback" if h.fallback else "neural"] += 1
             raw_total, frames = raw_total + len(r.raw), frames + len(z)
             before_total, after_total = before_total + before, after_total + len(blob)
