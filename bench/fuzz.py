@@ -3,8 +3,9 @@
     python bench/fuzz.py --blobs 1000000 --workers 2 --out bench/results/fuzz.json
 
 Honest blobs: val records (../shared/corpus/val.jsonl, else data/sample/val.jsonl) of at most --max-bytes,
-encoded by the current model (lossless and semantic) and by the stub, each in format v2 (what encode writes)
-and v1 (the same body under a v1 header: what older code wrote). Each trial takes one at random and applies one
+encoded by the current model (lossless and semantic), by its zstd fallback (when its artifact ships a dictionary)
+and by the stub, each in format v2 (what encode writes) and, but for the fallback's, v1 (the same body under a v1
+header: what older code wrote). Each trial takes one at random and applies one
 mutation: 1-3 bit flips, a random byte written, a byte inserted or deleted, a truncation, bytes appended, the
 header rewritten with random bytes, or the body swapped for another blob's of the same encoder.
 
@@ -30,6 +31,7 @@ import numpy as np
 from nbmf import blob as blobfmt
 from nbmf.data.corpus import read_corpus
 from nbmf.errors import NBMFError
+from nbmf.payload import to_raw
 from nbmf.registry import Registry, default_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,9 +53,18 @@ def honest_blobs(reg: Registry, path: Path, limit: int, max_bytes: int) -> list[
         for fidelity in ("lossless", "semantic"):
             for p, b in zip(payloads, reg.encode_many(payloads, fidelity=fidelity, version=version)):
                 expected = reg.decode(b)
-                name = blobfmt.peek_header(b).version
+                h = blobfmt.peek_header(b)
+                name = f"{h.version}:fallback" if h.fallback else h.version
                 out.append((b, expected, f"{name}/{fidelity}/v2"))
-                out.append((_as_v1(b), expected, f"{name}/{fidelity}/v1"))
+                if not h.fallback:  # format v1 has no fallback bodies
+                    out.append((_as_v1(b), expected, f"{name}/{fidelity}/v1"))
+    fb = reg.fallback(reg.current)
+    if fb is not None:  # the fallback's blob of every record, whether or not the registry would pick it
+        for p in payloads:
+            raw, kind = to_raw(p)
+            blob = blobfmt.pack_v2(encoder_id=fb.encoder_id, fidelity=blobfmt.Fidelity.LOSSLESS, kind=kind, content=raw,
+                                   body=fb.encode_many([(raw, kind)])[0], fingerprint=fb.fingerprint, fallback=True)
+            out.append((blob, reg.decode(blob), f"{fb.name}/lossless/v2"))
     return out
 
 
@@ -80,9 +91,9 @@ def mutate(blob: bytes, rng: np.random.Generator, bodies: dict) -> tuple[bytes, 
         h = blobfmt.peek_header(blob).header_size
         k = int(rng.integers(1, h + 1))
         b[:k] = rng.integers(0, 256, k, dtype=np.uint8).tobytes()
-    else:  # swap_body: a real body of the same encoder under this header
+    else:  # swap_body: a real body of the same codec under this header
         h = blobfmt.peek_header(blob)
-        pool = bodies[h.encoder_id]
+        pool = bodies[(h.encoder_id, h.fallback)]
         b = b[: h.header_size] + pool[int(rng.integers(len(pool)))]
     return bytes(b), kind
 
@@ -95,7 +106,7 @@ def _run(args) -> dict:
     bodies: dict = {}
     for b, _, _ in honest:
         h, body = blobfmt.unpack(b)
-        bodies.setdefault(h.encoder_id, []).append(body)
+        bodies.setdefault((h.encoder_id, h.fallback), []).append(body)
     rng = np.random.default_rng(seed)
     counts: Counter = Counter()
     wrong, crashes, slow = [], [], []

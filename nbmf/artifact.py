@@ -5,6 +5,8 @@
                            and the sha256 of every other file
       weights.safetensors  integer runtime parameters (int8 weights, int64 multipliers and lookup tables)
       tokenizer.json       byte-level BPE
+      zstd.dict            the classical fallback's zstd dictionary (nbmf.codecs.fallback); artifacts exported
+                           before it existed have none and still load
 
 Loading verifies every hash before anything is used; nothing is unpickled. The bytes are not trusted for
 being hashed (anyone can recompute a hash): ``load_artifact`` also checks the manifest's fields and types, the
@@ -27,7 +29,10 @@ from nbmf.models.config import ModelConfig
 WEIGHTS = "weights.safetensors"
 TOKENIZER = "tokenizer.json"
 FORMAT = "nbmf-model/1"
-FILES = (WEIGHTS, TOKENIZER)  # exactly what a manifest lists: plain names in the artifact directory, nothing else
+DICTIONARY = "zstd.dict"
+FILES = (WEIGHTS, TOKENIZER)  # what every manifest lists: plain names in the artifact directory
+OPTIONAL_FILES = (DICTIONARY,)  # what a manifest may list besides; nothing else
+MAX_DICTIONARY_BYTES = 1 << 22  # a dictionary is read whole, so bounded: 37x the 112,640 bytes one is trained to
 MAX_MANIFEST_BYTES = 1 << 24  # v1's is 3 KB (metrics and training history); read whole, so bounded
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _DTYPES = ("I8", "I32", "I64")  # safetensors dtypes write_artifact writes (check_params says which array has which)
@@ -47,7 +52,10 @@ def encoder_id_of(version: str) -> int:
 
 
 def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokenizer, metrics: dict,
-                   data_hash: str, training: dict) -> Path:
+                   data_hash: str, training: dict, dictionary: bytes | None = None,
+                   dictionary_info: dict | None = None) -> Path:
+    """Write the artifact directory; ``dictionary`` (nbmf.dictionary) ships the classical fallback's zstd
+    dictionary with it, ``dictionary_info`` says how it was trained."""
     from safetensors.numpy import save_file
 
     out = Path(out_dir)
@@ -68,7 +76,30 @@ def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokeni
         "files": {name: sha256_file(out / name) for name in FILES},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if dictionary is not None:
+        attach_dictionary(out, dictionary, dictionary_info or {})
     return out
+
+
+def attach_dictionary(path, dictionary: bytes, about: dict) -> dict:
+    """Add the classical fallback's zstd dictionary to the artifact at ``path``: the file, its sha256 in the
+    manifest's "files", ``about`` (how it was trained) under "fallback". Returns the new manifest.
+
+    The model's fingerprint does not change (it covers the weights and tokenizer only), so every blob the
+    artifact wrote still decodes. A dictionary is never replaced: the fallback blobs written with it would not.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if DICTIONARY in manifest["files"]:
+        raise ArtifactError(f"{path} already ships a {DICTIONARY}; a dictionary is never replaced (the fallback "
+                            "blobs written with it would no longer decode): export a new version instead")
+    if not dictionary or len(dictionary) > MAX_DICTIONARY_BYTES:
+        raise ValueError(f"a dictionary is 1 to {MAX_DICTIONARY_BYTES} bytes, not {len(dictionary)}")
+    (path / DICTIONARY).write_bytes(dictionary)
+    manifest["files"][DICTIONARY] = sha256_file(path / DICTIONARY)
+    manifest["fallback"] = {"codec": "zstd", "dictionary": DICTIONARY, "bytes": len(dictionary), **about}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return read_manifest(path)
 
 
 def _manifest_problems(manifest) -> list[str]:
@@ -81,10 +112,11 @@ def _manifest_problems(manifest) -> list[str]:
     if not isinstance(files, dict):
         return ["it has no 'files' object (the sha256 of every file)"]
     problems = [f"it lists no hash for {name}; the artifact is incomplete" for name in FILES if name not in files]
-    problems += [f"it lists {name!r}: an artifact holds only {', '.join(FILES)}, by plain name" for name in files
-                 if name not in FILES]  # '../x', '/etc/x', 'sub/x': nothing outside the directory is read or copied
+    problems += [f"it lists {name!r}: an artifact holds only {', '.join(FILES + OPTIONAL_FILES)}, by plain name"
+                 for name in files if name not in FILES + OPTIONAL_FILES]  # '../x', '/etc/x', 'sub/x': nothing
+    # outside the directory is read or copied
     problems += [f"the hash of {name} is {want!r}, not 'sha256:' and 64 hex digits" for name, want in files.items()
-                 if name in FILES and not (isinstance(want, str) and _SHA256.fullmatch(want))]
+                 if name in FILES + OPTIONAL_FILES and not (isinstance(want, str) and _SHA256.fullmatch(want))]
     return problems
 
 
@@ -122,7 +154,7 @@ def copy_verified(src, dest) -> dict:
     src, dest = Path(src), Path(dest)
     manifest = read_manifest(src)
     dest.mkdir(parents=True)
-    for name in (MANIFEST, *FILES):
+    for name in (MANIFEST, *manifest["files"]):
         shutil.copyfile(src / name, dest / name)
     read_manifest(dest)
     return manifest
@@ -131,9 +163,33 @@ def copy_verified(src, dest) -> dict:
 def fingerprint(manifest: dict) -> bytes:
     """The model's identity (32 bytes): sha256 of what determines its behaviour, the artifact format, the
     architecture and the hashes of the weights and tokenizer, and nothing else (not the version name, not
-    metrics: ``relabel`` keeps it). Format-v2 blobs bind their content checksum to it."""
-    core = {k: manifest.get(k) for k in ("format", "architecture", "files")}
+    metrics: ``relabel`` keeps it; not the fallback's dictionary, which has its own, nbmf.codecs.fallback).
+    Format-v2 blobs of the neural codec bind their content checksum to it."""
+    files = manifest.get("files")
+    if isinstance(files, dict):
+        files = {name: want for name, want in files.items() if name in FILES}
+    core = {"format": manifest.get("format"), "architecture": manifest.get("architecture"), "files": files}
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
+
+
+def read_dictionary(path, manifest: dict) -> bytes | None:
+    """The fallback's zstd dictionary of the artifact at ``path`` (its verified ``manifest``), None when it ships
+    none. The bytes returned are the ones hashed: ArtifactError if they are not what the manifest says."""
+    want = manifest["files"].get(DICTIONARY)
+    if want is None:
+        return None
+    f = Path(path) / DICTIONARY
+    try:
+        if f.is_symlink() or not f.is_file() or f.stat().st_size > MAX_DICTIONARY_BYTES:
+            raise ArtifactError(f"{f} is missing, not a regular file or larger than {MAX_DICTIONARY_BYTES} bytes; "
+                                "restore the artifact from its source")
+        data = f.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"{f} cannot be read ({e}); restore the artifact from its source") from None
+    if "sha256:" + hashlib.sha256(data).hexdigest() != want:
+        raise ArtifactError(f"{f} is not the file the manifest lists (sha256 {want[:19]}...): it was modified or "
+                            "corrupted; refusing to load it")
+    return data
 
 
 def _config(manifest: dict, where: Path) -> ModelConfig:

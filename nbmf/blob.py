@@ -201,9 +201,11 @@ def check_content(header: Header, content: bytes, fingerprint: bytes) -> None:
     if header.format_version < FORMAT_V2:
         return
     if len(content) != header.original_length or content_checksum(header.prefix, content, fingerprint) != header.crc32:
-        raise CorruptBlobError(f"blob content fails its checksum (written by encoder {header.version}): the blob "
-                               "was damaged, or this registry's artifact for that version is not the model that "
-                               "wrote it; restore the blob from a replica or the artifact from its source")
+        writer, what = (f"{header.version}'s classical fallback", "zstd dictionary") if header.fallback else (
+            header.version, "model")
+        raise CorruptBlobError(f"blob content fails its checksum (written by encoder {writer}): the blob was damaged, "
+                               f"or this registry's artifact for that version does not hold the {what} that wrote "
+                               "it; restore the blob from a replica or the artifact from its source")
 
 
 def peek_header(blob: bytes) -> Header:

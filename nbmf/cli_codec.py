@@ -109,6 +109,15 @@ def cmd_decode(a) -> int:
     return 0
 
 
+def body_codec(h) -> str:
+    """What wrote a blob's body, in words (docs/FORMAT.md, encoder ids and the fallback bit)."""
+    if h.encoder_id == 0:
+        return "stub (zlib-9)"
+    if h.fallback:
+        return f"{h.version}'s classical fallback (zstd-19 with the dictionary of {h.version}'s artifact)"
+    return f"{h.version} (neural)"
+
+
 def cmd_inspect(a) -> int:
     """Print the header; a blob that fails its checksum still shows what its header says, then exits 1.
 
@@ -132,7 +141,8 @@ def cmd_inspect(a) -> int:
         info = dict(h)
     else:
         info = h.to_dict()
-        info.update(blob_bytes=len(blob), body_bytes=len(blob) - h.header_size, checksum=checksum)
+        info.update(codec=body_codec(h), blob_bytes=len(blob), body_bytes=len(blob) - h.header_size,
+                    checksum=checksum)
     if a.json:
         print(json.dumps(info))
     else:
@@ -148,8 +158,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "encode", help="encode one record into an NBMF blob", formatter_class=fmt,
         description="Encode a file (or stdin) with the current encoder version (or --version) and write the\n"
-                    "binary blob (or its --envelope JSON) to stdout or -o. A neural encode that fails its\n"
-                    "verification writes a stub blob instead.",
+                    "binary blob (or its --envelope JSON) to stdout or -o. A neural version writes the smallest\n"
+                    "verified body of its model, its zstd fallback and the stub (the header says which).",
         epilog="examples:\n  nbmf encode note.txt > note.nbmf\n"
                "  nbmf encode --kind json --fidelity semantic record.json -o record.nbmf\n"
                "  echo 'hello' | nbmf encode --version stub --envelope")
@@ -181,9 +191,10 @@ def register(sub) -> None:
     p = sub.add_parser(
         "inspect", help="show a blob's header (checksum verified)", formatter_class=fmt,
         description="Print the header of a blob (format, encoder, fidelity, kind, length, header size,\n"
-                    "checksum) or a legacy blob's meta, as text or --json. A v2 blob is decoded to check its\n"
-                    "content checksum (shown as unchecked without its model). A blob that fails its checksum\n"
-                    "shows its header with checksum FAILED and exits 1.",
+                    "checksum, the fallback bit and which codec wrote the body) or a legacy blob's meta, as\n"
+                    "text or --json. A v2 blob is decoded to check its content checksum (shown as unchecked\n"
+                    "without its model or dictionary). A blob that fails its checksum shows its header with\n"
+                    "checksum FAILED and exits 1.",
         epilog="example:\n  nbmf encode note.txt | nbmf inspect --json")
     p.add_argument("input", nargs="?", help="blob file (default: stdin; '-' too)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -147,12 +147,16 @@ def integer_params(model) -> dict[str, np.ndarray]:
 
 
 def export_artifact(model, cfg: ModelConfig, tokenizer, out_dir: str | Path, version: str,
-                    metrics: dict | None = None, data_hash: str = "", training: dict | None = None) -> Path:
-    """Write an int8 integer-runtime artifact directory (weights, tokenizer, manifest with sha256s)."""
+                    metrics: dict | None = None, data_hash: str = "", training: dict | None = None,
+                    dictionary: bytes | None = None, dictionary_info: dict | None = None) -> Path:
+    """Write an int8 integer-runtime artifact directory (weights, tokenizer, manifest with sha256s) and, given
+    ``dictionary`` (nbmf.dictionary, trained on the model's training records), its classical fallback's zstd
+    dictionary (``dictionary_info``: how it was trained, recorded in the manifest)."""
     from nbmf.artifact import write_artifact
     from nbmf.runtime.intmodel import IntModel
 
     model = model.eval()
     int_model = IntModel(cfg, integer_params(model))
     return write_artifact(out_dir, version=version, cfg=cfg, int_model=int_model, tokenizer=tokenizer,
-                          metrics=metrics or {}, data_hash=data_hash, training=training or {})
+                          metrics=metrics or {}, data_hash=data_hash, training=training or {},
+                          dictionary=dictionary, dictionary_info=dictionary_info)

@@ -1,9 +1,9 @@
 """Optional dependencies: the core install is what encode and decode need; the rest comes in extras.
 
-    pip install nbmf              encode / decode / inspect (numpy, numba, tokenizers, safetensors)
+    pip install nbmf              encode / decode / inspect (numpy, numba, tokenizers, safetensors, zstandard)
     pip install 'nbmf[data]'      nbmf collect, datasets, nbmf migrate (pyarrow, tqdm)
-    pip install 'nbmf[bench]'     nbmf bench: anchors, similarity, tables and plots (zstandard, brotli,
-                                  rapidfuzz, rich, matplotlib, tqdm)
+    pip install 'nbmf[bench]'     nbmf bench: anchors, similarity, tables and plots (brotli, rapidfuzz, rich,
+                                  matplotlib, tqdm)
 
 Modules that need one import it through ``require`` where it is used, so a decode-only process never
 loads it and a missing one says which extra brings it.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pyarrow": "data", "tqdm": "data", "zstandard": "bench", "brotli": "bench", "rapidfuzz": "bench",
-          "rich": "bench", "matplotlib": "bench"}  # top-level module -> the extra that installs it
+EXTRAS = {"pyarrow": "data", "tqdm": "data", "brotli": "bench", "rapidfuzz": "bench", "rich": "bench",
+          "matplotlib": "bench"}  # top-level module -> the extra that installs it
 
 
 def require(module: str) -> ModuleType:

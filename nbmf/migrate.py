@@ -134,6 +134,8 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
                 written_by = blob_version(new)
                 if written_by != target:
                     stats[f"fallback_{written_by}"] += 1
+                elif blobfmt.peek_header(new).fallback:
+                    stats["fallback_zstd"] += 1  # the target's classical fallback wrote it (its header's bit)
                 stats["bytes_before"] += len(row.blob)
                 stats["bytes_after"] += len(new)
                 if cfg.dry_run:

@@ -2,8 +2,10 @@
 
 Neural versions live in a model registry directory (``vN/`` artifact dirs and a ``CURRENT`` file) and
 load lazily on first use, so a replica that only ever decodes stub blobs never loads a model.
-Every non-stub encode is verified before its blob is returned; a failure, a mismatch or a body not
-smaller than the stub's writes a stub blob instead (the header says so) and is counted in ``stats``.
+Encoding with version N writes each record with the smallest of three verified bodies: N's neural coder,
+N's classical fallback (zstd-19 with the dictionary shipped in N's artifact; the header's fallback bit says so)
+and the stub (zlib-9; encoder id 0), so no record is stored larger than zstd with the dictionary would store
+it, plus the header. Every record not written by the neural coder is counted in ``stats`` with the reason.
 
 >>> reg = Registry()
 >>> blob = reg.encode({"role": "user", "content": "hi"})
@@ -29,8 +31,9 @@ from nbmf.modeldir import default_model_dir, version_id, version_name
 from nbmf.payload import canonical, from_raw, to_raw
 
 DEFAULT_MAX_OUTPUT = 64 << 20  # bytes: the decompression-bomb guard
-NEURAL_MAX_BYTES = 64 << 10  # records larger than this skip the model for the classical codec: the model sees
+NEURAL_MAX_BYTES = 64 << 10  # records larger than this skip the model for the classical codecs: the model sees
 # 128 tokens of context, so a long record gains little over its first 64 KiB, and coding one costs ~4 ms per KiB
+_RANK = {"stub": 0, "fallback": 1, "neural": 2}  # equal sizes: the cheaper decode (the stub needs no artifact)
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,11 @@ class DecodeResult:
 
 @dataclass
 class Stats:
-    encodes: Counter = field(default_factory=Counter)  # blobs written, by the version in their header
-    fallbacks: Counter = field(default_factory=Counter)  # "vN:error" / "vN:mismatch" / "vN:larger"
-    decodes: Counter = field(default_factory=Counter)
+    encodes: Counter = field(default_factory=Counter)  # blobs written, by codec: "stub", "vN", "vN:fallback"
+    # records of version N not written by its neural coder, by why: "vN:larger" (another body was smaller),
+    # "vN:large" (over neural_max_bytes), "vN:mismatch", "vN:error", "vN:unavailable" (the model did not load)
+    fallbacks: Counter = field(default_factory=Counter)
+    decodes: Counter = field(default_factory=Counter)  # by codec, as encodes
 
     def as_dict(self) -> dict:
         return {"encodes": dict(self.encodes), "fallbacks": dict(self.fallbacks), "decodes": dict(self.decodes)}
@@ -59,13 +64,14 @@ class Registry:
         """``verify``: "codec" trusts the encode-time check of codecs that declare ``self_verifying`` (the
         neural codec decodes every body with the range decoder against its tables) and fully decodes the
         bodies of every other codec; "full" fully decodes every non-stub body (about twice the encode time).
-        ``neural_max_bytes``: larger records go straight to the stub (counted as "vN:large" fallbacks)."""
+        ``neural_max_bytes``: larger records skip the model for the classical codecs (counted as "vN:large")."""
         if verify not in ("codec", "full"):
             raise ValueError(f"verify is 'codec' or 'full', not {verify!r}")
         self.verify = verify
         self.neural_max_bytes = int(neural_max_bytes)
         self.stub = StubCodec()
         self._codecs: dict[int, object] = {0: self.stub}
+        self._fallbacks: dict[int, object] = {}  # encoder id -> FallbackCodec, or None: its artifact has no dictionary
         self._lock = threading.Lock()
         self.stats = Stats()
         self.model_dir = Path(model_dir) if model_dir else None
@@ -94,6 +100,7 @@ class Registry:
 
     def register(self, codec, make_current: bool = False) -> None:
         self._codecs[codec.encoder_id] = codec
+        self._fallbacks.pop(codec.encoder_id, None)  # the new codec's artifact may ship another dictionary
         if make_current:
             self.current = codec.name
 
@@ -121,6 +128,47 @@ class Registry:
                 self._codecs[i] = codec
             return self._codecs[i]
 
+    def fallback(self, version: str | int):
+        """The classical fallback codec of a neural version (``nbmf.codecs.fallback``: zstd with the dictionary its
+        artifact ships), loaded once, without loading the model; None for the stub and for an artifact exported
+        before the fallback existed. It comes from the artifact of the version's codec when that was loaded from
+        one (``register``), else from the version's directory."""
+        i = version if isinstance(version, int) else version_id(version)
+        if i in self._fallbacks:
+            return self._fallbacks[i]
+        if i == 0:
+            return None
+        codec = self._codecs.get(i)
+        path, manifest = getattr(codec, "path", None), getattr(codec, "manifest", None)
+        if path is None:
+            if i not in self._paths:
+                self.codec(i)  # raises UnknownVersionError, naming the versions held
+                return None  # a registered codec of no artifact: no dictionary
+            path, manifest = self._paths[i], None
+        with self._lock:
+            if i not in self._fallbacks:
+                from nbmf.codecs.fallback import load
+
+                fb = load(path, manifest)
+                if fb is not None and fb.encoder_id != i:
+                    raise ArtifactError(f"{path} holds an artifact of version {fb.version}, not {version_name(i)}: "
+                                        "put each version in its own vN directory")
+                self._fallbacks[i] = fb
+            return self._fallbacks[i]
+
+    def _fallback_decoder(self, encoder_id: int):
+        fb = self.fallback(encoder_id)
+        if fb is None:
+            from nbmf.artifact import DICTIONARY
+
+            where = getattr(self._codecs.get(encoder_id), "path", None) or self._paths.get(encoder_id)
+            name = version_name(encoder_id)
+            raise UnknownVersionError(f"blob was written by the classical fallback of encoder {name} (zstd with the "
+                                      f"dictionary {name}'s artifact ships), but this registry's {name} artifact "
+                                      f"({where}) has no {DICTIONARY}: it predates the fallback; install {name}'s "
+                                      "current release, which ships it")
+        return fb
+
     # -- encode ---------------------------------------------------------------------------------
     def encode(self, payload, fidelity="lossless", version: str | None = None, kind=None) -> bytes:
         return self.encode_many([payload], fidelity=fidelity, version=version, kinds=[kind])[0]
@@ -131,47 +179,69 @@ class Registry:
         raws = [to_raw(p, k) for p, k in zip(payloads, kinds)]
         if fid == Fidelity.SEMANTIC:
             raws = [(canonical(raw, kind), kind) for raw, kind in raws]
+        target = version or self.current
         try:
-            codec = self.codec(version or self.current)
+            codec = self.codec(target)
         except NBMFError as e:
             if version is not None:
                 raise  # an explicitly requested version that cannot load is the caller's error
-            codec = self.stub  # the current model cannot load: writes go on with the stub, counted
-            self.stats.fallbacks[f"{self.current}:unavailable"] += len(raws)
+            codec = None  # the current model cannot load: writes go on with the classical codecs, counted
             modeldir.warn_once(f"unavailable:{self.model_dir}/{self.current}",
                                f"nbmf: the current version {self.current} cannot load ({e}); encode writes stub "
-                               "blobs until it can (counted in Registry.stats.fallbacks)")
-        stub_bodies = self.stub.encode_many(raws)
-        bodies = stub_bodies
-        used = [self.stub] * len(raws)
-        if codec.encoder_id != 0:
-            small = [j for j, (raw, _) in enumerate(raws) if len(raw) <= self.neural_max_bytes]
-            cand: list = [None] * len(raws)
-            reasons: list = ["large"] * len(raws)
-            try:
-                part = codec.encode_many([raws[j] for j in small], fidelity=int(fid), verify=True)
-                for j, b in zip(small, part):
-                    cand[j], reasons[j] = b, (None if b is not None else "mismatch")
-                if self.verify == "full" or not getattr(codec, "self_verifying", False):
-                    self._decode_check(codec, raws, cand, reasons, int(fid))
-            except Exception:  # any failure of the model falls back to the stub, never to an error
-                for j in small:
-                    cand[j], reasons[j] = None, "error"
-            bodies = []
-            for j, (b, s) in enumerate(zip(cand, stub_bodies)):
-                reason = reasons[j] or ("larger" if len(b) >= len(s) else None)
-                if reason:
-                    self.stats.fallbacks[f"{codec.name}:{reason}"] += 1
-                    bodies.append(s)
-                else:
-                    bodies.append(b)
-                    used[j] = codec
+                               "(or zstd fallback) blobs until it can (counted in Registry.stats.fallbacks)")
+        # (codec, is the fallback, body) of each record: the stub's unless a smaller verified body comes along
+        picks = [(self.stub, False, b) for b in self.stub.encode_many(raws)]
+        eid = version_id(target)
+        if eid != 0:
+            name = version_name(eid)
+            cand, reasons = self._neural_bodies(codec, raws, int(fid))
+            fb, fb_bodies = self._fallback_bodies(eid, raws)
+            for j, (pick, n, f) in enumerate(zip(picks, cand, fb_bodies)):
+                options = [(len(pick[2]), _RANK["stub"], pick)]
+                if f is not None:
+                    options.append((len(f), _RANK["fallback"], (fb, True, f)))
+                if n is not None:
+                    options.append((len(n), _RANK["neural"], (codec, False, n)))
+                picks[j] = min(options, key=lambda o: o[:2])[2]
+                if picks[j][0] is not codec:
+                    self.stats.fallbacks[f"{name}:{reasons[j] or 'larger'}"] += 1
         out = []
-        for (raw, kind), body, c in zip(raws, bodies, used):
+        for (raw, kind), (c, is_fallback, body) in zip(raws, picks):
             self.stats.encodes[c.name] += 1
             out.append(blobfmt.pack_v2(encoder_id=c.encoder_id, fidelity=fid, kind=kind, content=raw, body=body,
-                                       fingerprint=c.fingerprint))
+                                       fingerprint=c.fingerprint, fallback=is_fallback))
         return out
+
+    def _neural_bodies(self, codec, raws, fid: int) -> tuple[list, list]:
+        """(verified neural body or None, why not) per record; any failure of the model is a reason, not an error."""
+        if codec is None:
+            return [None] * len(raws), ["unavailable"] * len(raws)
+        small = [j for j, (raw, _) in enumerate(raws) if len(raw) <= self.neural_max_bytes]
+        cand: list = [None] * len(raws)
+        reasons: list = ["large"] * len(raws)
+        try:
+            part = codec.encode_many([raws[j] for j in small], fidelity=fid, verify=True)
+            for j, b in zip(small, part):
+                cand[j], reasons[j] = b, (None if b is not None else "mismatch")
+            if self.verify == "full" or not getattr(codec, "self_verifying", False):
+                self._decode_check(codec, raws, cand, reasons, fid)
+                cand = [None if r else b for b, r in zip(cand, reasons)]
+        except Exception:  # any failure of the model falls back to the classical codecs, never to an error
+            for j in small:
+                cand[j], reasons[j] = None, "error"
+        return cand, reasons
+
+    def _fallback_bodies(self, encoder_id: int, raws) -> tuple[object, list]:
+        """(fallback codec, verified body or None per record); no bodies without a dictionary or when it fails."""
+        try:
+            fb = self.fallback(encoder_id)
+            if fb is not None:
+                return fb, fb.encode_many(raws, verify=True)
+        except Exception as e:  # an artifact that cannot give its dictionary: the stub stays, as for a failed model
+            modeldir.warn_once(f"fallback:{self.model_dir}/{encoder_id}",
+                               f"nbmf: the zstd fallback of {version_name(encoder_id)} cannot be used ({e}); "
+                               "encode leaves it out until it can")
+        return None, [None] * len(raws)
 
     @staticmethod
     def _decode_check(codec, raws, cand, reasons, fid: int) -> None:
@@ -200,12 +270,14 @@ class Registry:
         return self.decode_many([blob], max_output_size)[0]
 
     def decode_many(self, blobs, max_output_size: int = DEFAULT_MAX_OUTPUT) -> list[DecodeResult]:
-        """Decode any mix of v2, v1 and legacy blobs; each neural version's blobs decode as one batch.
+        """Decode any mix of v2, v1 and legacy blobs; the blobs of each codec (a version's neural coder, its
+        fallback, the stub) decode as one batch.
 
         A v2 blob's content must match its checksum under this registry's codec for its version (a damaged
-        blob, or another model under the same version name, is CorruptBlobError, never a wrong payload)."""
+        blob, or another model or dictionary under the same version name, is CorruptBlobError, never a wrong
+        payload). A fallback blob needs only the version's dictionary, never its model."""
         results: list[DecodeResult | None] = [None] * len(blobs)
-        groups: dict[int, list] = {}
+        groups: dict[tuple[int, bool], list] = {}
         for j, b in enumerate(blobs):
             old = legacy.parse(b)
             if old is not None:
@@ -219,12 +291,12 @@ class Registry:
             if header.original_length > max_output_size:
                 raise OutputTooLargeError(f"blob decodes to {header.original_length} bytes, over max_output_size="
                                           f"{max_output_size}; raise the limit to read it")
-            if header.fallback:
-                raise UnknownVersionError(f"blob was written by the classical fallback codec of encoder "
-                                          f"{header.version}, which this library does not have: upgrade nbmf")
-            groups.setdefault(header.encoder_id, []).append((j, header, body))
-        for eid, items in groups.items():
-            codec = self.codec(eid)
+            if header.fallback and header.encoder_id == 0:
+                raise CorruptBlobError("blob has the fallback bit with encoder id 0, but the stub has no fallback "
+                                       "codec: it was corrupted")
+            groups.setdefault((header.encoder_id, header.fallback), []).append((j, header, body))
+        for (eid, fallback), items in groups.items():
+            codec = self._fallback_decoder(eid) if fallback else self.codec(eid)
             for fid in (Fidelity.LOSSLESS, Fidelity.SEMANTIC):
                 part = [(j, h, b) for j, h, b in items if h.fidelity == fid]
                 if not part:
@@ -236,7 +308,7 @@ class Registry:
                                                f"header says {h.original_length}: the blob is damaged")
                     blobfmt.check_content(h, raw, codec.fingerprint)
                     results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version)
-                    self.stats.decodes[h.version] += 1
+                    self.stats.decodes[codec.name] += 1
         return results  # type: ignore[return-value]
 
     def inspect(self, blob) -> blobfmt.Header | dict:

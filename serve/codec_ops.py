@@ -176,9 +176,10 @@ def input_size(item: tuple) -> int:
 def encode_items(registry: Registry, version: str, items: Sequence[tuple]) -> list[tuple[bytes, str | None]]:
     """Encode ``(payload, kind, fidelity)`` items with ``version``: ``(blob, fallback_reason)`` each.
 
-    One ``encode_many`` call per fidelity. The registry's safety net (verified round trip, never
-    larger than the stub) may write stub blobs; it counts why per version ("v1:larger"), and that
-    reason is reported with each such blob ("mixed" when one call fell back for several reasons).
+    One ``encode_many`` call per fidelity. The registry writes each record with the smallest verified body of
+    the version's neural coder, its zstd fallback and the stub; it counts why the neural coder did not write a
+    record, per version ("v1:larger"), and that reason is reported with each blob the stub or the fallback wrote
+    ("mixed" when one call fell back for several reasons).
     """
     out: list = [None] * len(items)
     by_fidelity: dict[str, list[int]] = {}
@@ -191,7 +192,8 @@ def encode_items(registry: Registry, version: str, items: Sequence[tuple]) -> li
         grew = {key.rpartition(":")[2] for key, n in registry.stats.fallbacks.items() if n > before[key]}
         reason = (grew.pop() if len(grew) == 1 else "mixed") if grew else None
         for i, blob in zip(idx, blobs):
-            fell_back = version != "stub" and peek_header(blob).encoder_id == 0
+            header = peek_header(blob)
+            fell_back = version != "stub" and (header.encoder_id == 0 or header.fallback)
             out[i] = (blob, reason or "codec" if fell_back else None)
     return out
 

@@ -22,7 +22,8 @@ class ServiceMetrics:
             "nbmf_requests", description="Codec requests by operation, encoder version and outcome.",
             tag_keys=tags + ("op", "version", "outcome"))
         self._fallbacks = metrics.Counter(
-            "nbmf_fallbacks", description="Encodes written by the stub instead of the routed version.",
+            "nbmf_fallbacks", description="Encodes not written by the routed version's neural coder (the stub or the "
+                                          "version's zstd fallback wrote them).",
             tag_keys=tags + ("version", "reason"))
         self._latency = metrics.Histogram(
             "nbmf_latency_ms", description="Request latency in milliseconds.",

@@ -84,8 +84,11 @@ class EncodeBatchRequest(BaseModel):
 class EncodeResult(BaseModel):
     blob: dict = Field(..., description="the JSON envelope")
     version: str = Field(..., description="encoder version the request was routed to (canary)")
-    encoder: str = Field(..., description="encoder version that wrote the blob ('stub' after a fallback)")
-    fallback: str | None = Field(None, description="why the stub wrote it: timeout, unavailable, error, mismatch, larger")
+    encoder: str = Field(..., description="encoder version that wrote the blob ('stub' after a fallback to the stub; "
+                                          "the routed version when its zstd fallback wrote it)")
+    fallback: str | None = Field(None, description="why the routed version's neural coder did not write it (the stub "
+                                                   "or the version's zstd fallback did): timeout, unavailable, load, "
+                                                   "error, mismatch, larger, large")
 
 
 class EncodeBatchResponse(BaseModel):

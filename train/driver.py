@@ -95,16 +95,31 @@ def train_tokenizer(src: Source, vocab_size: int, records: int):
 
 @dataclass
 class Prepared:
-    """What every run of one data source shares: fixed val records for bench numbers, the data hash."""
+    """What every run of one data source shares: fixed val records for bench numbers, the data hash, and the
+    classical fallback's zstd dictionary that every artifact exported from it ships (nbmf.dictionary)."""
 
     source: Source
     bench_rows: list[Record]  # picklable: they travel to the workers in the loop config
     data_hash: str
+    dictionary: bytes  # 110 KiB: travels in the loop config too
+    dictionary_info: dict
+
+
+def fallback_dictionary(src: Source) -> tuple[bytes, dict]:
+    """The fallback's dictionary of the train split, by nbmf.dictionary's recipe (cached across runs)."""
+    from nbmf.dictionary import about, train_dictionary
+
+    t = time.time()
+    data, info = train_dictionary(src.jsonl_file("train") if src.kind == "jsonl" else src.path)
+    print(f"zstd dictionary: {len(data)} bytes from {info['samples']} train records in {time.time() - t:.1f}s"
+          + (" (cached)" if info["cached"] else ""), flush=True)
+    return data, about(info)
 
 
 def prepare(cfg: TrainJobConfig) -> Prepared:
     src = resolve_source(cfg.data.source, cfg.data.test_share)
-    return Prepared(src, list(iter_rows(src, "val", cfg.export.bench_records)), data_hash(src))
+    bench_rows = list(iter_rows(src, "val", cfg.export.bench_records))
+    return Prepared(src, bench_rows, data_hash(src), *fallback_dictionary(src))
 
 
 def datasets(cfg: TrainJobConfig, src: Source) -> dict:
@@ -138,6 +153,8 @@ def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_jso
         "marker_dir": str(marker_dir or local),
         "data_hash": prepared.data_hash,
         "bench_rows": prepared.bench_rows,
+        "dictionary": prepared.dictionary,
+        "dictionary_info": prepared.dictionary_info,
         "wandb": {"project": cfg.wandb.project, "group": wandb_group or cfg.wandb.group or name, "name": name,
                   "mode": cfg.wandb.mode, "directory": str(Path(wandb_dir).resolve())},
     }

@@ -1,9 +1,9 @@
 """Trained model -> int8 integer-runtime codec artifact, with its bench numbers in the manifest.
 
 The numbers come from `nbmf bench`'s own measurement (``nbmf.bench.run.run_codec``) on the artifact,
-through the real codec registry (the path users take): whole blobs (header included; a record the
-neural coder would grow is stored by the stub, as the registry does), exactness, encode/decode
-latency per record, single thread.
+through the real codec registry (the path users take): whole blobs (header included; each record
+stored by the smallest of the neural coder, the zstd fallback and the stub, as the registry does),
+exactness, encode/decode latency per record, single thread.
 """
 from __future__ import annotations
 
@@ -70,22 +70,25 @@ def cpu_copy(model):
 
 
 def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: list[Record], val_bpb: float | None,
-                      data_hash: str = "", training: dict | None = None, repeats: int = 1) -> dict:
-    """Export ``model`` to ``out_dir`` with bench numbers measured on ``rows``; returns those numbers."""
+                      data_hash: str = "", training: dict | None = None, repeats: int = 1,
+                      dictionary: bytes | None = None, dictionary_info: dict | None = None) -> dict:
+    """Export ``model`` (with the fallback's ``dictionary``, nbmf.dictionary) to ``out_dir`` with bench numbers
+    measured on ``rows``; returns those numbers."""
     from nbmf.export import export_artifact
 
     model = cpu_copy(model)
     metrics: dict = {"val_bits_per_byte": val_bpb}
     out_dir = Path(out_dir)
+    extra = {"data_hash": data_hash, "training": training or {}, "dictionary": dictionary,
+             "dictionary_info": dictionary_info}
     if rows:
         with tempfile.TemporaryDirectory(prefix="nbmf-export-") as tmp:
-            probe = export_artifact(model, cfg, tokenizer, Path(tmp) / version, version=version,
-                                    metrics=metrics, data_hash=data_hash, training=training or {})
+            probe = export_artifact(model, cfg, tokenizer, Path(tmp) / version, version=version, metrics=metrics,
+                                    **extra)
             metrics.update(measure_artifact(probe, rows, repeats=repeats))
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    export_artifact(model, cfg, tokenizer, out_dir, version=version, metrics=metrics,
-                    data_hash=data_hash, training=training or {})
+    export_artifact(model, cfg, tokenizer, out_dir, version=version, metrics=metrics, **extra)
     return metrics
 
 

@@ -229,7 +229,9 @@ def train_loop_per_worker(config: dict) -> None:
 
         bench.update(export_with_bench(raw_model, mcfg, tokenizer, out_dir, version=job.export.version,
                                        rows=config.get("bench_rows", []), val_bpb=val_bpb,
-                                       data_hash=config.get("data_hash", ""), training=_training_info(job, state)))
+                                       data_hash=config.get("data_hash", ""), training=_training_info(job, state),
+                                       dictionary=config.get("dictionary"),
+                                       dictionary_info=config.get("dictionary_info")))
         logger.log_artifact(out_dir, name=f"codec-{config['run_name']}", metadata=bench)
         return {f"bench_{k}": v for k, v in bench.items()}
 

@@ -34,5 +34,9 @@ def export_run(run_dir: Path, out_dir: Path, version: str, tcfg, window: int = 0
     training = {"commands": commands.read_text().splitlines() if commands.exists()
                 else [" ".join(["python -m train.standalone"] + sys.argv[1:])],
                 "train_config": train_cfg, "history": vals}
+    from nbmf.dictionary import about, train_dictionary
+
+    dictionary, info = train_dictionary(train_cfg["train_file"])  # the fallback's, from the same training data
     return export_artifact(model, cfg, Tokenizer.load(run_dir), out_dir, version=version, metrics=metrics,
-                           data_hash=file_sha256(train_cfg["train_file"]), training=training)
+                           data_hash=file_sha256(train_cfg["train_file"]), training=training,
+                           dictionary=dictionary, dictionary_info=about(info))

@@ -156,7 +156,7 @@ def choose(rows: list[dict]) -> dict | None:
 
 
 def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out_dir: Path, *, search: str,
-             data_hash: str = "") -> dict:
+             data_hash: str = "", dictionary: bytes | None = None, dictionary_info: dict | None = None) -> dict:
     """Export the winner and hand it to ``register_gated``: gated on the test split, registered as the registry's
     next version if it passes."""
     from ray.train import Checkpoint
@@ -174,7 +174,7 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     staged = out_dir / "winner" / "candidate"
     # labelled with the version free now; register_gated relabels it if another registration takes that one first
     export_artifact(model, mcfg, tok, staged, version=register.next_version(registry_dir), metrics=metrics,
-                    data_hash=data_hash, training=training)
+                    data_hash=data_hash, training=training, dictionary=dictionary, dictionary_info=dictionary_info)
     outcome = register_gated(staged, registry_dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
                              set_current=cfg.registry.set_current)
     return {"trial": winner["trial"], "staged": str(staged), **outcome}
@@ -256,7 +256,8 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
             f"{r['trial']}: {r['note'] or r['status']}" for r in rows)}
     else:
         test_rows = list(iter_rows(prepared.source, "test", cfg.gates.test_records))
-        outcome = finalize(winner, cfg, test_rows, out_dir, search=name, data_hash=prepared.data_hash)
+        outcome = finalize(winner, cfg, test_rows, out_dir, search=name, data_hash=prepared.data_hash,
+                           dictionary=prepared.dictionary, dictionary_info=prepared.dictionary_info)
     report = {"search": name, "seconds": round(time.time() - t0, 1), "config": to_dict(cfg),
               "latency_budget_ms": cfg.objective.latency_budget_ms, "trials": rows, "winner": winner and winner["trial"],
               "outcome": outcome}

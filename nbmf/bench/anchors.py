@@ -15,19 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
 import zlib
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
+from nbmf.codecs import fallback
 from nbmf.extras import require
-
-DICT_SIZE = 112_640  # bytes; the zstd CLI's default dictionary size, as in ../shared/ANCHORS.md
-DICT_SAMPLES = 30_000  # training records drawn from the train split
-DICT_SEED = 0
 
 
 def _canonical(raw: bytes, kind) -> bytes:
@@ -91,18 +83,17 @@ class Brotli(ClassicalCodec):
 
 
 class Zstd(ClassicalCodec):
-    """zstd frames without checksum, content size or dictionary id (the smallest honest frame)."""
+    """Standard zstd frames as nbmf.codecs.fallback.compressor writes them (no checksum, content size or dictionary
+    id), without the blob around them. A neural version's fallback body is the same frame less its 4-byte magic
+    number; the anchor keeps it, as any zstd user would store the frame."""
 
-    def __init__(self, level: int = 19, dictionary: bytes | None = None):
-        zstd = require("zstandard")
+    def __init__(self, level: int = fallback.LEVEL, dictionary: bytes | None = None):
         super().__init__()
         self.level = level
         self.name = f"zstd-{level}" + ("-dict" if dictionary else "")
-        d = zstd.ZstdCompressionDict(dictionary) if dictionary else None
         self.extra_bytes = len(dictionary) if dictionary else 0
-        self._c = zstd.ZstdCompressor(level=level, dict_data=d, write_checksum=False,
-                                      write_content_size=False, write_dict_id=False)
-        self._d = zstd.ZstdDecompressor(dict_data=d)
+        self._c = fallback.compressor(dictionary, level)
+        self._d = fallback.decompressor(dictionary)
 
     def compress(self, data):
         return self._c.compress(data)
@@ -184,85 +175,3 @@ def legacy_code_hex_size(raw: bytes) -> int:
     """ANCHORS.md's legacy row ("zlib-9 stored as hex"): 2 x zlib-9 of the raw bytes, without
     the dict, meta and sig the old service also stored."""
     return 2 * len(zlib.compress(raw, 9))
-
-
-# -- zstd dictionary ---------------------------------------------------------------------------
-
-def _corpus_raws(path: Path) -> Iterator[bytes]:
-    """Raw bytes of every readable corpus record (others are skipped: the bench counts them)."""
-    from nbmf.record import from_corpus
-
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                yield from_corpus(json.loads(line)).raw
-            except (UnicodeDecodeError, ValueError):
-                continue
-
-
-@dataclass(frozen=True)
-class DictionarySpec:
-    size: int = DICT_SIZE
-    samples: int = DICT_SAMPLES
-    seed: int = DICT_SEED
-
-
-def _train_source(train: Path):
-    """A re-iterable raw-bytes source and a content key for the cache."""
-    train = Path(train)
-    if train.is_dir():
-        from nbmf.data.dataset import load_manifest, read_records
-
-        key = load_manifest(train)["content_hash"]
-        return (lambda: (r["raw"] for r in read_records(train, "train", columns=["raw"],
-                                                          include_semantic=False))), key
-    h = hashlib.sha256()
-    with open(train, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return (lambda: _corpus_raws(train)), f"sha256:{h.hexdigest()}"
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("NBMF_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nbmf"
-
-
-def train_dictionary(train: str | Path, spec: DictionarySpec = DictionarySpec(),
-                     cache_dir: str | Path | None = None) -> tuple[bytes, dict]:
-    """zstd dictionary from `spec.samples` records drawn (random.Random(seed).sample) from the
-    training split; cached on disk by (train content hash, spec). Returns (dict bytes, info)."""
-    zstd = require("zstandard")
-    factory, key = _train_source(Path(train))
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    tag = hashlib.sha256(f"{key}|{spec.size}|{spec.samples}|{spec.seed}".encode()).hexdigest()[:24]
-    path = cache / f"zstd-dict-{tag}.bin"
-    info = {"bytes": None, "train": str(train), "train_hash": key, "samples": spec.samples,
-            "seed": spec.seed, "target_size": spec.size, "cache": str(path), "cached": path.is_file()}
-    if path.is_file():
-        data = path.read_bytes()
-        info["bytes"] = len(data)
-        return data, info
-    # Two passes keep memory at the sample, not the split: random.sample's picks depend only on
-    # the population size, so sampling indices equals sampling the records themselves.
-    n = sum(1 for _ in factory())
-    if n == 0:
-        raise ValueError(f"no training records in {train} to train a zstd dictionary on")
-    order = random.Random(spec.seed).sample(range(n), min(spec.samples, n))
-    wanted = set(order)
-    by_index = {i: raw for i, raw in enumerate(factory()) if i in wanted}
-    picked = [by_index.pop(i) for i in order]  # in draw order, as random.sample(records, k) returns
-    try:
-        d = zstd.train_dictionary(spec.size, picked)
-    except zstd.ZstdError as e:
-        raise ValueError(f"zstd could not train a {spec.size}-byte dictionary from {len(picked)} records "
-                         f"of {train} ({e}); use more training records or a smaller dictionary") from e
-    data = d.as_bytes()
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    info["bytes"] = len(data)
-    return data, info

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nbmf.dictionary import DICT_SAMPLES, DICT_SIZE
+
 EPILOG = """\
 examples:
   nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png
@@ -38,8 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--anchors", default=None,
                    help="anchor codecs, comma-separated: legacy,zlib-9,zstd-19,zstd-19-dict,brotli-11 "
                         "(default: all; empty string: none)")
-    p.add_argument("--dict-size", type=int, default=112_640, help="zstd dictionary bytes (default 112640)")
-    p.add_argument("--dict-samples", type=int, default=30_000, help="records drawn to train it (default 30000)")
+    p.add_argument("--dict-size", type=int, default=DICT_SIZE, help=f"zstd dictionary bytes (default {DICT_SIZE})")
+    p.add_argument("--dict-samples", type=int, default=DICT_SAMPLES,
+                   help=f"records drawn to train it (default {DICT_SAMPLES})")
     p.add_argument("--cache-dir", default=None, help="dictionary cache directory")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="write all numbers as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="write ratio-vs-size plot")
@@ -51,16 +54,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nbmf.bench import anchors, report
+    from nbmf.bench import report
     from nbmf.bench.run import BenchConfig
     from nbmf.bench.run import run as run_bench
+    from nbmf.dictionary import DictionarySpec
     from nbmf.errors import NBMFError
 
     try:
         cfg = BenchConfig(
             input=Path(args.input), split=args.split, train=Path(args.train) if args.train else None,
             limit=args.limit, fidelity=args.fidelity, versions=_names(args.versions), anchors=_names(args.anchors),
-            dict_spec=anchors.DictionarySpec(size=args.dict_size, samples=args.dict_samples),
+            dict_spec=DictionarySpec(size=args.dict_size, samples=args.dict_samples),
             cache_dir=Path(args.cache_dir) if args.cache_dir else None, pairs_codec=args.pairs_codec,
             progress=not args.no_progress)
         result = run_bench(cfg)

@@ -80,6 +80,10 @@ def print_report(result: dict, console=None) -> None:
                       f"{d['samples']:,} samples from {d['train']} (seed {d['seed']})"
                       + (", from cache" if d.get("cached") else ""))
     for row in result["rows"]:
+        if row.get("written_by"):
+            console.print(f"{row['codec']} {row['fidelity']}: blobs by codec "
+                          + ", ".join(f"{k} {n:,}" for k, n in row["written_by"].items())
+                          + " (the registry keeps each record's smallest verified body)", highlight=False)
         if "ratio_code_hex_only" in row["all"]:
             console.print("legacy, ANCHORS.md definition (only the hex 'code' field, zlib-9 of the raw bytes): "
                           + ", ".join(f"{t} {row['by_type'][t]['ratio_code_hex_only']:.2f}" for t in row["by_type"])

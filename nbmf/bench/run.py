@@ -2,7 +2,9 @@
 
 Rows: the anchors (legacy stub, zlib-9, zstd-19, zstd-19 + trained dictionary, brotli-11) and
 every encoder version of the codec registry (stub, v1, ...). Each record is encoded and decoded
-once per codec and fidelity, single thread, in this process.
+once per codec and fidelity, single thread, in this process. A version's row is what the registry
+stores: per record the smallest verified body of its neural coder, its zstd fallback and the stub
+(``written_by`` counts each; ``fallbacks`` the records its neural coder did not write).
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbmf.bench import anchors
-from nbmf.bench.anchors import DictionarySpec
 from nbmf.bench.metrics import Measurements, check_gates, summarize
 from nbmf.blob import Fidelity, Kind
+from nbmf.dictionary import DictionarySpec, train_dictionary
 from nbmf.extras import require
 from nbmf.record import Record, from_corpus
 
 ANCHOR_NAMES = ("legacy", "zlib-9", "zstd-19", "zstd-19-dict", "brotli-11")
 FIDELITIES = ("lossless", "semantic")
+WRITTEN_BY = "written_by:"  # RegistryVersion.stats keys: blobs per codec that wrote the body ("v1", "v1:fallback")
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,13 @@ class RegistryVersion:
 
     def encode(self, payload, fidelity: str) -> bytes:
         blob = self.registry.encode(payload, fidelity=fidelity, version=self.name)
-        from nbmf.blob import blob_version
+        from nbmf.blob import peek_header
 
-        if blob_version(blob) != self.name:
-            self.stats["fallbacks"] += 1  # the registry wrote another version (the blob says so)
+        h = peek_header(blob)  # which codec wrote the body: the blob says so
+        writer = "stub" if h.encoder_id == 0 else f"{h.version}:fallback" if h.fallback else h.version
+        self.stats[f"{WRITTEN_BY}{writer}"] += 1
+        if writer != self.name:
+            self.stats["fallbacks"] += 1  # the version's own codec did not write it (its fallback or the stub did)
         return blob
 
     def decode(self, blob: bytes, fidelity: str):
@@ -170,7 +176,7 @@ def build_codecs(cfg: BenchConfig, registry) -> tuple[list, dict | None]:
             codecs.append(anchors.Brotli(11))
         elif name == "zstd-19-dict":
             train = cfg.train or default_train(cfg.input)
-            data, dict_info = anchors.train_dictionary(train, cfg.dict_spec, cfg.cache_dir)
+            data, dict_info = train_dictionary(train, cfg.dict_spec, cfg.cache_dir)
             codecs.append(anchors.Zstd(19, data))
     available = list(registry.versions())
     wanted = list(cfg.versions) if cfg.versions is not None else available
@@ -250,6 +256,8 @@ def run_codec(codec, records: list[Record], fidelity: str, pairs: list | None, b
         "fidelity": fidelity,
         "extra_bytes": codec.extra_bytes,
         "fallbacks": int(codec.stats.get("fallbacks", 0)),
+        "written_by": {k.removeprefix(WRITTEN_BY): n for k, n in sorted(codec.stats.items())
+                       if k.startswith(WRITTEN_BY)},
         "registry_stats": {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)},
         "errors": dict(errors),
         "error_messages": messages,

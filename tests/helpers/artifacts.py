@@ -24,8 +24,11 @@ def sample_items(path: Path = SAMPLE_TRAIN, limit: int | None = None) -> list[tu
 
 
 def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", steps: int = 40, seed: int = 0,
-                  d_model: int = 32, vocab_size: int = 384, records: int = 600) -> Path:
-    """Train a tiny ``family`` model for ``steps`` steps (seconds on CPU) and export it to ``out_dir``."""
+                  d_model: int = 32, vocab_size: int = 384, records: int = 600, dict_size: int | None = None) -> Path:
+    """Train a tiny ``family`` model for ``steps`` steps (seconds on CPU) and export it to ``out_dir``; with
+    ``dict_size``, a fallback dictionary of that many bytes trained on the same records, as production exports
+    ship. None (the default): none, as artifacts exported before the fallback existed; a tiny model loses nearly
+    every record to a dictionary of its own training data, and the tests of its neural path need it to win some."""
     import numpy as np
     import torch
     from torch.nn import functional as F
@@ -54,9 +57,13 @@ def tiny_artifact(out_dir, version: str = "v1", family: str = "transformer", ste
         loss.backward()
         opt.step()
     model.set_qat(True)
+    from nbmf.dictionary import train
+
+    dictionary = train([raw for raw, _ in raws], dict_size) if dict_size else None
     return export_artifact(model, cfg, tok, out_dir, version=version,
                            metrics={"train_loss_nats": float(loss.detach())}, data_hash="sample",
-                           training={"steps": steps, "seed": seed, "family": family})
+                           training={"steps": steps, "seed": seed, "family": family}, dictionary=dictionary,
+                           dictionary_info={"samples": len(raws)} if dictionary else None)
 
 
 CROSS_PROCESS = r"""

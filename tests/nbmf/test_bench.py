@@ -13,10 +13,11 @@ import nbmf
 from nbmf.bench import anchors, report
 from nbmf.bench.metrics import Measurements, check_gates, summarize
 from nbmf.bench.run import BenchConfig, run
+from nbmf.dictionary import DictionarySpec, train_dictionary
 from nbmf.payload import to_raw
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
-SMALL_DICT = anchors.DictionarySpec(size=8192, samples=400, seed=0)
+SMALL_DICT = DictionarySpec(size=8192, samples=400, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,10 @@ def test_every_codec_measured_on_the_same_records(lossless):
         assert sum(t["n"] for t in row["by_type"].values()) == 40
         assert {g["gate"] for g in row["gates"]} >= {"mean ratio >= 2x", "lossless exact 100%", "encode p95 < 120 ms"}
     assert rows["zstd-19-dict"]["extra_bytes"] == lossless["dictionary"]["bytes"] > 0
+    current = rows[lossless["registry"]["current"]]  # the blobs say which codec wrote each body
+    assert sum(current["written_by"].values()) == 40 and set(current["written_by"]) <= {"v1", "v1:fallback", "stub"}
+    assert current["fallbacks"] == 40 - current["written_by"].get("v1", 0)
+    assert rows["stub"]["written_by"] == {"stub": 40} and rows["stub"]["fallbacks"] == 0
     # The legacy stub stores hex plus a JSON envelope: always bigger than zlib-9 of the same record.
     assert rows["legacy"]["all"]["ratio"] < rows["zlib-9"]["all"]["ratio"] / 2
     assert rows["legacy"]["all"]["ratio_code_hex_only"] == pytest.approx(rows["zlib-9"]["all"]["ratio"] / 2, rel=0.01)
@@ -112,12 +117,12 @@ def test_outputs_json_plot_pairs(lossless, tmp_path):
 
 def test_dictionary_matches_anchor_recipe_and_is_cached(tmp_path):
     """Two-pass sampling gives exactly random.Random(seed).sample(records, k) in draw order."""
-    spec = anchors.DictionarySpec(size=4096, samples=300, seed=3)
-    data, info = anchors.train_dictionary(SAMPLE / "train.jsonl", spec, tmp_path)
+    spec = DictionarySpec(size=4096, samples=300, seed=3)
+    data, info = train_dictionary(SAMPLE / "train.jsonl", spec, tmp_path)
     records = [to_raw(json.loads(line)["data"])[0] for line in (SAMPLE / "train.jsonl").read_text().splitlines()]
     expected = zstandard.train_dictionary(4096, random.Random(3).sample(records, 300)).as_bytes()
     assert data == expected and not info["cached"] and info["bytes"] == len(data)
-    again, info2 = anchors.train_dictionary(SAMPLE / "train.jsonl", spec, tmp_path)
+    again, info2 = train_dictionary(SAMPLE / "train.jsonl", spec, tmp_path)
     assert again == data and info2["cached"]
 
 

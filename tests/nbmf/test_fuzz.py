@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from helpers.artifacts import sample_records
 from nbmf import blob as blobfmt
 from nbmf.errors import NBMFError
+from nbmf.payload import to_raw
 from nbmf.registry import Registry, default_model_dir
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -33,14 +34,21 @@ def _as_v1(blob: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def honest(reg, make_legacy_blob):
-    """(blob, payload) for small sample records: neural and stub, lossless and semantic, v2, v1 and legacy."""
+    """(blob, payload) for small sample records: neural, zstd fallback and stub, lossless and semantic, v2, v1 (not
+    the fallback's: v1 has none) and legacy."""
     payloads = [r["data"] for r in sample_records(limit=60)]
     payloads = [p for p in payloads if len(json.dumps(p)) < 600][:12] + ["", "x", b"\x00\xff", {"k": [1, None]}]
     out = []
     for version in (None, "stub"):
         for fidelity in ("lossless", "semantic"):
             for b in reg.encode_many(payloads, fidelity=fidelity, version=version):
-                out += [(b, reg.decode(b)), (_as_v1(b), reg.decode(b))]
+                out += [(b, reg.decode(b))] + ([] if blobfmt.peek_header(b).fallback else [(_as_v1(b), reg.decode(b))])
+    fb = reg.fallback(reg.current)  # its blob of each record, whether or not the registry would keep it
+    for p in payloads:
+        raw, kind = to_raw(p)
+        b = blobfmt.pack_v2(encoder_id=fb.encoder_id, fidelity=blobfmt.Fidelity.LOSSLESS, kind=kind, content=raw,
+                            body=fb.encode_many([(raw, kind)])[0], fingerprint=fb.fingerprint, fallback=True)
+        out.append((b, reg.decode(b)))
     for p in payloads[:6]:
         for fidelity in ("lossless", "semantic"):
             legacy = json.dumps(make_legacy_blob(p, fidelity)).encode()
@@ -120,9 +128,9 @@ def test_random_bytes_are_typed_errors(reg, data):
 
 @pytest.mark.parametrize("fmt", [1, 2])
 def test_swapped_bodies_never_decode_wrong(reg, honest, fmt):
-    """A real body of the same encoder under another record's header: the checksum (v2) or CRC (v1) refuses it."""
+    """A real body of the same codec under another record's header: the checksum (v2) or CRC (v1) refuses it."""
     mine = [(b, p) for b, p in honest if not blobfmt.is_legacy(b) and blobfmt.peek_header(b).format_version == fmt]
     for (a, pa), (b, _) in zip(mine, mine[1:] + mine[:1]):
         ha, hb = blobfmt.peek_header(a), blobfmt.peek_header(b)
-        if ha.encoder_id == hb.encoder_id:
+        if (ha.encoder_id, ha.fallback) == (hb.encoder_id, hb.fallback):
             _never_wrong(reg, a[: ha.header_size] + b[hb.header_size:], pa)

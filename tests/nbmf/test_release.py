@@ -16,7 +16,8 @@ import pytest
 
 import nbmf
 from helpers.artifacts import sample_records
-from nbmf.blob import unpack
+from nbmf.blob import Fidelity, unpack
+from nbmf.payload import canonical, to_raw
 from nbmf.registry import Registry, default_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,11 +79,24 @@ def test_golden_blobs_decode_to_their_payloads(registry):
     versions = set()
     for e in entries:
         blob = (GOLDEN / e["file"]).read_bytes()
-        versions.add(nbmf.inspect(blob).version)
+        h = nbmf.inspect(blob)
+        versions.add(h.version)
         assert registry.decode(blob) == _decode_case(e["expected"]), e["file"]
         # the same model writes the same bytes: the integer runtime is deterministic
-        assert registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"]) == blob, e["file"]
+        new = registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"])
+        if new != blob:  # only where the zstd fallback (issue 14, after this set was written) is smaller now ...
+            assert nbmf.inspect(new).fallback and len(new) < len(blob), e["file"]
+            # ... and the codec that wrote the old blob still writes its very body
+            assert _body_by(registry, h, _decode_case(e["input"])) == unpack(blob)[1], e["file"]
     assert registry.current in versions  # the golden set exercises the neural codec, not only the stub
+
+
+def _body_by(registry, header, payload) -> bytes:
+    """The body the codec named by ``header`` (the stub, or a version's neural coder) writes for ``payload``."""
+    raw, kind = to_raw(payload, header.kind)
+    if header.fidelity == Fidelity.SEMANTIC:
+        raw = canonical(raw, kind)
+    return registry.codec(header.encoder_id).encode_many([(raw, kind)], fidelity=int(header.fidelity))[0]
 
 
 def test_v1_golden_blobs_read_forever_and_keep_their_bodies(registry):
@@ -93,8 +107,9 @@ def test_v1_golden_blobs_read_forever_and_keep_their_bodies(registry):
         blob = (V1_GOLDEN / e["file"]).read_bytes()
         assert nbmf.inspect(blob).format_version == 1
         assert registry.decode(blob) == _decode_case(e["expected"]), e["file"]
-        new = registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"])
-        assert unpack(new)[1] == unpack(blob)[1], e["file"]  # identical coded body, byte for byte
+        # identical coded body, byte for byte, from the codec that wrote it (the registry may now keep a smaller
+        # zstd-fallback body instead: test_golden_blobs_decode_to_their_payloads)
+        assert _body_by(registry, nbmf.inspect(blob), _decode_case(e["input"])) == unpack(blob)[1], e["file"]
         neural += nbmf.inspect(blob).version != "stub"
     assert neural >= 10
 

@@ -137,3 +137,20 @@ def test_http_spellings_are_the_library_enums():
 
     assert get_args(schemas.Kind) == tuple(k.label for k in Kind)
     assert get_args(schemas.Fidelity) == tuple(f.label for f in Fidelity)
+
+
+def test_a_model_replica_reports_its_versions_fallback_blobs():
+    """A model replica (VersionModel over the released v1) writes a record v1's model codes badly with v1's zstd
+    fallback: the blob says so (encoder v1, fallback bit), the reply gives the reason, and it decodes there."""
+    from nbmf.blob import peek_header
+    from nbmf.codecs.neural import load_codec
+    from nbmf.modeldir import default_model_dir
+    from serve import codec_ops
+
+    model = codec_ops.VersionModel("v1", load_codec(default_model_dir() / "v1"))
+    repeated = "Remember: the user prefers metric units. " * 8  # docs/FORMAT.md's fallback example
+    record = {"role": "user", "content": "Please book a table for two at seven tonight, by the window."}
+    (blob, reason), (neural, none) = model.encode([(repeated, "text", "lossless"), (record, "json", "lossless")])
+    assert peek_header(blob).fallback and codec_ops.blob_version(blob) == "v1" and reason == "larger"
+    assert not peek_header(neural).fallback and none is None
+    assert [o.payload for o in model.decode([blob, neural], 1 << 20)] == [repeated, record]

@@ -145,3 +145,27 @@ def test_wandb_mode_follows_the_api_key(monkeypatch, key, expect):
     monkeypatch.setenv("WANDB_API_KEY", key) if key else monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert resolve_mode("") == expect
     assert resolve_mode("disabled") == "disabled"
+
+
+def test_an_artifact_gets_its_fallback_dictionary_once_and_keeps_its_fingerprint(tmp_path, monkeypatch):
+    """python -m train.dictionary (how models/v1 got its zstd.dict): the dictionary of the recipe, the command in
+    the manifest's training commands, the model's fingerprint unchanged, and never a second dictionary."""
+    from helpers.artifacts import tiny_artifact
+    from nbmf.artifact import DICTIONARY, fingerprint, read_manifest
+    from nbmf.codecs.fallback import load
+    from nbmf.dictionary import DictionarySpec, train_dictionary
+    from nbmf.errors import ArtifactError
+    from train.dictionary import main as add_main
+
+    monkeypatch.setenv("NBMF_CACHE_DIR", str(tmp_path / "cache"))
+    art = tiny_artifact(tmp_path / "v1", steps=2)
+    before = fingerprint(read_manifest(art))
+    argv = [str(art), "--train", str(SAMPLE / "train.jsonl"), "--size", "4096", "--samples", "300"]
+    assert add_main(argv) == 0
+    manifest = read_manifest(art)
+    want, _ = train_dictionary(SAMPLE / "train.jsonl", DictionarySpec(4096, 300))
+    assert (art / DICTIONARY).read_bytes() == want == load(art).dictionary
+    assert fingerprint(manifest) == before and manifest["fallback"]["samples"] == 300
+    assert manifest["training"]["commands"][-1].startswith("python -m train.dictionary " + " ".join(argv))
+    with pytest.raises(ArtifactError, match="never replaced"):
+        add_main(argv)
