@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 import zstandard
 
 from helpers.artifacts import sample_records, tiny_artifact
+from helpers.format_doc import doc_block, dump_bytes
 from nbmf import artifact, modeldir
 from nbmf import blob as blobfmt
 from nbmf.bench.anchors import Zstd
@@ -36,7 +36,6 @@ from nbmf.registry import NEURAL_MAX_BYTES, Registry, default_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "v2" / "fallback"
-FORMAT_MD = ROOT / "docs" / "FORMAT.md"
 REGENERATE = os.environ.get("NBMF_REGENERATE") == "1"
 V1_FINGERPRINT = "52d221d495d7006cbeaa6e96bd56a30b83e2b09a987962f4bd3348ac18280cbe"  # before v1 had a dictionary
 V1_DICTIONARY = "sha256:45ce47b8cff7cb08cd13522ac459ae8df9f1376a684010ecaa177041edccd498"
@@ -127,18 +126,10 @@ def test_golden_fallback_blob(reg, index, name):
     assert reg.encode(payload, fidelity=fidelity) == blob  # and the writer keeps writing them, byte for byte
 
 
-def _doc_block(marker: str) -> str:
-    m = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", FORMAT_MD.read_text(encoding="utf-8"), re.S)
-    assert m, f"docs/FORMAT.md lost its '<!-- {marker} -->' block"
-    return m.group(1)
-
-
 def test_format_doc_fallback_example_is_the_golden_blob(reg):
     blob = (GOLDEN / "text.nbmf").read_bytes()
-    dump = _doc_block("fallback-example-hex")
-    hex_bytes = "".join(line.split(":", 1)[1].split("|")[0] for line in dump.splitlines() if ":" in line)
-    assert bytes.fromhex(hex_bytes) == blob == reg.encode(EXAMPLE)
-    fields = _doc_block("fallback-example-fields")
+    assert dump_bytes("fallback-example-hex") == blob == reg.encode(EXAMPLE)
+    fields = doc_block("fallback-example-fields")
     h = reg.inspect(blob)
     rows = [line.split() for line in fields.splitlines() if line.strip()]
     assert rows[0][0] == f"{blob[0]:02x}" and rows[1][:2] == [f"{blob[1]:02x}", f"{blob[2]:02x}"]

@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
 
+from helpers.format_doc import doc_block, dump_bytes
 from nbmf.blob import to_envelope, unpack
 from nbmf.registry import Registry
 
@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STUB_DIR = ROOT / "tests" / "golden" / "v2" / "stub"
 V1_STUB_DIR = ROOT / "tests" / "golden" / "stub"
 LEGACY_DIR = ROOT / "tests" / "golden" / "legacy"
-FORMAT_MD = ROOT / "docs" / "FORMAT.md"
 REGENERATE = os.environ.get("NBMF_REGENERATE") == "1"
 
 EXAMPLE_TEXT = "Remember: the user prefers metric units."
@@ -163,18 +162,10 @@ def test_legacy_index_matches_the_cases(legacy_index):
 
 
 # -- docs/FORMAT.md's worked example is real output ----------------------------------------------
-def _doc_block(marker: str) -> str:
-    m = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", FORMAT_MD.read_text(encoding="utf-8"), re.S)
-    assert m, f"docs/FORMAT.md lost its '<!-- {marker} -->' block"
-    return m.group(1)
-
-
 def test_format_doc_worked_example_is_the_golden_blob(reg):
     blob = (STUB_DIR / "text.nbmf").read_bytes()
-    dump = _doc_block("worked-example-hex")
-    hex_bytes = "".join(line.split(":", 1)[1].split("|")[0] for line in dump.splitlines() if ":" in line)
-    assert bytes.fromhex(hex_bytes) == blob == reg.encode(EXAMPLE_TEXT)
-    fields = _doc_block("worked-example-fields")
+    assert dump_bytes("worked-example-hex") == blob == reg.encode(EXAMPLE_TEXT)
+    fields = doc_block("worked-example-fields")
     h = reg.inspect(blob)
     first_line_hex = [line.split()[0] for line in fields.splitlines() if line.strip()]
     assert first_line_hex[0] == f"{blob[0]:02x}" and first_line_hex[1] == f"{blob[1]:02x}"
@@ -183,5 +174,5 @@ def test_format_doc_worked_example_is_the_golden_blob(reg):
 
 def test_format_doc_envelope_example_is_real(reg):
     blob = (STUB_DIR / "text.nbmf").read_bytes()
-    env = json.loads(_doc_block("worked-example-envelope"))
+    env = json.loads(doc_block("worked-example-envelope"))
     assert env == to_envelope(blob) and base64.b64decode(env["body"]) == blob[reg.inspect(blob).header_size:]
