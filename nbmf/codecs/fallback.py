@@ -93,7 +93,8 @@ class FallbackCodec:
     def _contexts(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
-            ctx = self._local.ctx = (compressor(self.dictionary, magic=False), decompressor(self.dictionary, magic=False))
+            ctx = (compressor(self.dictionary, magic=False), decompressor(self.dictionary, magic=False))
+            self._local.ctx = ctx
         return ctx
 
     def max_length(self, body_size: int) -> int:
