@@ -36,13 +36,14 @@ def build_app(args: AppArgs) -> Application:
     scaling = ({"num_replicas": args.replicas} if args.replicas is not None
                else {"autoscaling_config": args.autoscaling.model_dump()})
     model = CodecModel.options(
-        ray_actor_options={"num_cpus": args.model_num_cpus},
+        ray_actor_options={"num_cpus": args.model_num_cpus, "num_gpus": args.model_num_gpus},
         max_ongoing_requests=args.max_ongoing_requests,
         user_config={"preload": preload},
         **scaling,
     ).bind(str(model_dir), args.loader, args.max_models_per_replica, args.max_batch_size,
            args.batch_wait_timeout_s, args.limits.max_output_bytes,
-           args.model_threads or max(1, math.ceil(args.model_num_cpus)), args.timeouts.codec_s)
+           args.model_threads or max(1, math.ceil(args.model_num_cpus)), args.timeouts.codec_s,
+           "cuda" if args.model_num_gpus > 0 else None)
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},

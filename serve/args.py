@@ -99,6 +99,7 @@ class AppArgs(BaseModel):
     ingress_replicas: int = Field(1, ge=1)
     model_num_cpus: float = Field(0.5, ge=0)  # CPUs reserved per model replica
     model_threads: int | None = Field(None, ge=1)  # codec threads per model replica; None -> ceil(model_num_cpus)
+    model_num_gpus: float = Field(0, ge=0)  # GPUs per model replica; > 0 runs its codecs on CUDA (NBMF_DEVICE)
     ingress_num_cpus: float = Field(0.25, ge=0)
     max_ongoing_requests: int = Field(32, ge=1)  # per model replica
     limits: Limits = Field(default_factory=Limits)

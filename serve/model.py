@@ -50,10 +50,12 @@ class ModelLoadError(RuntimeError):
 class CodecModel:
     def __init__(self, model_dir: str, loader: str, max_models_per_replica: int = 4,
                  max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002,
-                 max_output_bytes: int = 16 << 20, threads: int = 1, codec_s: float = 1.5):
+                 max_output_bytes: int = 16 << 20, threads: int = 1, codec_s: float = 1.5, device: str | None = None):
         # the codecs this replica loads split each batch over ``threads`` (nbmf.codecs.neural.default_threads):
         # sized to the CPUs the replica reserves, so replicas never oversubscribe the node
         os.environ["NBMF_THREADS"] = str(threads)
+        if device:  # a replica that reserved a GPU runs its codecs' batches there (nbmf.codecs.neural.default_device)
+            os.environ["NBMF_DEVICE"] = device
         self.model_dir = resolve_model_dir(model_dir)
         self.loader = import_loader(loader)
         self.max_output_bytes = max_output_bytes

@@ -7,7 +7,8 @@ them bit-identical on every machine, batch shape and thread count. The body is t
 32-bit words, little endian, with trailing zero bytes dropped (the decoder reads zeros past the end).
 Encode runs each record's positions through the model in one pass; decode runs records in lockstep.
 Both split their records over ``threads`` worker threads (the kernels release the GIL); the bytes never
-depend on the split.
+depend on the split. With ``device`` set (a torch device such as "cuda"), encode and decode run batched on it
+through ``nbmf.runtime.torch_int`` instead: the same bytes, for bulk work on a GPU host.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def default_threads() -> int:
         return max(1, int(os.environ.get("NBMF_THREADS", "1")))
     except ValueError:
         raise ValueError(f"NBMF_THREADS must be a positive integer, got {os.environ['NBMF_THREADS']!r}") from None
+
+
+def default_device() -> str | None:
+    """Torch device a codec runs on unless told: $NBMF_DEVICE (e.g. "cuda"), else None (numba on the CPU)."""
+    return os.environ.get("NBMF_DEVICE") or None
 
 
 def words_of_body(body: bytes) -> np.ndarray:
@@ -60,7 +66,7 @@ class NeuralCodec:
     self_verifying = True  # encode_many(verify=True) checks each body against what it coded (see there)
 
     def __init__(self, name: str, cfg, int_model, tokenizer, manifest: dict | None = None, path: Path | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, device: str | None = None):
         from nbmf.artifact import encoder_id_of
 
         self.name = name
@@ -74,6 +80,12 @@ class NeuralCodec:
         self.threads = default_threads() if threads is None else int(threads)
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.device = device
+        self.runtime = int_model  # what encode_many/decode_many run: numba here, or the device's torch runtime
+        if device is not None:
+            from nbmf.runtime.torch_int import TorchIntModel  # torch only where a device is asked for
+
+            self.runtime = TorchIntModel(int_model, device)
         self._piece_len = tokenizer.piece_lengths().astype(np.int64)
         if self._piece_len.min(initial=1) < 1:
             raise ValueError("every token must stand for at least one byte (the decoder's stop condition)")
@@ -104,7 +116,7 @@ class NeuralCodec:
 
     def _map(self, fn, sizes: list[int]) -> list:
         """fn(list of indices) over up to ``threads`` groups of balanced total size; results back in item order."""
-        groups = _groups(sizes, self.threads)
+        groups = _groups(sizes, 1 if self.device else self.threads)  # a device batches all records itself
         if len(groups) <= 1:
             return fn(list(range(len(sizes))))
         if self._pool_size != self.threads:
@@ -138,7 +150,7 @@ class NeuralCodec:
         seqs = [self.sequence(x, kind, fidelity)[:-1] for x, (_, kind) in zip(ids, items)]
 
         def run(group: list[int]) -> list[bytes | None]:
-            words, ok = self.model.encode([seqs[i] for i in group], [ids[i] for i in group])
+            words, ok = self.runtime.encode([seqs[i] for i in group], [ids[i] for i in group])
             out: list[bytes | None] = []
             for k, i in enumerate(group):
                 if len(ids[i]) == 0:
@@ -176,7 +188,7 @@ class NeuralCodec:
         lengths = np.array([int(length) for _, _, length in items], np.int64)
 
         def run(group: list[int]) -> list[bytes]:
-            tokens, status = self.model.decode(first[group], [bodies[i] for i in group], lengths[group],
+            tokens, status = self.runtime.decode(first[group], [bodies[i] for i in group], lengths[group],
                                                self._piece_len, caps[group])
             if (status == kernels.BAD_QUANTILE).any():
                 raise CorruptBlobError("neural body cannot be decoded (it is no range-coder output under this "
@@ -219,13 +231,14 @@ def _fingerprint(cfg, int_model, tokenizer, manifest: dict) -> bytes:
     return h.digest()
 
 
-def load_codec(path, threads: int | None = None) -> NeuralCodec:
-    """Load a verified artifact directory as a codec (numpy + numba only: no torch).
+def load_codec(path, threads: int | None = None, device: str | None = None) -> NeuralCodec:
+    """Load a verified artifact directory as a codec (numpy + numba only: no torch, unless a device is asked for).
 
-    ``threads``: worker threads for encode_many/decode_many (default: ``default_threads()``).
+    ``threads``: worker threads for encode_many/decode_many (default: ``default_threads()``); ``device``: a torch
+    device to run them on instead, batched (default: ``default_device()``, so None: the CPU kernels).
     """
     from nbmf.artifact import load_artifact
 
     manifest, cfg, int_model, tokenizer = load_artifact(path)
     return NeuralCodec(manifest["version"], cfg, int_model, tokenizer, manifest=manifest, path=Path(path),
-                       threads=threads)
+                       threads=threads, device=default_device() if device is None else device)

@@ -229,15 +229,20 @@ def find_symbol(freq, block_sums, block, q, scale):
 
 
 @njit(nogil=True, cache=True)
+def interval_of(c, f, s, n, scale):
+    """(left, prob) of symbol s of n with prefix sum c = C_s and frequency f = f_s: what the encoder codes."""
+    left = cdf_at(c, s, scale)
+    right = _TOTAL if s == n - 1 else cdf_at(c + f, s + 1, scale)
+    return left, right - left
+
+
+@njit(nogil=True, cache=True)
 def symbol_interval(freq, s, scale):
-    """(left, prob) of symbol s: what the encoder codes."""
-    n = freq.shape[0]
+    """(left, prob) of symbol s under the table freq."""
     c = np.int64(0)
     for i in range(s):
         c += freq[i]
-    left = cdf_at(c, s, scale)
-    right = _TOTAL if s == n - 1 else cdf_at(c + freq[s], s + 1, scale)
-    return left, right - left
+    return interval_of(c, freq[s], s, freq.shape[0], scale)
 
 
 @njit(nogil=True, cache=True)
@@ -257,3 +262,27 @@ def code_tables(freqs, targets):
     for t in range(targets.shape[0]):
         k = encode_with_table(st, freqs[t], freqs[t].sum(), targets[t], out, k)[0]
     return out[: encoder_finish(st, out, k)]
+
+
+@njit(nogil=True, cache=True)
+def code_prefix_sums(prefix, freq, total, targets, n, starts, words, word_starts, lefts, probs):
+    """Range-code records r = 0..: token t in [starts[r], starts[r+1]) is symbol targets[t] of n, whose table has
+    C_s = prefix[t], f_s = freq[t] and sum total[t] (a device runtime computes just these three per token). Writes
+    words at word_starts[r] (room for max_words each) and the intervals to lefts/probs, like
+    ``kernels.encode_records``; returns the number of words per record."""
+    n_rec = starts.shape[0] - 1
+    n_words = np.zeros(n_rec, np.int64)
+    st = np.zeros(4, np.uint64)
+    for rec in range(n_rec):
+        if starts[rec + 1] == starts[rec]:
+            continue
+        encoder_init(st)
+        out = words[word_starts[rec] :]
+        k = 0
+        for t in range(starts[rec], starts[rec + 1]):
+            left, prob = interval_of(prefix[t], freq[t], targets[t], n, quant_scale(total[t], n))
+            k = encode_symbol(st, left, prob, out, k)
+            lefts[t] = left
+            probs[t] = prob
+        n_words[rec] = encoder_finish(st, out, k)
+    return n_words

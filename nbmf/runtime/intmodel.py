@@ -318,17 +318,24 @@ class IntModel:
         Record r gets room for min(lengths[r], max_tokens[r]) tokens (every token is >= 1 byte); a record that
         needs more stops with PAST_LENGTH."""
         n = len(bodies)
-        word_starts = np.concatenate([[0], np.cumsum([len(b) for b in bodies])]).astype(np.int64)
-        words = np.concatenate(bodies).astype(np.uint32) if n else np.zeros(0, np.uint32)
-        lengths = np.asarray(lengths, np.int64)
-        room = lengths if max_tokens is None else np.minimum(lengths, np.asarray(max_tokens, np.int64))
-        out_starts = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
-        out = np.zeros(int(out_starts[-1]), np.int64)
-        n_out = np.zeros(n, np.int64)
-        status = np.zeros(n, np.int64)
+        words, word_starts, lengths, out, out_starts, n_out, status = decode_buffers(bodies, lengths, max_tokens)
         if n:
             state, work = self._scratch("decode", n, min(n, DECODE_ROWS))
             kernels.decode_records(self.kernel_params, state, work, np.asarray(first, np.int64),
                                    words, word_starts, lengths, np.asarray(piece_len, np.int64), out, out_starts,
                                    n_out, status)
         return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status
+
+
+def decode_buffers(bodies: list[np.ndarray], lengths, max_tokens=None):
+    """What a lockstep decode reads and writes: (words, word_starts, lengths, out, out_starts, n_out, status).
+
+    Record r gets room for min(lengths[r], max_tokens[r]) tokens in out (every token is >= 1 byte)."""
+    n = len(bodies)
+    word_starts = np.concatenate([[0], np.cumsum([len(b) for b in bodies])]).astype(np.int64)
+    words = np.concatenate(bodies).astype(np.uint32) if n else np.zeros(0, np.uint32)
+    lengths = np.asarray(lengths, np.int64)
+    room = lengths if max_tokens is None else np.minimum(lengths, np.asarray(max_tokens, np.int64))
+    out_starts = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
+    return (words, word_starts, lengths, np.zeros(int(out_starts[-1]), np.int64), out_starts, np.zeros(n, np.int64),
+            np.zeros(n, np.int64))

@@ -427,6 +427,29 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
 
 
 @njit(nogil=True, cache=True)
+def take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens, remaining,
+                status):
+    """Record r decoded ``sym`` (coded as [left, left + prob)): advance its decoder, append the token, count its
+    bytes, and stop it (remaining[r] = 0) with PAST_BODY or PAST_LENGTH when that overruns (``decode_records``)."""
+    coder.decoder_advance(ds[r], left, prob, words, word_starts[r + 1])
+    if np.int64(ds[r, 3]) - word_starts[r + 1] > coder.BODY_SLACK:
+        status[r] = PAST_BODY
+        remaining[r] = 0
+        return
+    if out_starts[r] + n_out[r] >= out_starts[r + 1]:  # no room left: more tokens than can be honest
+        status[r] = PAST_LENGTH
+        remaining[r] = 0
+        return
+    out[out_starts[r] + n_out[r]] = sym
+    n_out[r] += 1
+    tokens[r] = sym
+    remaining[r] -= piece_len[sym]
+    if remaining[r] < 0:
+        status[r] = PAST_LENGTH
+        remaining[r] = 0
+
+
+@njit(nogil=True, cache=True)
 def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out, out_starts, n_out, status):
     """Decode records in lockstep: record r starts from token first[r], reads words[word_starts[r]:word_starts[r+1]]
     and stops when its tokens' pieces add up to lengths[r] bytes. Tokens -> out[out_starts[r]:out_starts[r + 1]],
@@ -470,28 +493,51 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
                     remaining[r] = 0
                     continue
                 sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
-                coder.decoder_advance(ds[r], left, prob, words, word_starts[r + 1])
-                if np.int64(ds[r, 3]) - word_starts[r + 1] > coder.BODY_SLACK:
-                    status[r] = PAST_BODY
-                    remaining[r] = 0
-                    continue
-                if out_starts[r] + n_out[r] >= out_starts[r + 1]:  # no room left: more tokens than can be honest
-                    status[r] = PAST_LENGTH
-                    remaining[r] = 0
-                    continue
-                out[out_starts[r] + n_out[r]] = sym
-                n_out[r] += 1
-                tokens[r] = sym
-                remaining[r] -= piece_len[sym]
-                if remaining[r] < 0:
-                    status[r] = PAST_LENGTH
-                    remaining[r] = 0
+                take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
+                            remaining, status)
         kept = 0
         for j in range(n_active):
             if remaining[active[j]] > 0:
                 active[kept] = active[j]
                 kept += 1
         n_active = kept
+
+
+@njit(nogil=True, cache=True)
+def init_decoders(ds, words, word_starts):
+    """ds[r]: record r's range decoder at the start of words[word_starts[r]:word_starts[r + 1]]."""
+    for r in range(ds.shape[0]):
+        coder.decoder_init(ds[r], words, word_starts[r], word_starts[r + 1])
+
+
+@njit(nogil=True, cache=True)
+def quantiles(ds, rows, q):
+    """q[j]: the quantile record rows[j]'s decoder stands at (``coder.decoder_quantile``)."""
+    for j in range(rows.shape[0]):
+        q[j] = coder.decoder_quantile(ds[rows[j]])
+
+
+@njit(nogil=True, cache=True)
+def take_found(rows, q, sym, prefix, freq, total, n, ds, words, word_starts, piece_len, out, out_starts, n_out,
+               tokens, remaining, status):
+    """``decode_records``' per-row step when another runtime (a GPU) searched the tables: record rows[j] at
+    quantile q[j] found symbol sym[j] of n, with C_s = prefix[j], f_s = freq[j] and table sum total[j]. The
+    interval is recomputed here with the coder's own arithmetic and must hold q[j]; returns how many rows it did
+    not (a device whose arithmetic differs: those rows are left untouched for the caller to refuse)."""
+    wrong = 0
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        if q[j] >= 1 << coder.PRECISION:
+            status[r] = BAD_QUANTILE
+            remaining[r] = 0
+            continue
+        left, prob = coder.interval_of(prefix[j], freq[j], sym[j], n, coder.quant_scale(total[j], n))
+        if q[j] < left or q[j] >= left + prob:
+            wrong += 1
+            continue
+        take_symbol(r, sym[j], left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
+                    remaining, status)
+    return wrong
 
 
 @njit(nogil=True, cache=True)

@@ -1,122 +1,382 @@
-"""The integer runtime on torch devices (GPU clusters): same integers as nbmf.runtime.kernels.
+"""The integer runtime on torch devices (a GPU for bulk work): the same integers as nbmf.runtime.kernels.
 
-Matrix products run as float64 matmuls of small integers, which are exact on every device (int8 x
-int8 products summed over at most a few thousand terms stay far below 2**53), so cuBLAS, any
-summation order and any batch give the kernel's integers. Everything else is int64 tensor arithmetic.
-Only for hosts that have torch; the codec itself decodes with numpy + numba.
+Exactness: every matrix product multiplies small integers held in float64 and rounds the result back to int64.
+The largest sums are far below 2**53, where float64 stops representing every integer, so every partial sum
+is exact and cuBLAS, any summation order, any batch and any device give the kernel's integers:
+    weight products  |x| <= 127 (int8 activations), |w| <= 127, at most 4 * d_model = 512 terms for models the
+                     artifact loader accepts (d_model <= 1024: 4096 terms): 4096 * 127 * 127 < 2**26;
+    attention scores |q|, |k| <= 127 over d_head <= d_model terms: < 2**24;
+    attention values e <= 2**15 (attn_lut bound), |v| <= 127, window <= MAX_WINDOW keys: < 2**53 by far.
+Everything else is int64 tensor arithmetic, written as the kernel writes it. The coder's float64 step (the
+quantized cdf) runs in numba on the host from three integers per token: C_s, f_s and the table's sum. When
+decoding, the device searches the table for the decoder's quantile and the host recomputes the found
+symbol's interval with the coder's own arithmetic and checks that it holds the quantile (``kernels.take_found``),
+so a device whose floating point disagreed would raise, never decode a wrong token.
+
+Encode is one pass over all positions of many records at once (as in training); decode steps records in
+lockstep, one token each, and refills a finished record's slot with the next record. Only for hosts with torch:
+the codec itself encodes and decodes with numpy + numba (``load_codec(..., device=None)``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from nbmf.runtime.intmodel import IntModel
+from nbmf.runtime import coder, kernels
+from nbmf.runtime.intmodel import IntModel, decode_buffers
 
-ATTN, CONV, RECURRENT = 0, 1, 2
+ATTN, CONV, RECURRENT = kernels.ATTN, kernels.CONV, kernels.RECURRENT
+_BIG = 1 << 62  # below every score a valid key can have
 
 
 class TorchIntModel:
-    """Batched integer stepping on ``device``: ``step(tokens, slots) -> frequencies`` like IntModel."""
+    """``IntModel``'s ``encode``/``decode``/``step`` on a torch ``device``, bit-identical to it.
 
-    def __init__(self, model: IntModel, device: str = "cpu"):
+    ``tokens``: positions per encode pass (records x padded length), bounds device memory (~100 KB each);
+    ``slots``: records decoded in lockstep.
+    """
+
+    def __init__(self, model: IntModel, device: str = "cpu", tokens: int | None = None, slots: int | None = None):
         import torch
 
-        self.torch, self.device, self.cfg = torch, torch.device(device), model.cfg
+        self.torch, self.device, self.cfg, self.model = torch, torch.device(device), model.cfg, model
+        gpu = self.device.type != "cpu"
+        self.tokens = int(tokens or (1 << 17 if gpu else 1 << 12))
+        self.slots = int(slots or (4096 if gpu else 64))
         t = {k: torch.from_numpy(np.asarray(v).astype(np.int64)).to(self.device) for k, v in model.params.items()}
         self.p = t
         self.f64 = {k: t[k].double() for k in ("wo", "w1", "w2", "qkv", "zc", "wh")}
-        self.model = model
+        self.window = self.cfg.context
+        self.heads = self.cfg.n_heads
+        self.vocab = self.cfg.vocab_size
+        self.layers = [(int(t["mixer_type"][j]), int(t["mixer_idx"][j])) for j in range(len(t["mixer_type"]))]
+        self.norm_k = int(model.params["norm_k"])  # python ints: a CUDA graph cannot read a tensor back mid-step
+        self.dilation = [int(x) for x in model.params["dilation"]]
+        self.graphs = True  # CUDA: replay decode steps as CUDA graphs (False: launch each kernel, to compare)
 
-    def new_state(self, batch: int) -> dict:
-        m, d, w, torch = self.model, self.cfg.d_model, self.cfg.context, self.torch
-        shapes = {"kcache": (m.n_attn, batch, d, w), "vcache": (m.n_attn, batch, d, w), "rstate": (m.n_rec, batch, d),
-                  "chist": (m.n_conv, batch, m.history, d), "pos": (batch,)}
-        return {k: torch.zeros(v, dtype=torch.int64, device=self.device) for k, v in shapes.items()}
-
+    # -- shared arithmetic (each line as kernels.py writes it) ------------------------------------------------
     def _requant(self, acc, m, s):
         return (acc * m + (1 << (s - 1))) >> s
 
     def _clamp8(self, x):
         return x.clamp(-127, 127)
 
-    def _matvec(self, w64, x):  # [O, I] x [B, I] -> [B, O], exact
+    def _matvec(self, w64, x):  # [..., I] x [O, I] -> [..., O], exact (module docstring)
         return (x.double() @ w64.T).round().long()
 
     def _norm(self, r):
         torch = self.torch
         ss = (r * r).sum(-1)
-        isq = torch.sqrt(ss.double()).long()
+        isq = torch.sqrt(ss.double()).long()  # a seed, corrected to the exact integer square root
         isq = isq - (isq * isq > ss).long()
         isq = isq + ((isq + 1) * (isq + 1) <= ss).long()
-        inv = (int(self.p["norm_k"]) << 32) // (isq.clamp_min(1) * 256)
-        out = self._clamp8((r * inv[:, None] + (1 << 31)) >> 32)
-        return torch.where((ss == 0)[:, None], torch.zeros_like(out), out)
+        inv = (self.norm_k << 32) // (isq.clamp_min(1) * 256)
+        out = self._clamp8((r * inv[..., None] + (1 << 31)) >> 32)
+        return torch.where((ss == 0)[..., None], torch.zeros_like(out), out)
+
+    def _lookup_max(self, x, lut):
+        """lut[min(max(x) - x, len - 1)] along the last axis: softmax-like weights on the integer grid."""
+        idx = (x.max(-1, keepdim=True).values - x).clamp(max=lut.shape[0] - 1)
+        return lut[idx]
+
+    def _mlp(self, r, layer, y):
+        p = self.p
+        r = r + self._requant(self._matvec(self.f64["wo"][layer], y), p["wo_m"][layer], p["wo_s"][layer])
+        h = self._norm(r)
+        a = self._clamp8(self._requant(self._matvec(self.f64["w1"][layer], h), p["w1_m"][layer], p["w1_s"][layer]))
+        g = p["act_lut"][layer][a + 127]
+        return r + self._requant(self._matvec(self.f64["w2"][layer], g), p["w2_m"][layer], p["w2_s"][layer])
+
+    def _table(self, r):
+        """Frequency tables [..., vocab] int64 after the final norm and the output layer."""
+        p = self.p
+        lv = self._requant(self._matvec(self.f64["wh"], self._norm(r)), p["wh_m"], p["wh_s"])
+        return self._lookup_max(lv, p["head_lut"])
+
+    def _attend(self, i, sc, valid, v):
+        """Scores sc [..., keys] (before the distance penalty is applied by the caller) -> int8 outputs."""
+        p = self.p
+        sc = sc.masked_fill(~valid, -_BIG)
+        e = self._lookup_max(sc, p["attn_lut"]).masked_fill(~valid, 0)
+        total = e.sum(-1, keepdim=True)
+        m = (e.double() @ v).round().long()
+        return self._clamp8(self.torch.div(2 * m + total, 2 * total, rounding_mode="floor"))
+
+    # -- decode: one token per record ---------------------------------------------------------------------------
+    def new_state(self, batch: int) -> dict:
+        m, d, w, h, torch = self.model, self.cfg.d_model, self.window, self.heads, self.torch
+        f = {"kcache": (m.n_attn, batch, h, w, d // h), "vcache": (m.n_attn, batch, h, w, d // h)}  # float64
+        i = {"rstate": (m.n_rec, batch, d), "chist": (m.n_conv, batch, m.history, d), "pos": (batch,)}
+        state = {k: torch.zeros(v, dtype=torch.float64, device=self.device) for k, v in f.items()}
+        state.update({k: torch.zeros(v, dtype=torch.int64, device=self.device) for k, v in i.items()})
+        return state
+
+    def reset(self, state: dict, slots) -> None:
+        b = self.torch.as_tensor(np.asarray(slots), device=self.device).long()
+        for k in ("kcache", "vcache", "rstate", "chist"):
+            state[k][:, b] = 0
+        state["pos"][b] = 0
 
     def step(self, state: dict, tokens, slots):
-        """One token for each record ``slots[j]`` (distinct slots); frequencies [len(tokens), vocab] int64."""
+        """One token for each record ``slots[j]`` (distinct slots): frequency tables [len(tokens), vocab] int64."""
+        torch = self.torch
+        every = np.array_equal(np.asarray(slots), np.arange(state["pos"].shape[0]))  # all slots: no gathers
+        return self._step(state, torch.as_tensor(np.asarray(tokens), device=self.device).long(),
+                          torch.as_tensor(np.asarray(slots), device=self.device).long(), every)
+
+    def _step(self, state: dict, tokens, b, every: bool, fresh=None):
+        """``step`` on device tensors. ``fresh`` (0/1 per row): rows whose record starts here, as if its slot had
+        been ``reset``. Only the position and the recurrent state need it: every other read of a slot is of
+        entries this record wrote (attention keys at ring slots <= pos, conv history at positions >= 0; other
+        entries are masked, and a masked weight of 0 times a stale finite value adds 0)."""
         torch, p = self.torch, self.p
-        tokens = torch.as_tensor(np.asarray(tokens), device=self.device).long()
-        b = torch.as_tensor(np.asarray(slots), device=self.device).long()
-        d = self.cfg.d_model
+        d, w, nh = self.cfg.d_model, self.window, self.heads
         pos = state["pos"][b]
+        if fresh is not None:
+            pos = pos * (1 - fresh)
         r = p["emb"][tokens].clone()
-        for layer in range(len(p["mixer_type"])):
+        for layer, (t, i) in enumerate(self.layers):
             h = self._norm(r)
-            t, i = int(p["mixer_type"][layer]), int(p["mixer_idx"][layer])
             if t == ATTN:
-                acc = self._matvec(self.f64["qkv"][i], h)
-                qkv = self._clamp8(self._requant(acc, p["qkv_m"][i], p["qkv_s"][i]))
-                q, k, v = qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]
-                window = state["kcache"].shape[3]
-                ring = pos % window
+                qkv = self._clamp8(self._requant(self._matvec(self.f64["qkv"][i], h), p["qkv_m"][i], p["qkv_s"][i]))
+                q, k, v = (x.view(-1, nh, d // nh).double() for x in (qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]))
+                ring = pos % w
                 state["kcache"][i, b, :, ring] = k
                 state["vcache"][i, b, :, ring] = v
-                kc, vc = state["kcache"][i, b], state["vcache"][i, b]  # [n, d, W]
-                n_heads = p["slopes"].shape[1]
-                dh = d // n_heads
-                w = torch.arange(window, device=self.device)
-                valid = w[None, :] <= pos[:, None]  # slots filled so far ([n, W]); all once pos >= W - 1
-                back = (pos[:, None] - w[None, :]) % window
-                qh = q.view(-1, n_heads, dh).double()
-                kh = kc.view(-1, n_heads, dh, window).double()
-                s32 = torch.einsum("nhc,nhcw->nhw", qh, kh).round().long()
-                sc = self._requant(s32, p["score_m"][i], p["score_s"][i]) - p["slopes"][i][None, :, None] * back[:, None, :]
-                sc = sc.masked_fill(~valid[:, None, :], -(1 << 62))
-                best = sc.max(-1, keepdim=True).values
-                idx = (best - sc).clamp(max=p["attn_lut"].shape[0] - 1)
-                e = p["attn_lut"][idx].masked_fill(~valid[:, None, :], 0)
-                total = e.sum(-1)  # [n, h]
-                vh = vc.view(-1, n_heads, dh, window).double()
-                m = torch.einsum("nhw,nhcw->nhc", e.double(), vh).round().long()
-                y = self._clamp8(torch.div(2 * m + total[..., None], 2 * total[..., None], rounding_mode="floor"))
-                y = y.reshape(-1, d)
+                kc = state["kcache"][i] if every else state["kcache"][i, b]  # [n, heads, W, d_head]
+                vc = state["vcache"][i] if every else state["vcache"][i, b]
+                slot = torch.arange(w, device=self.device)
+                valid = (slot[None, :] <= pos[:, None])[:, None, None, :]  # ring slots filled so far
+                back = ((pos[:, None] - slot[None, :]) % w)[:, None, None, :]  # their distance from this token
+                s32 = (q[:, :, None, :] @ kc.transpose(-1, -2)).round().long()  # [n, heads, 1, W]
+                sc = self._requant(s32, p["score_m"][i], p["score_s"][i]) - p["slopes"][i][None, :, None, None] * back
+                y = self._attend(i, sc, valid, vc).reshape(-1, d)
             elif t == CONV:
                 hist = state["chist"].shape[2]
                 state["chist"][i, b, pos % hist] = h
                 a = torch.zeros_like(h)
                 for k in range(p["taps"].shape[1]):
-                    q = pos - k * int(p["dilation"][i])
+                    q = pos - k * self.dilation[i]
                     ok = (q >= 0).long()[:, None]
                     a = a + ok * p["taps"][i, k][None, :] * state["chist"][i, b, q.clamp_min(0) % hist]
                 y = p["conv_lut"][i][self._clamp8(self._requant(a, p["taps_m"][i], p["taps_s"][i])) + 127]
             else:
-                acc = self._matvec(self.f64["zc"][i], h)
-                z = p["sig_lut"][i][self._clamp8(self._requant(acc[:, :d], p["zc_m"][i, :d], p["zc_s"][i, :d])) + 127]
-                cc = self._clamp8(self._requant(acc[:, d:], p["zc_m"][i, d:], p["zc_s"][i, d:]))
-                s = ((256 - z) * state["rstate"][i, b] + z * cc * 256 + 128) >> 8
+                z, cc = self._gates(i, h)
+                prev = state["rstate"][i, b] if fresh is None else state["rstate"][i, b] * (1 - fresh)[:, None]
+                s = ((256 - z) * prev + z * cc * 256 + 128) >> 8
                 state["rstate"][i, b] = s
                 y = self._clamp8((s + 128) >> 8)
-            r = r + self._requant(self._matvec(self.f64["wo"][layer], y), p["wo_m"][layer], p["wo_s"][layer])
-            h = self._norm(r)
-            a = self._clamp8(self._requant(self._matvec(self.f64["w1"][layer], h), p["w1_m"][layer], p["w1_s"][layer]))
-            g = p["act_lut"][layer][a + 127]
-            r = r + self._requant(self._matvec(self.f64["w2"][layer], g), p["w2_m"][layer], p["w2_s"][layer])
-        h = self._norm(r)
-        lv = self._requant(self._matvec(self.f64["wh"], h), p["wh_m"], p["wh_s"])
-        idx = (lv.max(-1, keepdim=True).values - lv).clamp(max=p["head_lut"].shape[0] - 1)
+            r = self._mlp(r, layer, y)
         state["pos"][b] = pos + 1
-        return p["head_lut"][idx]
+        return self._table(r)
+
+    def _gates(self, i, h):
+        p, d = self.p, self.cfg.d_model
+        acc = self._matvec(self.f64["zc"][i], h)
+        z = p["sig_lut"][i][self._clamp8(self._requant(acc[..., :d], p["zc_m"][i, :d], p["zc_s"][i, :d])) + 127]
+        cc = self._clamp8(self._requant(acc[..., d:], p["zc_m"][i, d:], p["zc_s"][i, d:]))
+        return z, cc
 
     def frequencies(self, sequence) -> np.ndarray:
-        state = self.new_state(1)
-        rows = [self.step(state, sequence[t : t + 1], [0]) for t in range(len(sequence))]
-        return self.torch.cat(rows).cpu().numpy()
+        """Tables after each prefix of one record's input sequence, from the all-positions pass: [len, vocab]."""
+        x = self.torch.as_tensor(np.asarray(sequence, np.int64), device=self.device)[None]
+        return self._table(self.forward(self._pad(x))[0, : len(sequence)]).cpu().numpy()
+
+    # -- encode: every position at once ---------------------------------------------------------------------------
+    def _pad(self, x):
+        """x [B, T] padded with token 0 to whole attention windows (positions after a record's end change
+        nothing before it: the model is causal)."""
+        t = x.shape[1]
+        return self.torch.nn.functional.pad(x, (0, -(-t // self.window) * self.window - t))
+
+    def forward(self, x):
+        """Final residuals [B, T, d] for input tokens x [B, T] (T a multiple of the window), every position in one
+        pass: position t of row b is what ``step`` gives for the t-th token of a record in slot b."""
+        torch, p = self.torch, self.p
+        n, t_len = x.shape
+        d, w, nh = self.cfg.d_model, self.window, self.heads
+        r = p["emb"][x]
+        for layer, (t, i) in enumerate(self.layers):
+            h = self._norm(r)
+            if t == ATTN:
+                qkv = self._clamp8(self._requant(self._matvec(self.f64["qkv"][i], h), p["qkv_m"][i], p["qkv_s"][i]))
+                nb = t_len // w  # blocks of w queries; block j attends to keys in blocks j - 1 and j
+
+                def blocks(z):  # [B, T, d] -> [B, nb, heads, w, d_head] float64
+                    return z.reshape(n, nb, w, nh, d // nh).permute(0, 1, 3, 2, 4).double()
+
+                q, k, v = blocks(qkv[..., :d]), blocks(qkv[..., d : 2 * d]), blocks(qkv[..., 2 * d :])
+                prev = torch.nn.functional.pad(k, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]  # block j - 1 (zeros for j = 0)
+                kk = torch.cat([prev, k], dim=3)  # [B, nb, heads, 2w, d_head]
+                vprev = torch.nn.functional.pad(v, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+                vv = torch.cat([vprev, v], dim=3)
+                a = torch.arange(w, device=self.device)
+                c = torch.arange(2 * w, device=self.device)
+                back = w + a[:, None] - c[None, :]  # query j*w + a, key (j - 1)*w + c: distance [w, 2w]
+                blk = torch.arange(nb, device=self.device)
+                valid = (back >= 0) & (back < w)
+                valid = valid[None, :, :] & ((blk[:, None, None] > 0) | (c[None, None, :] >= w))  # [nb, w, 2w]
+                s32 = (q @ kk.transpose(-1, -2)).round().long()  # [B, nb, heads, w, 2w]
+                sc = self._requant(s32, p["score_m"][i], p["score_s"][i])
+                sc = sc - p["slopes"][i][None, None, :, None, None] * back.clamp_min(0)[None, None, None]
+                y = self._attend(i, sc, valid[None, :, None], vv)  # [B, nb, heads, w, d_head]
+                y = y.permute(0, 1, 3, 2, 4).reshape(n, t_len, d)
+            elif t == CONV:
+                a = torch.zeros_like(h)
+                for k in range(p["taps"].shape[1]):
+                    shift = k * self.dilation[i]
+                    if shift < t_len:
+                        a[:, shift:] += p["taps"][i, k] * h[:, : t_len - shift]
+                y = p["conv_lut"][i][self._clamp8(self._requant(a, p["taps_m"][i], p["taps_s"][i])) + 127]
+            else:  # the recurrence is sequential in time: one [B, d] update per position
+                z, cc = self._gates(i, h)
+                s = torch.zeros_like(h[:, 0])
+                y = torch.empty_like(h)
+                for pos in range(t_len):
+                    s = ((256 - z[:, pos]) * s + z[:, pos] * cc[:, pos] * 256 + 128) >> 8
+                    y[:, pos] = self._clamp8((s + 128) >> 8)
+            r = self._mlp(r, layer, y)
+        return r
+
+    def _intervals(self, r, targets):
+        """(C_s, f_s, table sum) for each position's target symbol s: rows of r [N, d], targets [N]."""
+        f = self._table(r)
+        c = f.cumsum(-1)
+        fs = f.gather(1, targets[:, None])[:, 0]
+        return c.gather(1, targets[:, None])[:, 0] - fs, fs, c[:, -1]
+
+    def encode(self, inputs: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """``IntModel.encode`` on the device: words per record and the verify flag, the same bits."""
+        torch, w = self.torch, self.window
+        lengths = np.array([len(x) for x in inputs], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        prefix, freq, total = (np.zeros(int(starts[-1]), np.int64) for _ in range(3))
+        order = [int(r) for r in np.argsort(-lengths, kind="stable") if lengths[r] > 0]
+        k = 0
+        while k < len(order):  # passes of records of similar length (longest first), within the token budget
+            t_len = -(-int(lengths[order[k]]) // w) * w
+            group = order[k : k + max(1, self.tokens // t_len)]
+            k += len(group)
+            x = np.zeros((len(group), t_len), np.int64)
+            y = np.zeros((len(group), t_len), np.int64)
+            for j, rec in enumerate(group):
+                x[j, : lengths[rec]] = inputs[rec]
+                y[j, : lengths[rec]] = targets[rec]
+            keep = torch.as_tensor(np.arange(t_len)[None, :] < lengths[group][:, None], device=self.device)
+            r = self.forward(torch.as_tensor(x, device=self.device))[keep]
+            yy = torch.as_tensor(y, device=self.device)[keep]
+            rows = max(1, self.tokens // 8)  # the output layer's [rows, vocab] tables, a slice at a time
+            got = [torch.cat(z).cpu().numpy() for z in zip(*(self._intervals(r[a : a + rows], yy[a : a + rows])
+                                                               for a in range(0, len(r), rows)))]
+            at = np.concatenate([[0], np.cumsum(lengths[group])])
+            for j, rec in enumerate(group):
+                for dst, src in zip((prefix, freq, total), got):
+                    dst[starts[rec] : starts[rec + 1]] = src[at[j] : at[j + 1]]
+        word_starts = np.concatenate([[0], np.cumsum([coder.max_words(n) for n in lengths])]).astype(np.int64)
+        words = np.zeros(int(word_starts[-1]), np.uint32)
+        lefts, probs = np.zeros(int(starts[-1]), np.int64), np.zeros(int(starts[-1]), np.int64)
+        tgt = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
+        n_words = coder.code_prefix_sums(prefix, freq, total, tgt, self.vocab, starts, words, word_starts,
+                                         lefts, probs)
+        ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
+        return [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))], ok
+
+    # -- decode ---------------------------------------------------------------------------------------------------
+    def _search(self, f, q):
+        """(symbol, C_s, f_s, sum) with cdf(s) <= q < cdf(s + 1) in each table row (``coder.find_symbol``'s cdf)."""
+        torch, n = self.torch, self.vocab
+        c = f.cumsum(-1)
+        total = c[:, -1]
+        scale = torch.full_like(total, (1 << coder.PRECISION) - n, dtype=torch.float64) / total  # one IEEE division
+        # (not float / tensor: torch computes that as a reciprocal times the float, two roundings)
+        cdf = ((c - f).double() * scale[:, None]).long() + torch.arange(n, device=self.device)
+        s = ((cdf <= q[:, None]).sum(-1) - 1).clamp(0, n - 1)
+        fs = f.gather(1, s[:, None])[:, 0]
+        return torch.stack([s, c.gather(1, s[:, None])[:, 0] - fs, fs, total])
+
+    def _stepper(self, state: dict, n_slots: int):
+        """fn(tokens, q, fresh) -> [4, n_slots] int64 on the host: one step of every slot (``_step``), then the
+        table search at the quantiles q (``_search``). On CUDA the step is recorded once as a CUDA graph and
+        replayed: a step is ~150 small kernels, and launching them one by one from Python costs more than running
+        them. Its inputs are copied into the graph's own tensors, and nothing else writes ``state`` meanwhile."""
+        torch = self.torch
+        every = torch.arange(n_slots, device=self.device)
+        if self.device.type != "cuda" or not self.graphs:
+            def eager(tokens, q, fresh):
+                tokens, q, fresh = (torch.as_tensor(x, device=self.device) for x in (tokens, q, fresh))
+                return self._search(self._step(state, tokens, every, True, fresh), q).cpu().numpy()
+
+            return eager
+        ins = [torch.zeros(n_slots, dtype=torch.int64, device=self.device) for _ in range(3)]  # tokens, q, fresh
+        host = [torch.zeros(n, dtype=torch.int64).pin_memory() for n in (n_slots,) * 3 + (4 * n_slots,)]
+        kept = {k: v.clone() for k, v in state.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # a warm-up outside the capture (allocations, library handles)
+            self._search(self._step(state, ins[0], every, True, ins[2]), ins[1])
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._search(self._step(state, ins[0], every, True, ins[2]), ins[1]).reshape(-1)
+        for k, v in kept.items():  # undo the warm-up's step
+            state[k].copy_(v)
+
+        def run(*arrays):
+            for h, x, a in zip(host, ins, arrays):
+                h.numpy()[:] = a
+                x.copy_(h, non_blocking=True)
+            graph.replay()
+            host[3].copy_(out, non_blocking=True)
+            torch.cuda.current_stream().synchronize()
+            return host[3].numpy().reshape(4, n_slots)
+
+        return run
+
+    def decode(self, first: np.ndarray, bodies: list[np.ndarray], lengths: np.ndarray, piece_len: np.ndarray,
+               max_tokens: np.ndarray | None = None):
+        """``IntModel.decode`` on the device: the same tokens and status per record.
+
+        Records take slots longest first; a finished record's slot goes to the next one. Every step runs all
+        slots (a free slot computes a token nobody reads), so the step has one shape and CUDA replays it as a
+        graph. Once no record waits and at most half the slots are busy, the busy ones move to a state half as
+        wide (and a new graph): the last, longest records do not pay for thousands of idle slots."""
+        torch = self.torch
+        n = len(bodies)
+        words, word_starts, lengths, out, out_starts, n_out, status = decode_buffers(bodies, lengths, max_tokens)
+        piece_len = np.asarray(piece_len, np.int64)
+        ds = np.zeros((n, 4), np.uint64)
+        kernels.init_decoders(ds, words, word_starts)
+        remaining, tokens = lengths.copy(), np.asarray(first, np.int64).copy()
+        queue = [int(r) for r in np.argsort(-lengths, kind="stable") if lengths[r] > 0]  # longest first
+        width, k = min(self.slots, len(queue)), 0
+        record = np.full(width, -1, np.int64)  # slot -> record decoding in it
+        state = self.new_state(width) if width else None
+        run = self._stepper(state, width) if width else None
+        while True:
+            fresh = np.zeros(len(record), np.int64)
+            free = np.flatnonzero(record < 0)[: len(queue) - k]
+            record[free] = queue[k : k + len(free)]
+            fresh[free] = 1
+            k += len(free)
+            slots = np.flatnonzero(record >= 0)
+            if len(slots) == 0:
+                break
+            if k == len(queue) and len(slots) <= len(record) // 2:  # narrow: busy slots first, then idle ones
+                width = 1 << (len(slots) - 1).bit_length()
+                keep = np.concatenate([slots, np.flatnonzero(record < 0)])[:width]
+                at = torch.as_tensor(keep, device=self.device)
+                state = {name: (v[at] if name == "pos" else v[:, at]).clone() for name, v in state.items()}
+                record, fresh = record[keep], fresh[keep]
+                slots = np.arange(len(slots))
+                run = self._stepper(state, width)
+            rows = record[slots]
+            q = np.empty(len(rows), np.int64)
+            kernels.quantiles(ds, rows, q)
+            slot_tokens, slot_q = np.zeros(width, np.int64), np.zeros(width, np.int64)
+            slot_tokens[slots], slot_q[slots] = tokens[rows], q
+            s, c, fs, tot = run(slot_tokens, slot_q, fresh)[:, slots]
+            if kernels.take_found(rows, q, s, c, fs, tot, self.vocab, ds, words, word_starts, piece_len, out,
+                                  out_starts, n_out, tokens, remaining, status):
+                raise RuntimeError(f"{self.device} tables disagree with the coder's arithmetic: its floating point "
+                                   "is not IEEE; decode on the CPU")
+            record[slots[remaining[rows] <= 0]] = -1
+        return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status

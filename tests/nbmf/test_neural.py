@@ -157,3 +157,61 @@ def test_torch_integer_runtime_gives_the_kernel_integers(family_codec):
     state = tm.new_state(3)
     rows = np.stack([tm.step(state, [seq[t]] * 3, [0, 1, 2]).numpy() for t in range(len(seq))])
     assert all(np.array_equal(rows[:, k], want) for k in range(3))
+
+
+def _device_codec(codec, tokens: int, slots: int):
+    """The codec on torch's CPU device (the code a GPU runs), with a small token budget (several encode passes,
+    records longer than one pass) and few decode slots (refills, then narrowing)."""
+    pytest.importorskip("torch")
+    dev = load_codec(codec.path, device="cpu")
+    dev.runtime.tokens, dev.runtime.slots = tokens, slots
+    return dev
+
+
+def test_device_runtime_writes_and_reads_the_kernel_bytes(family_codec, val_items):
+    items = sorted(val_items, key=lambda x: len(x[0]))[::5][:10] + [(b"", val_items[0][1])]
+    dev = _device_codec(family_codec, tokens=300, slots=3)
+    bodies = family_codec.encode_many(items)
+    assert dev.encode_many(items) == bodies
+    assert max(len(family_codec.tokenizer.encode(raw)) for raw, _ in items) > 300  # a record longer than a pass
+    jobs = [(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)]
+    assert dev.decode_many(jobs) == [raw for raw, _ in items]
+    assert dev.decode_many(jobs[:1]) == [items[0][0]]
+
+
+def test_device_decode_stops_damaged_bodies_as_the_kernel_does(family_codec, val_items):
+    """Flipped, cut and padded bodies: each record's tokens and status equal the kernel's, record by record."""
+    from nbmf.runtime.torch_int import TorchIntModel
+
+    pytest.importorskip("torch")
+    items = val_items[:8]
+    c = family_codec
+    rng = np.random.default_rng(1)
+    bodies = []
+    for k, body in enumerate(c.encode_many(items)):
+        b = bytearray(body)
+        if k % 3 == 0:
+            b[rng.integers(len(b))] ^= 1 << int(rng.integers(8))
+        elif k % 3 == 1:
+            b = b[: len(b) // 2]
+        else:
+            b += bytes(rng.integers(0, 256, 9, dtype=np.uint8))
+        bodies.append(np.frombuffer(bytes(b) + b"\0" * (-len(b) % 4), "<u4").astype(np.uint32))
+    first = np.array([c.cfg.special_token(int(kind), 0) for _, kind in items])
+    lengths = np.array([len(raw) + 5 for raw, _ in items])
+    want_tokens, want_status = c.model.decode(first, bodies, lengths, c._piece_len)
+    tm = TorchIntModel(c.model, "cpu", slots=3)
+    got_tokens, got_status = tm.decode(first, bodies, lengths, c._piece_len)
+    assert (want_status != 0).sum() >= len(items) // 2 and np.array_equal(got_status, want_status)
+    assert all(np.array_equal(a, b) for a, b in zip(got_tokens, want_tokens))
+
+
+def test_device_search_that_disagrees_with_the_coder_is_refused(val_items, monkeypatch):
+    """A device whose table search lands outside the coder's interval (non-IEEE arithmetic) raises: no wrong token."""
+    c = load_codec(ROOT / "models" / "v1")
+    dev = _device_codec(c, tokens=4096, slots=4)
+    search = dev.runtime._search
+    monkeypatch.setattr(dev.runtime, "_search", lambda f, q: search(f, q + (1 << 14)))  # the injected fault
+    raw, kind = val_items[0]
+    with pytest.raises(RuntimeError, match="disagree"):
+        dev.decode_raw(c.encode_raw(raw, kind), kind, len(raw))
