@@ -85,7 +85,7 @@ class NeuralCodec:
         if device is not None:
             from nbmf.runtime.torch_int import TorchIntModel  # torch only where a device is asked for
 
-            self.runtime = TorchIntModel(int_model, device)
+            self.runtime = TorchIntModel(int_model, device, host_threads=self.threads)  # threads help decode
         self._piece_len = tokenizer.piece_lengths().astype(np.int64)
         if self._piece_len.min(initial=1) < 1:
             raise ValueError("every token must stand for at least one byte (the decoder's stop condition)")

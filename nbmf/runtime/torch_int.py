@@ -19,6 +19,9 @@ the codec itself encodes and decodes with numpy + numba (``load_codec(..., devic
 """
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from nbmf.runtime import coder, kernels
@@ -32,10 +35,12 @@ class TorchIntModel:
     """``IntModel``'s ``encode``/``decode``/``step`` on a torch ``device``, bit-identical to it.
 
     ``tokens``: positions per encode pass (records x padded length), bounds device memory (~100 KB each);
-    ``slots``: records decoded in lockstep.
+    ``slots``: records decoded in lockstep; ``host_threads``: threads that meanwhile decode the longest records
+    with the CPU kernel (``decode``).
     """
 
-    def __init__(self, model: IntModel, device: str = "cpu", tokens: int | None = None, slots: int | None = None):
+    def __init__(self, model: IntModel, device: str = "cpu", tokens: int | None = None, slots: int | None = None,
+                 host_threads: int = 0):
         import torch
 
         self.torch, self.device, self.cfg, self.model = torch, torch.device(device), model.cfg, model
@@ -51,6 +56,7 @@ class TorchIntModel:
         self.layers = [(int(t["mixer_type"][j]), int(t["mixer_idx"][j])) for j in range(len(t["mixer_type"]))]
         self.norm_k = int(model.params["norm_k"])  # python ints: a CUDA graph cannot read a tensor back mid-step
         self.dilation = [int(x) for x in model.params["dilation"]]
+        self.host_threads = int(host_threads)
         self.graphs = True  # CUDA: replay decode steps as CUDA graphs (False: launch each kernel, to compare)
 
     # -- shared arithmetic (each line as kernels.py writes it) ------------------------------------------------
@@ -335,32 +341,58 @@ class TorchIntModel:
                max_tokens: np.ndarray | None = None):
         """``IntModel.decode`` on the device: the same tokens and status per record.
 
-        Records take slots longest first; a finished record's slot goes to the next one. Every step runs all
+        Records take slots longest first (shortest first when host threads help, below); a finished record's slot
+        goes to the next one. Every step runs all
         slots (a free slot computes a token nobody reads), so the step has one shape and CUDA replays it as a
         graph. Once no record waits and at most half the slots are busy, the busy ones move to a state half as
-        wide (and a new graph): the last, longest records do not pay for thousands of idle slots."""
-        torch = self.torch
+        wide (and a new graph): the last, longest records do not pay for thousands of idle slots.
+
+        A step costs the device about the same for 1 slot as for thousands, so a long record is cheap on the host
+        and dear on the device. With ``host_threads``, those threads take records from the long end of the queue
+        (one at a time, ``IntModel.decode``) while the device fills its slots from the short end, until the queue
+        is empty: no split to tune, and the device's last steps are for mid-length records, not the longest."""
         n = len(bodies)
         words, word_starts, lengths, out, out_starts, n_out, status = decode_buffers(bodies, lengths, max_tokens)
         piece_len = np.asarray(piece_len, np.int64)
         ds = np.zeros((n, 4), np.uint64)
         kernels.init_decoders(ds, words, word_starts)
         remaining, tokens = lengths.copy(), np.asarray(first, np.int64).copy()
-        queue = [int(r) for r in np.argsort(-lengths, kind="stable") if lengths[r] > 0]  # longest first
-        width, k = min(self.slots, len(queue)), 0
+        queue = deque(int(r) for r in np.argsort(-lengths, kind="stable") if lengths[r] > 0)  # longest first
+        take = queue.pop if self.host_threads else queue.popleft  # deque pops are atomic: no lock
+        width = min(self.slots, len(queue))
+        pool = ThreadPoolExecutor(max(1, self.host_threads), thread_name_prefix="nbmf-host-decode")
+        helpers = [pool.submit(self._host_decode, queue, first, bodies, lengths, piece_len, max_tokens, out,
+                               out_starts, n_out, status) for _ in range(min(self.host_threads, len(queue)))]
+        try:
+            self._device_decode(queue, take, width, ds, words, word_starts, piece_len, out, out_starts, n_out,
+                                tokens, remaining, status)
+        except BaseException:
+            queue.clear()  # the host threads stop after their current record
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        for h in helpers:
+            h.result()  # (re-raises a host thread's error)
+        return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status
+
+    def _device_decode(self, queue, take, width, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
+                       remaining, status):
+        torch = self.torch
         record = np.full(width, -1, np.int64)  # slot -> record decoding in it
         state = self.new_state(width) if width else None
         run = self._stepper(state, width) if width else None
         while True:
             fresh = np.zeros(len(record), np.int64)
-            free = np.flatnonzero(record < 0)[: len(queue) - k]
-            record[free] = queue[k : k + len(free)]
-            fresh[free] = 1
-            k += len(free)
+            for j in np.flatnonzero(record < 0):
+                try:
+                    record[j] = take()
+                except IndexError:  # empty
+                    break
+                fresh[j] = 1
             slots = np.flatnonzero(record >= 0)
             if len(slots) == 0:
                 break
-            if k == len(queue) and len(slots) <= len(record) // 2:  # narrow: busy slots first, then idle ones
+            if not queue and len(slots) <= len(record) // 2:  # narrow: busy slots first, then idle ones
                 width = 1 << (len(slots) - 1).bit_length()
                 keep = np.concatenate([slots, np.flatnonzero(record < 0)])[:width]
                 at = torch.as_tensor(keep, device=self.device)
@@ -379,4 +411,16 @@ class TorchIntModel:
                 raise RuntimeError(f"{self.device} tables disagree with the coder's arithmetic: its floating point "
                                    "is not IEEE; decode on the CPU")
             record[slots[remaining[rows] <= 0]] = -1
-        return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status
+
+    def _host_decode(self, queue, first, bodies, lengths, piece_len, max_tokens, out, out_starts, n_out, status):
+        """Decode records from the long end of ``queue`` with the CPU kernel into the shared outputs."""
+        while True:
+            try:
+                r = queue.popleft()
+            except IndexError:
+                return
+            cap = None if max_tokens is None else np.asarray(max_tokens, np.int64)[[r]]
+            (tokens,), (st,) = self.model.decode(np.asarray(first, np.int64)[[r]], [bodies[r]], lengths[[r]],
+                                                 piece_len, cap)
+            out[out_starts[r] : out_starts[r] + len(tokens)] = tokens
+            n_out[r], status[r] = len(tokens), st

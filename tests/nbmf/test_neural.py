@@ -163,7 +163,7 @@ def _device_codec(codec, tokens: int, slots: int):
     """The codec on torch's CPU device (the code a GPU runs), with a small token budget (several encode passes,
     records longer than one pass) and few decode slots (refills, then narrowing)."""
     pytest.importorskip("torch")
-    dev = load_codec(codec.path, device="cpu")
+    dev = load_codec(codec.path, device="cpu", threads=1)  # one host thread decodes the longest records
     dev.runtime.tokens, dev.runtime.slots = tokens, slots
     return dev
 
@@ -179,7 +179,8 @@ def test_device_runtime_writes_and_reads_the_kernel_bytes(family_codec, val_item
     assert dev.decode_many(jobs[:1]) == [items[0][0]]
 
 
-def test_device_decode_stops_damaged_bodies_as_the_kernel_does(family_codec, val_items):
+@pytest.mark.parametrize("host_threads", [0, 2])
+def test_device_decode_stops_damaged_bodies_as_the_kernel_does(family_codec, val_items, host_threads):
     """Flipped, cut and padded bodies: each record's tokens and status equal the kernel's, record by record."""
     from nbmf.runtime.torch_int import TorchIntModel
 
@@ -200,7 +201,7 @@ def test_device_decode_stops_damaged_bodies_as_the_kernel_does(family_codec, val
     first = np.array([c.cfg.special_token(int(kind), 0) for _, kind in items])
     lengths = np.array([len(raw) + 5 for raw, _ in items])
     want_tokens, want_status = c.model.decode(first, bodies, lengths, c._piece_len)
-    tm = TorchIntModel(c.model, "cpu", slots=3)
+    tm = TorchIntModel(c.model, "cpu", slots=3, host_threads=host_threads)
     got_tokens, got_status = tm.decode(first, bodies, lengths, c._piece_len)
     assert (want_status != 0).sum() >= len(items) // 2 and np.array_equal(got_status, want_status)
     assert all(np.array_equal(a, b) for a, b in zip(got_tokens, want_tokens))
@@ -210,6 +211,7 @@ def test_device_search_that_disagrees_with_the_coder_is_refused(val_items, monke
     """A device whose table search lands outside the coder's interval (non-IEEE arithmetic) raises: no wrong token."""
     c = load_codec(ROOT / "models" / "v1")
     dev = _device_codec(c, tokens=4096, slots=4)
+    dev.runtime.host_threads = 0  # every record on the device
     search = dev.runtime._search
     monkeypatch.setattr(dev.runtime, "_search", lambda f, q: search(f, q + (1 << 14)))  # the injected fault
     raw, kind = val_items[0]
