@@ -1,12 +1,11 @@
 """The integer runtime on torch devices (a GPU for bulk work): the same integers as nbmf.runtime.kernels.
 
-Exactness: every matrix product multiplies small integers held in float64 and rounds the result back to int64.
-The largest sums are far below 2**53, where float64 stops representing every integer, so every partial sum
-is exact and cuBLAS, any summation order, any batch and any device give the kernel's integers:
-    weight products  |x| <= 127 (int8 activations), |w| <= 127, at most 4 * d_model = 512 terms for models the
-                     artifact loader accepts (d_model <= 1024: 4096 terms): 4096 * 127 * 127 < 2**26;
-    attention scores |q|, |k| <= 127 over d_head <= d_model terms: < 2**24;
-    attention values e <= 2**15 (attn_lut bound), |v| <= 127, window <= MAX_WINDOW keys: < 2**53 by far.
+Exactness: every product sums products of small integers, in a type whose every partial sum is exact, so
+cuBLAS, any summation order, any batch and any device give the kernel's integers:
+    weight products  float64. |x| <= 127 (int8 activations), |w| <= 127, at most mlp_mult * d_model <= 64 * 4096
+                     terms (ModelConfig's bounds): 2**18 * 127**2 < 2**32, far below 2**53;
+    attention scores float64. |q|, |k| <= 127 over d_head <= 4096 terms: < 2**26;
+    attention values float64. e <= 2**15 (attn_lut), |v| <= 127, window <= MAX_WINDOW keys: < 2**31.
 Everything else is int64 tensor arithmetic, written as the kernel writes it. The coder's float64 step (the
 quantized cdf) runs in numba on the host from three integers per token: C_s, f_s and the table's sum. When
 decoding, the device searches the table for the decoder's quantile and the host recomputes the found
@@ -98,23 +97,21 @@ class TorchIntModel:
         lv = self._requant(self._matvec(self.f64["wh"], self._norm(r)), p["wh_m"], p["wh_s"])
         return self._lookup_max(lv, p["head_lut"])
 
-    def _attend(self, i, sc, valid, v):
-        """Scores sc [..., keys] (before the distance penalty is applied by the caller) -> int8 outputs."""
-        p = self.p
+    def _attend(self, sc, valid, weigh):
+        """Scores sc [..., keys] (distance penalty applied) -> int8 outputs [..., d_head]; ``weigh(e)`` gives the
+        values' sums weighted by the softmax weights e [..., keys] (int64)."""
         sc = sc.masked_fill(~valid, -_BIG)
-        e = self._lookup_max(sc, p["attn_lut"]).masked_fill(~valid, 0)
+        e = self._lookup_max(sc, self.p["attn_lut"]).masked_fill(~valid, 0)
         total = e.sum(-1, keepdim=True)
-        m = (e.double() @ v).round().long()
-        return self._clamp8(self.torch.div(2 * m + total, 2 * total, rounding_mode="floor"))
+        return self._clamp8(self.torch.div(2 * weigh(e) + total, 2 * total, rounding_mode="floor"))
 
     # -- decode: one token per record ---------------------------------------------------------------------------
     def new_state(self, batch: int) -> dict:
         m, d, w, h, torch = self.model, self.cfg.d_model, self.window, self.heads, self.torch
-        f = {"kcache": (m.n_attn, batch, h, w, d // h), "vcache": (m.n_attn, batch, h, w, d // h)}  # float64
-        i = {"rstate": (m.n_rec, batch, d), "chist": (m.n_conv, batch, m.history, d), "pos": (batch,)}
-        state = {k: torch.zeros(v, dtype=torch.float64, device=self.device) for k, v in f.items()}
-        state.update({k: torch.zeros(v, dtype=torch.int64, device=self.device) for k, v in i.items()})
-        return state
+        cache = (m.n_attn, batch, h, w, d // h)  # float64: the attention's batched products read them as they are
+        shapes = {"kcache": (cache, torch.float64), "vcache": (cache, torch.float64), "pos": ((batch,), torch.int64),
+                  "rstate": ((m.n_rec, batch, d), torch.int64), "chist": ((m.n_conv, batch, m.history, d), torch.int64)}
+        return {k: torch.zeros(v, dtype=t, device=self.device) for k, (v, t) in shapes.items()}
 
     def reset(self, state: dict, slots) -> None:
         b = self.torch.as_tensor(np.asarray(slots), device=self.device).long()
@@ -144,18 +141,19 @@ class TorchIntModel:
             h = self._norm(r)
             if t == ATTN:
                 qkv = self._clamp8(self._requant(self._matvec(self.f64["qkv"][i], h), p["qkv_m"][i], p["qkv_s"][i]))
-                q, k, v = (x.view(-1, nh, d // nh).double() for x in (qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]))
+                q, k, v = (x.view(-1, nh, d // nh) for x in (qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]))
                 ring = pos % w
-                state["kcache"][i, b, :, ring] = k
-                state["vcache"][i, b, :, ring] = v
+                state["kcache"][i, b, :, ring] = k.double()
+                state["vcache"][i, b, :, ring] = v.double()
                 kc = state["kcache"][i] if every else state["kcache"][i, b]  # [n, heads, W, d_head]
                 vc = state["vcache"][i] if every else state["vcache"][i, b]
                 slot = torch.arange(w, device=self.device)
                 valid = (slot[None, :] <= pos[:, None])[:, None, None, :]  # ring slots filled so far
                 back = ((pos[:, None] - slot[None, :]) % w)[:, None, None, :]  # their distance from this token
-                s32 = (q[:, :, None, :] @ kc.transpose(-1, -2)).round().long()  # [n, heads, 1, W]
+                # (a product and a sum instead of these batched GEMVs measured 1.5x slower per step on an H100)
+                s32 = (q.double()[:, :, None, :] @ kc.transpose(-1, -2)).round().long()  # [n, heads, 1, W]
                 sc = self._requant(s32, p["score_m"][i], p["score_s"][i]) - p["slopes"][i][None, :, None, None] * back
-                y = self._attend(i, sc, valid, vc).reshape(-1, d)
+                y = self._attend(sc, valid, lambda e: (e.double() @ vc).round().long()).reshape(-1, d)
             elif t == CONV:
                 hist = state["chist"].shape[2]
                 state["chist"][i, b, pos % hist] = h
@@ -224,7 +222,7 @@ class TorchIntModel:
                 s32 = (q @ kk.transpose(-1, -2)).round().long()  # [B, nb, heads, w, 2w]
                 sc = self._requant(s32, p["score_m"][i], p["score_s"][i])
                 sc = sc - p["slopes"][i][None, None, :, None, None] * back.clamp_min(0)[None, None, None]
-                y = self._attend(i, sc, valid[None, :, None], vv)  # [B, nb, heads, w, d_head]
+                y = self._attend(sc, valid[None, :, None], lambda e: (e.double() @ vv).round().long())  # [B, nb, h, w, dh]
                 y = y.permute(0, 1, 3, 2, 4).reshape(n, t_len, d)
             elif t == CONV:
                 a = torch.zeros_like(h)
@@ -288,16 +286,25 @@ class TorchIntModel:
 
     # -- decode ---------------------------------------------------------------------------------------------------
     def _search(self, f, q):
-        """(symbol, C_s, f_s, sum) with cdf(s) <= q < cdf(s + 1) in each table row (``coder.find_symbol``'s cdf)."""
-        torch, n = self.torch, self.vocab
-        c = f.cumsum(-1)
-        total = c[:, -1]
+        """(symbol, C_s, f_s, sum) with cdf(s) <= q < cdf(s + 1) in each table row f [n, vocab] (``coder``'s cdf:
+        trunc(C_i * scale) + i), found like ``coder.find_symbol``: first the block of BLOCK symbols, then the symbol
+        in it, so only the block sums read the whole table."""
+        torch, n, blk = self.torch, self.vocab, kernels.BLOCK
+        fp = torch.nn.functional.pad(f, (0, -n % blk)).view(len(f), -1, blk)  # [rows, blocks, BLOCK]
+        sums = fp.sum(-1)
+        starts = sums.cumsum(-1) - sums  # C at each block's first symbol
+        total = starts[:, -1] + sums[:, -1]
         scale = torch.full_like(total, (1 << coder.PRECISION) - n, dtype=torch.float64) / total  # one IEEE division
         # (not float / tensor: torch computes that as a reciprocal times the float, two roundings)
-        cdf = ((c - f).double() * scale[:, None]).long() + torch.arange(n, device=self.device)
-        s = ((cdf <= q[:, None]).sum(-1) - 1).clamp(0, n - 1)
-        fs = f.gather(1, s[:, None])[:, 0]
-        return torch.stack([s, c.gather(1, s[:, None])[:, 0] - fs, fs, total])
+        first = torch.arange(0, fp.shape[1] * blk, blk, device=self.device)
+        j = ((starts.double() * scale[:, None]).long() + first <= q[:, None]).sum(-1, keepdim=True) - 1
+        fb = fp.gather(1, j[:, :, None].expand(-1, -1, blk))[:, 0]  # the block's frequencies [rows, BLOCK]
+        c = starts.gather(1, j) + fb.cumsum(-1) - fb  # C_i across the block
+        i = j * blk + torch.arange(blk, device=self.device)
+        below = ((c.double() * scale[:, None]).long() + i <= q[:, None]) & (i < n)
+        k = (below.sum(-1, keepdim=True) - 1).clamp(0, blk - 1)
+        s = (j * blk + k)[:, 0].clamp(max=n - 1)
+        return torch.stack([s, c.gather(1, k)[:, 0], fb.gather(1, k)[:, 0], total])
 
     def _stepper(self, state: dict, n_slots: int):
         """fn(tokens, q, fresh) -> [4, n_slots] int64 on the host: one step of every slot (``_step``), then the
