@@ -11,34 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.compat_cases import LOSSLESS, SEMANTIC, through_a_file
 from nbmf import compat
 from nbmf.errors import ArtifactError, CorruptBlobError, FormatError, NBMFError, PayloadError
 
 GOLDEN_LEGACY = Path(__file__).resolve().parents[1] / "golden" / "legacy"
-
-LOSSLESS = ["Book a table for two at 7pm.", "", "  spaced \t out \n", "héllo 😀 漢字 e\u0301",
-            {"role": "user", "content": "hi", "n": [1, 2.5, None, True, -0.0]}, ["a", 1, {"b": []}], {}, [],
-            {"ünï": "cödé 😀"}, 0, None, True, "x" * 5000]
-# (payload, the canonical text semantic fidelity gives back), spelled out rather than computed
-SEMANTIC = [
-    ("  Book  a\ttable \n for two ", "Book a table for two"),
-    ("", ""),
-    ("   \n\t ", ""),
-    ("cafe\u0301  😀  漢字", "café 😀 漢字"),  # NFC, whitespace runs collapsed
-    ({"b": 1, "a": "é", "c": [None, True]}, '{"a":"é","b":1,"c":[null,true]}'),
-    (["x", {"z": None, "y": 2}], '["x",{"y":2,"z":null}]'),
-    ({}, "{}"),
-    ([], "[]"),
-    (7, "7"),
-    ("word " * 1000, ("word " * 1000).strip()),  # 4999 characters: the old stub kept only 2048
-]
-
-
-def through_a_file(blob: dict, tmp_path: Path):
-    """What the service does with a blob: strict JSON into a file, and back."""
-    f = tmp_path / "record.json"
-    f.write_text(json.dumps({"id": "m1", "blob": blob}, allow_nan=False), encoding="utf-8")
-    return json.loads(f.read_text(encoding="utf-8"))["blob"]
 
 
 @pytest.mark.parametrize("payload", LOSSLESS, ids=[f"p{i}" for i in range(len(LOSSLESS))])
