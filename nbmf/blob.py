@@ -82,7 +82,9 @@ def is_legacy(blob) -> bool:
     """Whether ``blob`` is an old stub blob: a dict, or JSON text/bytes starting with '{'.
 
     No v1 blob starts with '{' (0x7B: format bits 01, kind bits 11, and kind 3 is invalid), so the
-    first byte alone tells the two formats apart. Does not validate the legacy blob (``legacy.parse`` does).
+    first byte alone tells the two formats apart. An envelope's JSON text starts with '{' too: ``is_legacy`` tells
+    JSON from binary, ``nbmf.registry.as_blob`` which JSON form it is. Does not validate the legacy blob
+    (``legacy.parse`` does).
     """
     if isinstance(blob, dict):
         return True
@@ -253,6 +255,12 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
 
 
 ENVELOPE_FIELDS = ("format", "encoder", "fidelity", "kind", "length", "crc32", "body")  # v2 adds "fallback"
+
+
+def is_envelope(obj) -> bool:
+    """Whether a JSON object is meant as an envelope: it has an ``encoder`` or a ``body`` (fields no legacy stub
+    blob has). ``from_envelope`` then checks every field."""
+    return isinstance(obj, dict) and ("encoder" in obj or "body" in obj)
 
 
 def to_envelope(blob: bytes) -> dict:

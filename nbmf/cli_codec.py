@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from nbmf.blob import Fidelity, Kind, from_envelope, is_legacy, peek_header, to_envelope
+from nbmf.blob import Fidelity, Kind, is_legacy, peek_header, to_envelope
 from nbmf.errors import CorruptBlobError, FormatError, OutputTooLargeError, UnknownVersionError
 from nbmf.modeldir import version_id
 
@@ -33,21 +33,16 @@ def _write(data: bytes, path: str | None) -> None:
 
 
 def _blob_of(data: bytes):
-    """A binary blob, or the bytes of a JSON envelope / legacy blob (JSON text, maybe space-padded).
+    """A binary blob, or what ``nbmf.registry.as_blob`` makes of a JSON envelope / legacy blob (JSON text, maybe
+    space-padded).
 
     No blob starts with ASCII whitespace or '{': a v2 descriptor byte is >= 0x80, and a v1 one there would have
     format bits other than 01 or the invalid kind bits 11, so a leading '{' after whitespace always means JSON.
     """
+    from nbmf.registry import as_blob
+
     text = data.lstrip(b" \t\r\n")
-    if not is_legacy(text):
-        return data
-    try:
-        obj = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"input starts like JSON (an envelope or a legacy blob) but is not valid JSON: {e}") from None
-    if isinstance(obj, dict) and "body" in obj and "encoder" in obj:
-        return from_envelope(obj)
-    return obj  # a legacy blob: the registry checks its structure
+    return as_blob(text) if is_legacy(text) else data
 
 
 def _payload_of(raw: bytes, kind: str):

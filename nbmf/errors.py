@@ -33,3 +33,13 @@ class PayloadError(NBMFError, ValueError):
 
 class ArtifactError(NBMFError):
     """A model artifact is missing files, fails its hashes, or does not describe a loadable model."""
+
+
+class ServiceError(NBMFError):
+    """The codec service refused a request (``nbmf.client``) for a reason this library has no class of its own for
+    (its own refusals come back as their classes: CorruptBlobError, FormatError, ...), or answered 503 and no local
+    codec could stand in. ``status`` is the HTTP status, ``error`` the service's error name."""
+
+    def __init__(self, status: int, error: str, detail: str):
+        super().__init__(f"{status} {error}: {detail}")
+        self.status, self.error, self.detail = status, error, detail

@@ -4,6 +4,7 @@
     pip install 'nbmf[data]'      nbmf collect, datasets, nbmf migrate (pyarrow, tqdm)
     pip install 'nbmf[bench]'     nbmf bench: anchors, similarity, tables and plots (brotli, rapidfuzz, rich,
                                   matplotlib, tqdm)
+    pip install 'nbmf[client]'    nbmf.client: the codec service's HTTP client (httpx)
 
 Modules that need one import it through ``require`` where it is used, so a decode-only process never
 loads it and a missing one says which extra brings it.
@@ -14,7 +15,7 @@ import importlib
 from types import ModuleType
 
 EXTRAS = {"pyarrow": "data", "tqdm": "data", "brotli": "bench", "rapidfuzz": "bench", "rich": "bench",
-          "matplotlib": "bench"}  # top-level module -> the extra that installs it
+          "matplotlib": "bench", "httpx": "client"}  # top-level module -> the extra that installs it
 
 
 def require(module: str) -> ModuleType:

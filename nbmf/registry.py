@@ -279,9 +279,9 @@ class Registry:
         results: list[DecodeResult | None] = [None] * len(blobs)
         groups: dict[tuple[int, bool], list] = {}
         for j, b in enumerate(blobs):
-            old = legacy.parse(b)
-            if old is not None:
-                d = legacy.decode(old, max_output_size)
+            b = as_blob(b)
+            if isinstance(b, dict):  # a legacy stub blob
+                d = legacy.decode(b, max_output_size)
                 semantic_text = isinstance(d.payload, str) and d.fidelity == "semantic"
                 kind = Kind.TEXT if semantic_text else infer_legacy_kind(d.payload)
                 results[j] = DecodeResult(d.payload, kind, Fidelity.of(d.fidelity), LEGACY, d.truncated, True)
@@ -314,10 +314,30 @@ class Registry:
     def inspect(self, blob) -> blobfmt.Header | dict:
         """The header (a v1 blob's checksum verified; a v2 blob's covers its content, checked by decode), or a
         description of a legacy blob."""
-        old = legacy.parse(blob)
-        if old is not None:
-            return {"format": "legacy", "meta": old["meta"], "code_bytes": legacy.code_bytes(old), "sig": old["sig"]}
-        return blobfmt.unpack(blob)[0]
+        b = as_blob(blob)
+        if isinstance(b, dict):
+            return {"format": "legacy", "meta": b["meta"], "code_bytes": legacy.code_bytes(b), "sig": b["sig"]}
+        return blobfmt.unpack(b)[0]
+
+
+def as_blob(blob):
+    """What decode reads from any stored form: the blob bytes of a binary blob or of an envelope (a dict, or its
+    JSON text or bytes), the legacy dict of an old stub blob (a dict, or its JSON text or bytes).
+
+    A JSON object of neither structure, or an envelope with a bad field, is FormatError; an envelope whose v1
+    checksum fails is CorruptBlobError (a v2 envelope's content checksum is checked when it is decoded).
+
+    >>> import json
+    >>> envelope = blobfmt.to_envelope(b := Registry().encode("hi"))
+    >>> as_blob(envelope) == b == as_blob(json.dumps(envelope)) == as_blob(json.dumps(envelope).encode())
+    True
+    """
+    obj = legacy.json_object(blob)
+    if obj is None:
+        return blob
+    if blobfmt.is_envelope(obj):
+        return blobfmt.from_envelope(obj)
+    return legacy.check(obj)
 
 
 def infer_legacy_kind(payload) -> Kind:

@@ -21,9 +21,9 @@ from nbmf.codecs import legacy
 from nbmf.errors import ArtifactError, NBMFError
 from nbmf.modeldir import default_model_dir, version_name
 from nbmf.payload import to_raw
-from nbmf.registry import Registry
+from nbmf.registry import Registry, as_blob
 
-__all__ = ["DecodeOutcome", "VersionModel", "blob_version", "claimed_output", "current_version", "decode_each",
+__all__ = ["DecodeOutcome", "VersionModel", "as_blob", "blob_version", "is_legacy", "claimed_output", "current_version", "decode_each",
            "failed_outcomes", "from_envelope", "import_loader", "input_size", "legacy_limits", "list_versions",
            "load_codec", "resolve_model_dir", "stub_registry", "to_envelope", "version_name", "encode_items",
            "decode_items"]

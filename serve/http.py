@@ -135,18 +135,18 @@ def client_error(name: str, message: str) -> ApiError:
 
 
 def blob_from_json(obj) -> bytes | dict:
-    """An envelope -> blob bytes; a legacy dict stays a dict; base64 text -> bytes."""
-    if isinstance(obj, str):
+    """An envelope (an object, or its JSON text) -> blob bytes; a legacy dict stays a dict; base64 text -> bytes.
+
+    Base64 never holds '{', so a string that starts with one is JSON text (``nbmf.registry.as_blob`` reads it)."""
+    if isinstance(obj, str) and not obj.lstrip().startswith("{"):
         try:
             return schemas.b64decode(obj, "blob")
         except ValueError as e:
             raise ApiError(400, "MalformedBlob", str(e)) from None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, (dict, str)):
         raise ApiError(400, "MalformedBlob", "a blob is a JSON envelope object, a legacy dict, or base64 text")
-    if {"meta", "code"} <= obj.keys():
-        return obj
     try:
-        return codec_ops.from_envelope(obj)
+        return codec_ops.as_blob(obj.lstrip() if isinstance(obj, str) else obj)
     except NBMFError as e:
         raise client_error(type(e).__name__, str(e)) from None
     except (TypeError, ValueError, KeyError) as e:

@@ -321,7 +321,7 @@ class Ingress:
                        headers={"Retry-After": "1"})
 
     @app.post("/v1/decode", summary="Decode one blob", response_model=schemas.DecodeResponse,
-              openapi_extra=body_doc(schemas.Envelope, "a binary blob, or a legacy blob's JSON bytes"))
+              openapi_extra=body_doc(schemas.Envelope, "a binary blob, or the JSON bytes of an envelope or a legacy blob"))
     async def decode(self, request: Request):
         body = await read_body(request, self.limits.max_request_bytes)
         mtype = media_type(request)
@@ -330,7 +330,8 @@ class Ingress:
         elif mtype == RAW_TYPE:
             if not body:
                 raise ApiError(400, "CorruptBlobError", "empty body: a blob has at least a header")
-            blob = body
+            # JSON bytes (an envelope, or a legacy blob) are read as the JSON content type reads them
+            blob = blob_from_json(parse_json(body)) if codec_ops.is_legacy(body.lstrip()) else body
         else:
             raise ApiError(415, "UnsupportedMediaType",
                            f"send Content-Type {JSON_TYPES[0]} (envelope or legacy dict) or {RAW_TYPE} (binary blob); got {mtype or 'none'}")

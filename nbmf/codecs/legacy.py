@@ -40,24 +40,37 @@ class LegacyDecoded:
     truncated: bool  # semantic preview shorter than the canonical form it was cut from
 
 
-def parse(blob) -> dict | None:
-    """The legacy dict if ``blob`` is one (dict, or JSON text/bytes of one), else None."""
+def json_object(blob) -> dict | None:
+    """The JSON object of a blob given as JSON: a dict as it is, JSON text or bytes that start with '{' parsed;
+    None for anything else (a binary blob). Both JSON forms are objects: a legacy stub blob and an envelope
+    (``nbmf.registry.as_blob`` tells them apart). Text that starts with '{' but does not parse is FormatError."""
     if isinstance(blob, dict):
-        obj = blob
-    elif isinstance(blob, (bytes, bytearray, memoryview, str)):
-        if not is_legacy(blob):
-            return None
-        try:
-            text = blob if isinstance(blob, str) else bytes(blob).decode(json.detect_encoding(blob), "surrogatepass")
-            obj = parse_json(text)
-        except (CorruptBlobError, UnicodeDecodeError, MemoryError) as e:
-            raise FormatError(f"blob starts like a legacy JSON blob but is not one ({type(e).__name__}: "
-                              f"{str(e)[:200]})") from None
-    else:
+        return blob
+    if not isinstance(blob, (bytes, bytearray, memoryview, str)) or not is_legacy(blob):
         return None
+    try:
+        text = blob if isinstance(blob, str) else bytes(blob).decode(json.detect_encoding(blob), "surrogatepass")
+        obj = parse_json(text)
+    except (CorruptBlobError, UnicodeDecodeError, MemoryError) as e:
+        raise FormatError(f"blob starts like JSON (a legacy blob or an envelope) but is not valid JSON "
+                          f"({type(e).__name__}: {str(e)[:200]})") from None
+    return obj  # text that starts with '{' and parses is an object
+
+
+def check(obj: dict) -> dict:
+    """``obj`` if it has a legacy blob's structure (its fields are checked when it is decoded), else FormatError."""
     if not isinstance(obj, dict) or not {"meta", "code", "sig"} <= set(obj):
-        raise FormatError("a legacy blob is an object with 'meta', 'code' and 'sig'")
+        raise FormatError("a blob given as JSON is an envelope (format, encoder, fidelity, kind, length, crc32, body, "
+                          "as nbmf.to_envelope writes it) or a legacy stub blob (an object with 'meta', 'code' and "
+                          "'sig'); this is neither")
     return obj
+
+
+def parse(blob) -> dict | None:
+    """The legacy dict if ``blob`` is one (dict, or JSON text/bytes of one), else None; FormatError for JSON of
+    another structure."""
+    obj = json_object(blob)
+    return None if obj is None else check(obj)
 
 
 def code_bytes(obj: dict) -> int | None:

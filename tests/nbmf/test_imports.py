@@ -145,4 +145,4 @@ def test_core_dependencies_are_the_codec_runtime():
     # the range coder is nbmf.runtime.coder; zstandard decodes the neural versions' fallback bodies
     assert core == {"numpy", "numba", "tokenizers", "safetensors", "zstandard"}
     extras = project["optional-dependencies"]
-    assert {"data", "bench"} <= set(extras) and "nbmf[data,bench,train,serve,test]" in extras["all"]
+    assert {"data", "bench"} <= set(extras) and "nbmf[data,bench,train,serve,client,test]" in extras["all"]

@@ -160,6 +160,19 @@ def post_raw(client, path, content, **kw):
     return client.post(path, content=content, headers={"content-type": "application/octet-stream"}, **kw)
 
 
+def test_envelope_json_text_decodes(client):
+    """An envelope as stored in a JSON file (its text) decodes as the envelope object does: as a raw body, and as a
+    string item of a batch (base64 never starts with '{')."""
+    env = client.post("/v1/encode", json={"payload": "stored as JSON text"}).json()
+    d = post_raw(client, "/v1/decode", json.dumps(env).encode())
+    assert d.status_code == 200 and d.json()["payload"] == "stored as JSON text", d.text
+    assert d.json()["version"] == "stub"
+    out = client.post("/v1/decode_batch", json={"blobs": [json.dumps(env), env, "{not json", "{}"]}).json()["results"]
+    assert out[0]["payload"] == out[1]["payload"] == "stored as JSON text"
+    assert (out[2]["status"], out[3]["status"], out[3]["error"]) == (400, 400, "FormatError")
+    assert post_raw(client, "/v1/decode", b'{"encoder": "stub"}').status_code == 400
+
+
 def test_corrupt_blobs_are_4xx_or_the_exact_record(client):
     """A damaged blob is a 4xx, answered once; damage the codec ignores (a deflate stream's padding bits) gives
     back the exact record, never another one."""
