@@ -1,5 +1,5 @@
 """nbmf.client without a service: 503 retries and the local fallback (a port nothing listens on), one Client shared
-by several threads. The client against a real Serve app is tests/serve/test_client.py."""
+by several threads. The client against a real Serve app is tests/serve/test_serve_client.py."""
 from __future__ import annotations
 
 import json
