@@ -18,6 +18,7 @@ from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
 
 ROOT = Path(__file__).resolve().parents[2]
+DEVICE = os.environ.get("NBMF_TEST_DEVICE", "cpu")  # the torch device tests' device; on a GPU host: cuda
 VAL = ROOT / "data" / "sample" / "val.jsonl"
 
 
@@ -152,18 +153,18 @@ def test_torch_integer_runtime_gives_the_kernel_integers(family_codec):
 
     seq = np.random.default_rng(0).integers(0, family_codec.cfg.vocab_size, 90)
     want = family_codec.model.frequencies(seq)
-    tm = TorchIntModel(family_codec.model, device="cpu")
+    tm = TorchIntModel(family_codec.model, device=DEVICE)
     assert np.array_equal(tm.frequencies(seq), want)
     state = tm.new_state(3)
-    rows = np.stack([tm.step(state, [seq[t]] * 3, [0, 1, 2]).numpy() for t in range(len(seq))])
+    rows = np.stack([tm.step(state, [seq[t]] * 3, [0, 1, 2]).cpu().numpy() for t in range(len(seq))])
     assert all(np.array_equal(rows[:, k], want) for k in range(3))
 
 
 def _device_codec(codec, tokens: int, slots: int):
-    """The codec on torch's CPU device (the code a GPU runs), with a small token budget (several encode passes,
-    records longer than one pass) and few decode slots (refills, then narrowing)."""
+    """The codec on a torch device (CPU unless $NBMF_TEST_DEVICE: the code a GPU runs), with a small token budget
+    (several encode passes, records longer than one pass) and few decode slots (refills, then narrowing)."""
     pytest.importorskip("torch")
-    dev = load_codec(codec.path, device="cpu", threads=1)  # one host thread decodes the longest records
+    dev = load_codec(codec.path, device=DEVICE, threads=1)  # one host thread decodes the longest records
     dev.runtime.tokens, dev.runtime.slots = tokens, slots
     return dev
 
@@ -201,7 +202,7 @@ def test_device_decode_stops_damaged_bodies_as_the_kernel_does(family_codec, val
     first = np.array([c.cfg.special_token(int(kind), 0) for _, kind in items])
     lengths = np.array([len(raw) + 5 for raw, _ in items])
     want_tokens, want_status = c.model.decode(first, bodies, lengths, c._piece_len)
-    tm = TorchIntModel(c.model, "cpu", slots=3, host_threads=host_threads)
+    tm = TorchIntModel(c.model, DEVICE, slots=3, host_threads=host_threads)
     got_tokens, got_status = tm.decode(first, bodies, lengths, c._piece_len)
     assert (want_status != 0).sum() >= len(items) // 2 and np.array_equal(got_status, want_status)
     assert all(np.array_equal(a, b) for a, b in zip(got_tokens, want_tokens))
