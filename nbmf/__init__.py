@@ -15,6 +15,7 @@ from nbmf.errors import (
     LegacySignatureError,
     NBMFError,
     OutputTooLargeError,
+    ServiceError,
     UnknownVersionError,
 )
 from nbmf.registry import DecodeResult, Registry, default_registry
@@ -42,6 +43,6 @@ def inspect(blob):
 
 __all__ = [
     "ArtifactError", "CorruptBlobError", "DecodeResult", "Fidelity", "FormatError", "Header", "Kind",
-    "LegacySignatureError", "NBMFError", "OutputTooLargeError", "Registry", "UnknownVersionError",
+    "LegacySignatureError", "NBMFError", "OutputTooLargeError", "Registry", "ServiceError", "UnknownVersionError",
     "decode", "decode_result", "default_registry", "encode", "from_envelope", "inspect", "to_envelope",
 ]
