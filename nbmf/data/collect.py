@@ -6,9 +6,8 @@ Memory stays bounded: records stream from the sources into per-split row buffers
 flushed every `shard_rows` rows; dedup keeps only the 32-byte sha256 of each kept record.
 
 A bad record never stops a run: a line, L2 row or memory-service file that cannot be read, decrypted or decoded
-is counted and listed
-(with its error) under the manifest's `bad_lines`, and the run goes on; a legacy semantic preview cut at
-2048 characters is skipped and counted (`skipped.truncated_preview`). A source that cannot be read at all
+is counted and listed (with its error) under the manifest's `bad_lines`, and the run goes on; a legacy semantic
+preview cut at 2048 characters is skipped and counted (`skipped.truncated_preview`). A source that cannot be read at all
 (a missing file, an L2 store that is locked or not SQLite) stops the run with an error and no manifest.
 """
 
