@@ -1,7 +1,7 @@
 """Optional dependencies: the core install is what encode and decode need; the rest comes in extras.
 
     pip install nbmf              encode / decode / inspect (numpy, numba, tokenizers, safetensors, zstandard)
-    pip install 'nbmf[data]'      nbmf collect, datasets, nbmf migrate (pyarrow, tqdm)
+    pip install 'nbmf[data]'      nbmf collect, datasets, nbmf migrate (pyarrow, tqdm, cryptography)
     pip install 'nbmf[bench]'     nbmf bench: anchors, similarity, tables and plots (brotli, rapidfuzz, rich,
                                   matplotlib, tqdm)
     pip install 'nbmf[client]'    nbmf.client: the codec service's HTTP client (httpx)
@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pyarrow": "data", "tqdm": "data", "brotli": "bench", "rapidfuzz": "bench", "rich": "bench",
-          "matplotlib": "bench", "httpx": "client"}  # top-level module -> the extra that installs it
+EXTRAS = {"pyarrow": "data", "tqdm": "data", "cryptography": "data", "brotli": "bench", "rapidfuzz": "bench",
+          "rich": "bench", "matplotlib": "bench", "httpx": "client"}  # top-level module -> the extra that installs it
 
 
 def require(module: str) -> ModuleType:

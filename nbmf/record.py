@@ -34,7 +34,7 @@ class Record:
     type: str = ""  # conversation | document | structured (bench rows are per type)
     group: str = ""  # unit of the train/val/test split: records of one group never straddle splits; "" = id
     domain: str = "general"
-    source: str = ""  # file stem, or l2:<store name>
+    source: str = ""  # file stem, l2:<store name>, or service:<memory-service store directory name>
     origin: str = ""  # file:line or l2:id, for messages
     truncated: bool = False  # a semantic legacy preview shorter than the original
 

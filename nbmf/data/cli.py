@@ -13,6 +13,18 @@ sources:
   FILE.txt|.md      chunked at paragraph boundaries (one document per file)
   DIR               every .jsonl/.json/.txt/.md below it, recursively
   l2:///PATH.sqlite an SQLite L2 store (same as --l2 PATH); blobs decode through the registry
+  DIR with records/ the memory service's warm tier, found by its layout (service://DIR or --service DIR force it):
+                    records/<key>__<cls>.json, plain or encrypted; blobs/ is not collected
+
+memory-service stores: a file encrypted by the service (AES-GCM) is decrypted with the key in the environment
+variable DAENA_MEMORY_AES_KEY (as the service reads it: urlsafe or standard base64, hex, or a passphrase); without
+it, or with another key, the file is a bad line that says so. Decrypted text goes only into the dataset in --out
+(its Parquet shards hold every record's bytes); the bad line of an encrypted file names the file and the error,
+never its decrypted content.
+Each file is one record: id <key>, domain its tenant ("default" -> general), type inferred from the payload,
+fidelity its class's by the service's policy (legal, finance, pii: lossless; chat, ops_log, research_note:
+semantic; other classes: lossless), changed with --class-fidelity. A lossless record holds the payload's exact
+raw bytes (nbmf.payload.to_raw), a semantic one its canonical form, as an L2 row of that fidelity does.
 
 L2 rows: lossless blobs give their exact raw bytes; semantic ones their canonical form (nbmf.payload.canonical:
 a JSON value as compact sorted JSON, kind json), flagged fidelity=semantic; a whole legacy preview likewise
@@ -20,13 +32,14 @@ a JSON value as compact sorted JSON, kind json), flagged fidelity=semantic; a wh
 (manifest skipped.truncated_preview).
 
 bad input never stops a run: a line or L2 row that cannot be read (invalid JSON or UTF-8, JSON too deep or
-with a number too long for Python, a blob that is damaged, of an unknown version or not bytes at all) is
-counted and listed with its error ("l2:ID: ErrorClass: message") in the manifest's bad_lines; the first 20
-are printed on stderr. A source that cannot be read at all (missing, not SQLite, locked) stops the run:
-exit status 2, no manifest.
+with a number too long for Python, a blob that is damaged, of an unknown version or not bytes at all, a
+memory-service file that is malformed or cannot be decrypted) is counted and listed with its error
+("l2:ID: ErrorClass: message", "PATH: reason") in the manifest's bad_lines; the first 20 are printed on stderr.
+A source that cannot be read at all (missing, not SQLite, locked) stops the run: exit status 2, no manifest.
 
 example:
   nbmf collect ../shared/corpus/train.jsonl --l2 store.sqlite -o data/collected
+  DAENA_MEMORY_AES_KEY=... nbmf collect /var/lib/memory/warm -o data/service --class-fidelity chat=lossless
 """
 
 
@@ -37,9 +50,15 @@ def register(subparsers) -> None:
                     "Exact duplicates (sha256 of the raw bytes) are dropped; records are split into "
                     "train/val/test by a hash of (seed, group key), so a group never spans splits.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sources", nargs="*", metavar="SOURCE", help="files, directories or l2:///store.sqlite")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="files, directories, l2:///store.sqlite or a memory-service store directory")
     p.add_argument("-o", "--out", required=True, help="output dataset directory")
     p.add_argument("--l2", action="append", default=[], metavar="PATH", help="an SQLite L2 store (repeatable)")
+    p.add_argument("--service", action="append", default=[], metavar="DIR",
+                   help="a memory-service store (the directory holding records/), read as one (repeatable)")
+    p.add_argument("--class-fidelity", action="append", default=[], metavar="CLS=FIDELITY",
+                   help="fidelity of a memory-service class, over the service's policy, e.g. chat=lossless "
+                        "(repeatable)")
     p.add_argument("--group-key", default="id",
                    help="dotted path of the split group in JSON records, e.g. metadata.dialogue_id (default: id; "
                         "corpus ids are per record, so the corpus can only be grouped by record)")
@@ -63,8 +82,15 @@ def run(args) -> int:
     from nbmf.data.split import parse_fractions
 
     try:
+        class_fidelity = []
+        for item in args.class_fidelity:
+            cls, sep, fidelity = item.partition("=")
+            if not sep or not cls:
+                raise ValueError(f"--class-fidelity takes CLS=FIDELITY (e.g. chat=lossless), not {item!r}")
+            class_fidelity.append((cls, fidelity))
         cfg = CollectConfig(
-            sources=tuple(args.sources) + tuple(f"l2://{p}" for p in args.l2), out=args.out,
+            sources=tuple(args.sources) + tuple(f"l2://{p}" for p in args.l2)
+            + tuple(f"service://{p}" for p in args.service), out=args.out, class_fidelity=tuple(class_fidelity),
             group_key=args.group_key, types=tuple(args.types), domains=tuple(args.domains), limit=args.limit,
             seed=args.seed, fractions=parse_fractions(args.fractions), shard_rows=args.shard_rows,
             chunk_bytes=args.chunk_bytes, include_semantic=args.include_semantic, overwrite=args.overwrite,

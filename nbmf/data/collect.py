@@ -5,9 +5,9 @@ The manifest is written last (atomically): a directory without one is an unfinis
 Memory stays bounded: records stream from the sources into per-split row buffers that are
 flushed every `shard_rows` rows; dedup keeps only the 32-byte sha256 of each kept record.
 
-A bad record never stops a run: a line or L2 row that cannot be read or decoded is counted and listed
-(with its error) under the manifest's `bad_lines`, and the run goes on; a legacy semantic preview cut at
-2048 characters is skipped and counted (`skipped.truncated_preview`). A source that cannot be read at all
+A bad record never stops a run: a line, L2 row or memory-service file that cannot be read, decrypted or decoded
+is counted and listed (with its error) under the manifest's `bad_lines`, and the run goes on; a legacy semantic
+preview cut at 2048 characters is skipped and counted (`skipped.truncated_preview`). A source that cannot be read at all
 (a missing file, an L2 store that is locked or not SQLite) stops the run with an error and no manifest.
 """
 
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from nbmf.blob import Fidelity
 from nbmf.data.sources import BadLine, Source, SourceOptions
 from nbmf.data.split import SPLITS, Splitter
 from nbmf.extras import require
@@ -60,10 +61,14 @@ class CollectConfig:
     overwrite: bool = False
     progress: bool = True  # tqdm bars on stderr
     max_bad_examples: int = 1000  # bad lines listed in the manifest (all are counted)
+    # memory-service class -> "lossless" | "semantic", over the service's policy (nbmf.data.service.CLASS_FIDELITY)
+    class_fidelity: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
         object.__setattr__(self, "out", Path(self.out))
+        pairs = dict(self.class_fidelity).items()
+        object.__setattr__(self, "class_fidelity", tuple((str(c), Fidelity.of(f).label) for c, f in pairs))
         if not self.sources:
             raise ValueError("nothing to collect: give at least one source file, directory or l2:///store.sqlite")
         if self.limit is not None and self.limit < 0:
@@ -139,7 +144,7 @@ def collect(cfg: CollectConfig, registry=None) -> dict:
     for s in sources:
         s.check()
     _prepare_out(cfg.out, cfg.overwrite)
-    opts = SourceOptions(group_key=cfg.group_key, chunk_bytes=cfg.chunk_bytes)
+    opts = SourceOptions(group_key=cfg.group_key, chunk_bytes=cfg.chunk_bytes, class_fidelity=cfg.class_fidelity)
     splitter = Splitter(cfg.seed, cfg.fractions)
     writer = _ShardWriter(cfg.out, cfg.shard_rows, cfg.shard_bytes)
     seen: set[bytes] = set()

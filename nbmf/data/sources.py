@@ -1,4 +1,5 @@
-"""Record sources for `nbmf collect`: corpus JSONL, JSON arrays, text/markdown, directories, L2.
+"""Record sources for `nbmf collect`: corpus JSONL, JSON arrays, text/markdown, directories, L2, and the memory
+service's warm tier (``nbmf.data.service``).
 
 Every source is a generator of `nbmf.record.Record` (one memory record; corpus objects become records
 through `nbmf.record.from_corpus`) and `BadLine` (something that could not be read: counted and
@@ -22,6 +23,7 @@ from nbmf.record import TYPES, Record, from_corpus, infer_type
 
 FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".md")
 L2_PREFIX = "l2://"
+SERVICE_PREFIX = "service://"  # forces the memory service's layout; a directory in that layout is found without it
 
 Progress = Callable[[int], None]  # called with the number of bytes (or rows) just consumed
 
@@ -37,6 +39,7 @@ class SourceOptions:
     group_key: str = "id"  # dotted path into a JSON record; falls back to the record id
     chunk_bytes: int = 2048  # target UTF-8 bytes of a .txt/.md chunk
     max_element_bytes: int = 64 << 20  # a JSON array element larger than this is reported bad
+    class_fidelity: tuple[tuple[str, str], ...] = ()  # memory-service class -> fidelity, over its policy
 
 
 def _dotted(obj, path: str):
@@ -285,7 +288,7 @@ def l2_record(row, res, source: str) -> Record:
 
 @dataclass(frozen=True)
 class Source:
-    """One command-line source: a file, a directory or an L2 store."""
+    """One command-line source: a file, a directory, an L2 store or a memory-service store."""
 
     spec: str
 
@@ -294,20 +297,37 @@ class Source:
         return self.spec.startswith(L2_PREFIX)
 
     @property
+    def is_service(self) -> bool:
+        """Named service://, or a directory in the memory service's warm-tier layout."""
+        from nbmf.data import service
+
+        return self.spec.startswith(SERVICE_PREFIX) or (not self.is_l2 and service.is_store(self.path))
+
+    @property
     def path(self) -> Path:
-        return Path(self.spec[len(L2_PREFIX):]) if self.is_l2 else Path(self.spec)
+        for prefix in (L2_PREFIX, SERVICE_PREFIX):
+            if self.spec.startswith(prefix):
+                return Path(self.spec[len(prefix):])
+        return Path(self.spec)
 
     def check(self) -> None:
         """Raise FileNotFoundError / ValueError for a source that cannot be read at all."""
         p = self.path
         if not p.exists():
             raise FileNotFoundError(f"source {self.spec} does not exist")
+        if self.spec.startswith(SERVICE_PREFIX) and not (p / "records").is_dir():
+            raise ValueError(f"source {self.spec}: no records/ directory; a memory-service store is the directory "
+                             "that holds records/ (and blobs/)")
         if not self.is_l2 and p.is_file() and p.suffix.lower() not in FILE_SUFFIXES:
             raise ValueError(f"source {self.spec}: unsupported file type {p.suffix!r}; "
                              f"use {', '.join(FILE_SUFFIXES)}, a directory, or l2:///path/to/store.sqlite")
 
     def files(self) -> list[Path]:
         p = self.path
+        if self.is_service:
+            from nbmf.data import service
+
+            return service.record_files(p)
         if p.is_file():
             return [p]
         out = []
@@ -328,6 +348,11 @@ class Source:
     def iter(self, opts: SourceOptions, progress: Progress, registry=None) -> Iterator[Record | BadLine]:
         if self.is_l2:
             yield from iter_l2(str(self.path), progress, registry)
+            return
+        if self.is_service:
+            from nbmf.data import service
+
+            yield from service.iter_store(self.path, progress, dict(opts.class_fidelity))
             return
         base = self.path if self.path.is_dir() else self.path.parent
         name = self.path.stem if self.path.is_file() else self.path.name

@@ -79,7 +79,7 @@ def test_no_nbmf_module_imports_ray_and_only_the_training_side_imports_torch():
 
 
 # What the core install leaves out (pyproject extras; nbmf/extras.py maps each to its extra).
-OPTIONAL = ("pyarrow", "matplotlib", "yaml", "rich", "tqdm", "rapidfuzz", "brotli")
+OPTIONAL = ("pyarrow", "matplotlib", "yaml", "rich", "tqdm", "rapidfuzz", "brotli", "cryptography")
 
 
 def test_encode_decode_and_the_codec_cli_load_no_optional_dependency(tmp_path):
@@ -118,6 +118,7 @@ def test_the_library_imports_without_its_extras_and_names_the_missing_one():
         assert nbmf.decode(nbmf.encode("x")) == "x"
         from nbmf.extras import require
         for module, extra in [("pyarrow.parquet", "data"), ("tqdm", "data"), ("brotli", "bench"),
+                              ("cryptography.hazmat.primitives.ciphers.aead", "data"),
                               ("matplotlib", "bench")]:
             try:
                 require(module)
