@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Any, Dict, List
 
 from nbmf import errors
-from nbmf.blob import Fidelity, Kind, is_legacy, to_envelope
+from nbmf.blob import LEGACY, Fidelity, Kind, is_legacy, to_envelope
 from nbmf.compat import registry_for, service_payload
 from nbmf.errors import NBMFError, ServiceError
 from nbmf.extras import require
@@ -194,7 +194,7 @@ def _answer(r: dict):
     kind = Kind.of(r["kind"])
     payload = base64.b64decode(r["payload"]) if kind == Kind.BYTES else r["payload"]
     return service_payload(DecodeResult(payload, kind, Fidelity.of(r["fidelity"]), r["version"],
-                                        r.get("truncated", False), r["version"] == "legacy"))
+                                        r.get("truncated", False), r["version"] == LEGACY))
 
 
 def _error_body(r) -> dict:

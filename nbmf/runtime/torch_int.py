@@ -113,12 +113,6 @@ class TorchIntModel:
                   "rstate": ((m.n_rec, batch, d), torch.int64), "chist": ((m.n_conv, batch, m.history, d), torch.int64)}
         return {k: torch.zeros(v, dtype=t, device=self.device) for k, (v, t) in shapes.items()}
 
-    def reset(self, state: dict, slots) -> None:
-        b = self.torch.as_tensor(np.asarray(slots), device=self.device).long()
-        for k in ("kcache", "vcache", "rstate", "chist"):
-            state[k][:, b] = 0
-        state["pos"][b] = 0
-
     def step(self, state: dict, tokens, slots):
         """One token for each record ``slots[j]`` (distinct slots): frequency tables [len(tokens), vocab] int64."""
         torch = self.torch
@@ -127,8 +121,8 @@ class TorchIntModel:
                           torch.as_tensor(np.asarray(slots), device=self.device).long(), every)
 
     def _step(self, state: dict, tokens, b, every: bool, fresh=None):
-        """``step`` on device tensors. ``fresh`` (0/1 per row): rows whose record starts here, as if its slot had
-        been ``reset``. Only the position and the recurrent state need it: every other read of a slot is of
+        """``step`` on device tensors. ``fresh`` (0/1 per row): rows whose record starts here, as in a new state.
+        Only the position and the recurrent state need resetting for it: every other read of a slot is of
         entries this record wrote (attention keys at ring slots <= pos, conv history at positions >= 0; other
         entries are masked, and a masked weight of 0 times a stale finite value adds 0)."""
         torch, p = self.torch, self.p

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers.compat_cases import LOSSLESS, SEMANTIC, through_a_file
+from helpers.golden import read_index
 from nbmf import compat
 from nbmf.errors import ArtifactError, CorruptBlobError, FormatError, NBMFError, PayloadError
 
@@ -71,7 +72,7 @@ def test_old_blobs_decode(make_legacy_blob, writer, fidelity, payload, expected,
 
 
 def test_golden_legacy_blobs_decode():
-    for entry in json.loads((GOLDEN_LEGACY / "index.json").read_text(encoding="utf-8")):
+    for entry in read_index(GOLDEN_LEGACY):
         blob = json.loads((GOLDEN_LEGACY / entry["file"]).read_text(encoding="utf-8"))
         assert compat.decode(blob) == entry["expected"]["value"], entry["file"]
 

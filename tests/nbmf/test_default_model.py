@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import nbmf
+from helpers.golden import read_index
 from nbmf import modeldir
 from nbmf.registry import Registry
 
@@ -103,7 +104,7 @@ def test_the_wheel_ships_the_model_and_encodes_with_it_outside_the_repository(tm
     assert {f"nbmf/released/v1/{name}" for name in manifest["files"]} <= names
     assert not any(n.startswith("models/") for n in names)  # nothing dropped into site-packages' top level
     golden = ROOT / "tests" / "golden" / "released"
-    index = json.loads((golden / "index.json").read_text())
+    index = read_index(golden)
     first = index[0]
     assert nbmf.inspect((golden / first["file"]).read_bytes()).version == "v1"
     code = ("import sys, warnings; warnings.simplefilter('error', UserWarning); import nbmf, pathlib\n"

@@ -24,6 +24,7 @@ import zstandard
 
 from helpers.artifacts import sample_records, tiny_artifact
 from helpers.format_doc import doc_block, dump_bytes
+from helpers.golden import as_json, from_json, golden_case, read_index, write_index
 from nbmf import artifact, modeldir
 from nbmf import blob as blobfmt
 from nbmf.bench.anchors import Zstd
@@ -52,14 +53,6 @@ CASES = {
 }
 
 
-def as_json(value) -> dict:
-    return {"bytes_hex": value.hex()} if isinstance(value, bytes) else {"value": value}
-
-
-def from_json(entry: dict):
-    return bytes.fromhex(entry["bytes_hex"]) if "bytes_hex" in entry else entry["value"]
-
-
 @pytest.fixture(scope="module")
 def reg():
     r = Registry(default_model_dir())
@@ -70,7 +63,6 @@ def reg():
 @pytest.fixture(scope="module")
 def index(reg):
     if REGENERATE:
-        GOLDEN.mkdir(parents=True, exist_ok=True)
         entries = []
         for name, (payload, fidelity) in CASES.items():
             blob = reg.encode(payload, fidelity=fidelity)
@@ -78,8 +70,8 @@ def index(reg):
             (GOLDEN / f"{name}.nbmf").write_bytes(blob)
             entries.append({"file": f"{name}.nbmf", "fidelity": fidelity, "input": as_json(payload),
                             "expected": as_json(reg.decode(blob)), "header": reg.inspect(blob).to_dict()})
-        (GOLDEN / "index.json").write_text(json.dumps(entries, indent=1, ensure_ascii=True) + "\n")
-    return json.loads((GOLDEN / "index.json").read_text())
+        write_index(GOLDEN, entries)
+    return read_index(GOLDEN)
 
 
 def _never_wrong(reg, bad: bytes, payload) -> None:
@@ -116,10 +108,8 @@ def test_index_matches_the_cases(index):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_golden_fallback_blob(reg, index, name):
-    entry = next(e for e in index if e["file"] == f"{name}.nbmf")
-    blob = (GOLDEN / entry["file"]).read_bytes()
+    entry, blob = golden_case(GOLDEN, index, name, CASES)
     payload, fidelity = CASES[name]
-    assert from_json(entry["input"]) == payload and entry["fidelity"] == fidelity
     h = reg.inspect(blob)
     assert h.fallback and h.version == "v1" and h.to_dict() == entry["header"]
     assert reg.decode(blob) == from_json(entry["expected"])  # fallback blobs read the same forever

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers.format_doc import doc_block, dump_bytes
+from helpers.golden import as_json, from_json, golden_case, read_index, write_index
 from nbmf.blob import to_envelope, unpack
 from nbmf.registry import Registry
 
@@ -59,26 +60,6 @@ LEGACY_CASES = {
     "semantic-truncated": ("word " * 600, "semantic", "preview_length"),
     "semantic-truncated-emoji": ("😀 " * 1500, "semantic", "preview_length"),
 }
-
-
-def as_json(value) -> dict:
-    """A payload as JSON: bytes in hex, everything else as itself (lone surrogates survive as \\u escapes)."""
-    if isinstance(value, bytes):
-        return {"bytes_hex": value.hex()}
-    return {"value": value}
-
-
-def from_json(entry: dict):
-    return bytes.fromhex(entry["bytes_hex"]) if "bytes_hex" in entry else entry["value"]
-
-
-def write_index(directory: Path, entries: list) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "index.json").write_text(json.dumps(entries, indent=1, ensure_ascii=True) + "\n")
-
-
-def read_index(directory: Path) -> list:
-    return json.loads((directory / "index.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +107,8 @@ def test_stub_index_matches_the_cases(stub_index):
 
 @pytest.mark.parametrize("name", list(STUB_CASES))
 def test_stub_golden_blob(reg, stub_index, name):
-    entry = next(e for e in stub_index if e["file"] == f"{name}.nbmf")
-    blob = (STUB_DIR / entry["file"]).read_bytes()
+    entry, blob = golden_case(STUB_DIR, stub_index, name, STUB_CASES)
     payload, fidelity = STUB_CASES[name]
-    assert from_json(entry["input"]) == payload and entry["fidelity"] == fidelity
     res = reg.decode_result(blob)
     assert res.payload == from_json(entry["expected"])  # old blobs read the same
     assert reg.inspect(blob).to_dict() == entry["header"]  # and their headers say the same
@@ -138,8 +117,7 @@ def test_stub_golden_blob(reg, stub_index, name):
 
 @pytest.mark.parametrize("name", list(STUB_CASES))
 def test_v1_stub_golden_blob_reads_forever(reg, name):
-    entry = next(e for e in read_index(V1_STUB_DIR) if e["file"] == f"{name}.nbmf")
-    blob = (V1_STUB_DIR / entry["file"]).read_bytes()
+    entry, blob = golden_case(V1_STUB_DIR, read_index(V1_STUB_DIR), name)
     payload, fidelity = STUB_CASES[name]
     assert reg.decode(blob) == from_json(entry["expected"]) and reg.inspect(blob).to_dict() == entry["header"]
     old, new = unpack(blob), unpack(reg.encode(payload, fidelity=fidelity))
@@ -150,8 +128,7 @@ def test_v1_stub_golden_blob_reads_forever(reg, name):
 
 @pytest.mark.parametrize("name", list(LEGACY_CASES))
 def test_legacy_golden_blob(reg, legacy_index, name):
-    entry = next(e for e in legacy_index if e["file"] == f"{name}.json")
-    data = (LEGACY_DIR / entry["file"]).read_bytes()
+    entry, data = golden_case(LEGACY_DIR, legacy_index, name, suffix=".json")
     res = reg.decode_result(data)
     assert res.payload == from_json(entry["expected"]) and res.truncated is entry["truncated"] and res.legacy
     assert reg.decode(json.loads(data)) == res.payload  # as a dict too
