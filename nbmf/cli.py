@@ -1,4 +1,4 @@
-"""`nbmf`: encode, decode and inspect blobs; collect datasets; bench codecs; migrate L2 stores.
+"""`nbmf`: encode, decode and inspect blobs; manage versions; collect datasets; bench codecs; migrate stores.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which sets ``func``; a module
 listed in SUBCOMMAND_MODULES that is not installed is skipped, one that fails to import for another reason
@@ -12,7 +12,7 @@ import sys
 
 from nbmf.errors import NBMFError
 
-SUBCOMMAND_MODULES = ["nbmf.cli_codec", "nbmf.data.cli", "nbmf.bench.cli", "nbmf.migrate"]
+SUBCOMMAND_MODULES = ["nbmf.cli_codec", "nbmf.cli_models", "nbmf.data.cli", "nbmf.bench.cli", "nbmf.migrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
