@@ -173,3 +173,16 @@ def test_nbmf_encode_domain_in_a_fresh_process(models, tmp_path):
                        env={**os.environ, modeldir.ENV: str(models)})
     assert p.returncode == 0, p.stderr.decode()
     assert blob_version(p.stdout) == "v2" and Registry(models).decode(p.stdout) == RECORD
+
+
+def test_the_services_encoder_interface_honors_domains(models):
+    from nbmf import compat
+
+    legal = compat.ProductionNBMFEncoder("legal", model_path=str(models))
+    other = compat.ProductionNBMFEncoder("acme", model_path=str(models))
+    assert (legal.version, other.version) == ("v2", "v1") and legal.model_loaded
+    blob = legal.encode(TEXT, "lossless")
+    assert blob["encoder"] == "v2" and other.encode(TEXT, "lossless")["encoder"] == "v1"
+    assert other.decode(blob) == TEXT
+    with pytest.raises(ValueError, match="domain"):
+        compat.ProductionNBMFEncoder("bad\ndomain", model_path=str(models))
