@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nbmf", description="NBMF: learned lossless compression of AI-agent memory records.",
         epilog="examples:\n  nbmf encode note.txt > note.nbmf\n  nbmf decode note.nbmf\n"
                "  cat record.json | nbmf encode --kind json | nbmf inspect\n"
-               "  nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png\n\n"
+               "  nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png\n"
+               "  nbmf current v2 --domain legal && nbmf encode --domain legal contract.txt > c.nbmf\n"
+               "  nbmf migrate /var/lib/memory/warm --into l2.sqlite\n\n"
                "exit status: 0 done; 1 the input was refused (damaged, unknown version, too large: an NBMFError,\n"
                "named on stderr); 2 usage error (bad option, missing file).",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -101,3 +101,26 @@ def test_bytes_payload_of_a_domain(client):
                                         "domain": "legal"})
     assert r.status_code == 200 and r.headers["x-nbmf-version"] == "v2"
     assert client.post("/v1/decode", json=r.json()).json()["payload"] == base64.b64encode(data).decode()
+
+
+def test_routing_units():
+    """No Ray: a domain's router, the default for every other domain, stickiness per record id."""
+    from serve.canary import CanaryRouter, Routing
+
+    r = Routing(CanaryRouter("v1", "v2", 0.0), {"legal": CanaryRouter("v3", "v4", 0.5)})
+    assert {r.choose(f"id-{i}", "acme") for i in range(50)} == {"v1"}
+    legal = [r.choose(f"id-{i}", "legal") for i in range(400)]
+    assert set(legal) == {"v3", "v4"} and 120 < legal.count("v4") < 280
+    assert legal == [r.choose(f"id-{i}", "legal") for i in range(400)]  # sticky
+    assert r.versions() == {"v1", "v2", "v3", "v4"}
+
+
+def test_build_app_refuses_a_domain_version_not_held(tmp_path):
+    from serve.app import build_app
+    from serve.args import AppArgs
+
+    model_dir = two_versions(tmp_path / "models")
+    with pytest.raises(ValueError, match="v7 not found"):
+        build_app(AppArgs(model_dir=str(model_dir), domains={"legal": {"candidate": "v7", "canary_share": 0.1}}))
+    with pytest.raises(ValueError, match="domain"):
+        AppArgs(domains={"": {"current": "v1"}})
