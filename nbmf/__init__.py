@@ -23,9 +23,10 @@ from nbmf.registry import DecodeResult, Registry, default_registry
 __version__ = "0.1.0"
 
 
-def encode(payload, fidelity="lossless", version=None, kind=None) -> bytes:
-    """Blob of ``payload`` (str -> text, bytes -> bytes, else JSON) with the default registry."""
-    return default_registry().encode(payload, fidelity=fidelity, version=version, kind=kind)
+def encode(payload, fidelity="lossless", version=None, kind=None, domain=None) -> bytes:
+    """Blob of ``payload`` (str -> text, bytes -> bytes, else JSON) with the default registry: written by
+    ``version``, else by ``domain``'s version (DOMAINS.json of the model directory), else by CURRENT."""
+    return default_registry().encode(payload, fidelity=fidelity, version=version, kind=kind, domain=domain)
 
 
 def decode(blob, max_output_size: int = 64 << 20):

@@ -1,4 +1,4 @@
-"""`nbmf`: encode, decode and inspect blobs; collect datasets; bench codecs; migrate L2 stores.
+"""`nbmf`: encode, decode and inspect blobs; manage versions; collect datasets; bench codecs; migrate stores.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which sets ``func``; a module
 listed in SUBCOMMAND_MODULES that is not installed is skipped, one that fails to import for another reason
@@ -12,7 +12,7 @@ import sys
 
 from nbmf.errors import NBMFError
 
-SUBCOMMAND_MODULES = ["nbmf.cli_codec", "nbmf.data.cli", "nbmf.bench.cli", "nbmf.migrate"]
+SUBCOMMAND_MODULES = ["nbmf.cli_codec", "nbmf.cli_models", "nbmf.data.cli", "nbmf.bench.cli", "nbmf.migrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nbmf", description="NBMF: learned lossless compression of AI-agent memory records.",
         epilog="examples:\n  nbmf encode note.txt > note.nbmf\n  nbmf decode note.nbmf\n"
                "  cat record.json | nbmf encode --kind json | nbmf inspect\n"
-               "  nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png\n\n"
+               "  nbmf bench ../shared/corpus/val.jsonl --json bench.json --plot bench.png\n"
+               "  nbmf current v2 --domain legal && nbmf encode --domain legal contract.txt > c.nbmf\n"
+               "  nbmf migrate /var/lib/memory/warm --into l2.sqlite\n\n"
                "exit status: 0 done; 1 the input was refused (damaged, unknown version, too large: an NBMFError,\n"
                "named on stderr); 2 usage error (bad option, missing file).",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,7 @@ import sys
 
 from nbmf.blob import Fidelity, Kind, is_legacy, peek_header, to_envelope
 from nbmf.errors import CorruptBlobError, FormatError, OutputTooLargeError, UnknownVersionError
-from nbmf.modeldir import version_id
+from nbmf.modeldir import check_domain, version_id
 
 KINDS = ("auto", *(k.label for k in Kind))  # --kind: auto, text, json, bytes
 
@@ -88,8 +88,10 @@ def cmd_encode(a) -> int:
         version_id(a.version)  # a name that is neither 'stub' nor 'vN' is a usage error (ValueError, exit 2)
         if a.version not in reg.versions():
             raise UnknownVersionError(f"no encoder {a.version!r} here; this registry holds {', '.join(reg.versions())}")
+    if a.domain is not None:
+        check_domain(a.domain)  # a usage error (exit 2) before the input is read
     payload, kind = _payload_of(_read(a.input), a.kind)
-    blob = reg.encode(payload, fidelity=a.fidelity, version=a.version, kind=kind)
+    blob = reg.encode(payload, fidelity=a.fidelity, version=a.version, kind=kind, domain=a.domain)
     _write((json.dumps(to_envelope(blob)) + "\n").encode() if a.envelope else blob, a.output)
     return 0
 
@@ -152,11 +154,13 @@ def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "encode", help="encode one record into an NBMF blob", formatter_class=fmt,
-        description="Encode a file (or stdin) with the current encoder version (or --version) and write the\n"
-                    "binary blob (or its --envelope JSON) to stdout or -o. A neural version writes the smallest\n"
-                    "verified body of its model, its zstd fallback and the stub (the header says which).",
+        description="Encode a file (or stdin) with the current encoder version (or --domain's version, or\n"
+                    "--version) and write the binary blob (or its --envelope JSON) to stdout or -o. A neural\n"
+                    "version writes the smallest verified body of its model, its zstd fallback and the stub (the\n"
+                    "header says which). Decode needs no domain: the blob's header names its version.",
         epilog="examples:\n  nbmf encode note.txt > note.nbmf\n"
                "  nbmf encode --kind json --fidelity semantic record.json -o record.nbmf\n"
+               "  nbmf encode --domain legal contract.txt -o contract.nbmf\n"
                "  echo 'hello' | nbmf encode --version stub --envelope")
     p.add_argument("input", nargs="?", help="file to encode (default: stdin; '-' too)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
@@ -166,7 +170,10 @@ def register(sub) -> None:
     p.add_argument("--fidelity", choices=[f.label for f in Fidelity], default="lossless",
                    help="lossless (exact, the default) or semantic (canonical form: NFC text with collapsed "
                         "whitespace, compact JSON with sorted keys)")
-    p.add_argument("--version", help="encoder version: stub, v1, ... (default: the model registry's CURRENT)")
+    p.add_argument("--version", help="encoder version: stub, v1, ... (default: --domain's version, else the "
+                                     "model registry's CURRENT)")
+    p.add_argument("--domain", help="the record's domain (e.g. legal, or a tenant id): encode with the version "
+                                    "`nbmf current --domain` set for it; a domain without one uses CURRENT")
     p.add_argument("--envelope", action="store_true", help="write the JSON envelope (base64 body) instead of binary")
     p.set_defaults(func=cmd_encode)
 

@@ -31,6 +31,7 @@ from nbmf.blob import LEGACY, Fidelity, Kind, is_legacy, to_envelope
 from nbmf.compat import registry_for, service_payload
 from nbmf.errors import NBMFError, ServiceError
 from nbmf.extras import require
+from nbmf.modeldir import check_domain
 from nbmf.payload import check_json, infer_kind
 from nbmf.registry import DecodeResult, Registry
 
@@ -52,13 +53,14 @@ class Client:
         sleeping ``backoff_s``, then twice that, ...; ``max_connections``: the pool's size (connections kept alive);
         ``batch_size``: items per batch request (the service refuses more than its ``limits.max_batch_items``,
         256 by default); ``reprobe_s``: seconds the local codec answers alone after the service failed (0: try the
-        service every call); ``domain``, ``model_path``: the local codec, as nbmf.compat takes them (None: the
-        stub); ``transport``: an httpx transport (tests)."""
+        service every call); ``domain``: the records' domain, sent with each item (the service encodes them with that
+        domain's version) and used by the local codec; ``model_path``: the local codec, as nbmf.compat takes it
+        (None: the stub); ``transport``: an httpx transport (tests)."""
         httpx = require("httpx")
         if retries < 0 or backoff_s < 0 or batch_size < 1 or reprobe_s < 0:
             raise ValueError("retries, backoff_s and reprobe_s are >= 0, batch_size >= 1")
         self.url, self.retries, self.backoff_s = url.rstrip("/"), int(retries), float(backoff_s)
-        self.batch_size, self.reprobe_s, self.domain = int(batch_size), float(reprobe_s), domain
+        self.batch_size, self.reprobe_s, self.domain = int(batch_size), float(reprobe_s), check_domain(domain)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
                                   limits=httpx.Limits(max_connections=max_connections,
                                                       max_keepalive_connections=max_connections))
@@ -78,7 +80,7 @@ class Client:
     def encode_batch(self, payloads: List[Any], fidelity: str = "semantic") -> List[Dict[str, Any]]:
         """The envelope of each payload, in order (one request per ``batch_size`` payloads)."""
         fidelity = Fidelity.of(fidelity).label
-        items = [_encode_item(p, fidelity) for p in payloads]
+        items = [_encode_item(p, fidelity, self.domain) for p in payloads]
         out: list = []
         for i in range(0, len(items), self.batch_size):
             part = payloads[i:i + self.batch_size]
@@ -155,7 +157,7 @@ class Client:
 
     def _local_encode(self, payloads, fidelity: str) -> list[dict]:
         with self._lock:
-            blobs = self._registry.encode_many(payloads, fidelity=fidelity)
+            blobs = self._registry.encode_many(payloads, fidelity=fidelity, domain=self.domain)
             self._stats["local_encodes"] += len(payloads)
         return [to_envelope(b) for b in blobs]
 
@@ -166,14 +168,14 @@ class Client:
         return [service_payload(r) for r in results]
 
 
-def _encode_item(payload, fidelity: str) -> dict:
+def _encode_item(payload, fidelity: str, domain: str) -> dict:
     """An EncodeItem of the service (serve/schemas.py); a payload the codec would refuse raises here, as locally."""
     kind = infer_kind(payload)
     if kind == Kind.BYTES:
         payload = base64.b64encode(bytes(payload)).decode("ascii")
     elif kind == Kind.JSON:
         check_json(payload)
-    return {"payload": payload, "fidelity": fidelity, "kind": kind.label}
+    return {"payload": payload, "fidelity": fidelity, "kind": kind.label, "domain": domain}
 
 
 def _wire_blob(blob):

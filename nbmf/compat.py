@@ -91,30 +91,30 @@ def _load(path: Path) -> Registry:
                         f"model directory (vN/ artifacts and a {modeldir.CURRENT} file), or None for the default model")
 
 
-def _domain_version(domain: str, registry: Registry) -> str | None:
-    """The version that encodes ``domain``'s records: until per-domain versions exist, the registry's current one
-    for every domain (None: the registry's current, which falls back to the stub, counted, if it cannot load)."""
+def _check_domain(domain: str) -> str:
     if not isinstance(domain, str) or not domain:
         raise TypeError(f"domain is a non-empty str such as 'general', not {domain!r}")
-    return None
+    return modeldir.check_domain(domain)
 
 
 class ProductionNBMFEncoder:
-    """The service's production encoder: NBMF's current version for ``domain``, from ``model_path`` if given.
+    """The service's production encoder: ``domain``'s version (its own, set with `nbmf current --domain`, else the
+    current one), from ``model_path`` if given (a model directory's DOMAINS.json; one artifact: that version).
 
     Encoders of one ``model_path`` share its registry (``registry_for``), so a model loads once per process.
     """
 
     def __init__(self, domain: str = "general", model_path: str | None = None):
-        self.domain = domain
+        self.domain = _check_domain(domain)
         self.model_path = model_path
         self.registry = registry_for(model_path)
-        self.version = _domain_version(domain, self.registry)
-        self.model_loaded = (self.version or self.registry.current) != modeldir.STUB  # as the placeholder said
+        self.version = self.registry.version_for(domain)
+        self.model_loaded = self.version != modeldir.STUB  # as the placeholder said
 
     def encode(self, payload: Any, fidelity: Fidelity = "semantic") -> Dict[str, Any]:
         """The envelope of ``payload``: lossless stores it exactly; semantic stores its canonical form."""
-        return to_envelope(self.registry.encode(payload, fidelity=fidelity, version=self.version))
+        # by domain, not version=: a version that cannot load falls back to the classical codecs (counted), never fails
+        return to_envelope(self.registry.encode(payload, fidelity=fidelity, domain=self.domain))
 
     def decode(self, blob: Dict[str, Any]) -> Any:
         """The payload (lossless) or canonical text (semantic) of any blob the service stored."""

@@ -1,5 +1,8 @@
 """`nbmf migrate`: re-encode an L2 store's records with a new encoder version, losing nothing.
 
+(`nbmf migrate SERVICE_DIR --into L2.sqlite` migrates the memory service's own store instead:
+nbmf/migrate_service.py.)
+
 Each batch: decode every old blob through the registry (legacy blobs included), encode the payloads with
 the target version, decode every new blob and compare it to the old payload, then swap it in with a
 compare-and-swap per record (only if the row still holds the old blob: concurrent writers win). Killing
@@ -177,29 +180,78 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
 def run(args) -> int:
     import json
 
+    from nbmf.data import service
+
+    to_service = args.into is not None or args.service or service.is_store(Path(args.store))
     try:
-        summary = migrate(MigrateConfig(store=Path(args.store), version=args.version,
-                                        model_dir=Path(args.model_dir) if args.model_dir else None,
-                                        batch_size=args.batch_size, dry_run=args.dry_run, limit=args.limit,
-                                        progress=not args.no_progress))
-    except FileNotFoundError as e:
+        if to_service:
+            summary = _run_service(args)
+        else:
+            if args.class_fidelity:
+                raise ValueError("--class-fidelity applies to a memory-service store (with --into)")
+            summary = migrate(MigrateConfig(store=Path(args.store), version=args.version,
+                                            model_dir=Path(args.model_dir) if args.model_dir else None,
+                                            batch_size=args.batch_size, dry_run=args.dry_run, limit=args.limit,
+                                            progress=not args.no_progress))
+    except (FileNotFoundError, ValueError) as e:
         print(f"nbmf migrate: error: {e}", file=sys.stderr)
         return 2
     except (sqlite3.Error, OSError) as e:  # the store (or its disk), not a row: nothing sensible to go on with
-        print(f"nbmf migrate: error: {args.store}: {type(e).__name__}: {e}; every row is still old or "
+        where = args.into if to_service else args.store
+        print(f"nbmf migrate: error: {where}: {type(e).__name__}: {e}; every row is still old or "
               "verified-new: fix the store (or wait for its lock) and run again to finish", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
-    if summary.get("bad_rows"):
-        print(f"nbmf migrate: {summary['bad_rows']} bad rows left as they were (listed above)", file=sys.stderr)
-    return 1 if summary.get("bad_rows") else 0
+    bad = summary.get("bad_rows", 0) + sum(summary.get(k, 0) for k in ("bad_files", "verify_failed", "encode_failed"))
+    if bad:
+        print(f"nbmf migrate: {bad} bad rows or files left as they were (listed above)", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _run_service(args) -> dict:
+    from nbmf.data.service import parse_class_fidelity
+    from nbmf.migrate_service import ServiceMigrateConfig, migrate_service
+
+    if args.into is None:
+        raise ValueError(f"{args.store} is a memory-service store: name the NBMF L2 store to fill with --into")
+    if args.limit is not None:
+        raise ValueError("--limit applies to an SQLite L2 store migrated in place")
+    return migrate_service(ServiceMigrateConfig(
+        source=Path(args.store), dest=Path(args.into), version=args.version,
+        model_dir=Path(args.model_dir) if args.model_dir else None,
+        class_fidelity=parse_class_fidelity(args.class_fidelity), batch_size=args.batch_size, dry_run=args.dry_run,
+        progress=not args.no_progress))
+
+
+EPILOG = """examples:
+  nbmf migrate store.sqlite --version v2                     # re-encode an L2 store in place
+  DAENA_MEMORY_AES_KEY=... nbmf migrate /var/lib/memory/warm --into l2.sqlite   # the memory service's store
+
+memory-service stores (a directory holding records/<key>__<cls>.json, found by layout or forced with --service):
+each file becomes one row of the --into store (created when absent; id <key>__<cls>, domain the tenant, class the
+service's class), encoded with its domain's version (`nbmf current --domain`; else CURRENT) at its class's
+fidelity, decoded and compared with the record's exact bytes before it is written, in one transaction per batch.
+Kill it at any moment and run it again: rows already holding the file's content are skipped. The source is only
+read. Encrypted files need DAENA_MEMORY_AES_KEY; decrypted text goes only into the --into store. Files that cannot
+be read or decrypted are reported (path and reason) and counted, and the exit status is 1. The JSON report counts
+records, bad files, rows migrated now and before, and bytes before (plain JSON) and after (blobs).
+
+exit status: 0 done; 1 some rows or files were bad (listed on stderr; the rest is done); 2 usage error, or the
+store cannot be used (run again once it can: nothing is half-written)."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("migrate", help="re-encode an L2 store with a new encoder version (verified, resumable)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store", help="SQLite L2 store")
-    p.add_argument("--version", help="target encoder version (default: the registry's current)")
+    p = sub.add_parser("migrate", help="re-encode an L2 store, or move the memory service's store into one "
+                                       "(verified, resumable)",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", help="SQLite L2 store (re-encoded in place), or a memory-service store directory")
+    p.add_argument("--into", metavar="L2", help="the SQLite L2 store a memory-service store is migrated into")
+    p.add_argument("--service", action="store_true", help="read STORE as a memory-service store (found by layout "
+                                                          "without it)")
+    p.add_argument("--class-fidelity", action="append", default=[], metavar="CLS=FIDELITY",
+                   help="memory-service stores: fidelity of a class, over the service's policy (repeatable)")
+    p.add_argument("--version", help="target encoder version (default: the registry's current; memory-service "
+                                     "stores: each domain's version)")
     p.add_argument("--model-dir", help="model registry directory (default: $NBMF_MODEL_DIR or models/)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dry-run", action="store_true", help="encode and verify only; report projected savings")

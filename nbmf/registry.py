@@ -1,7 +1,10 @@
-"""Encoder versions -> codecs. Encode with the current (or a named) version; decode routes by the blob.
+"""Encoder versions -> codecs. Encode with a domain's version, the current one or a named one; decode routes by
+the blob.
 
-Neural versions live in a model registry directory (``vN/`` artifact dirs and a ``CURRENT`` file) and
-load lazily on first use, so a replica that only ever decodes stub blobs never loads a model.
+Neural versions live in a model registry directory (``vN/`` artifact dirs, a ``CURRENT`` file naming the default
+and ``DOMAINS.json`` naming the version of each domain that has its own: nbmf/modeldir.py) and load lazily on
+first use, so a replica that only ever decodes stub blobs never loads a model. A record of a domain with no version
+of its own is encoded with the default; a blob decodes with the version its header names, whatever its domain.
 Encoding with version N writes each record with the smallest of three verified bodies: N's neural coder,
 N's classical fallback (zstd-19 with the dictionary shipped in N's artifact; the header's fallback bit says so)
 and the stub (zlib-9; encoder id 0), so no record is stored larger than zstd with the dictionary would store
@@ -44,6 +47,8 @@ class DecodeResult:
     version: str  # "stub", "vN" or "legacy" (names: nbmf.modeldir)
     truncated: bool = False  # legacy semantic previews cut at 2048 characters
     legacy: bool = False
+    # the exact bytes the body decoded to (the content its checksum covers); None for legacy blobs
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -60,11 +65,13 @@ class Stats:
 
 class Registry:
     def __init__(self, model_dir: str | Path | None = None, current: str | None = None, verify: str = "codec",
-                 neural_max_bytes: int = NEURAL_MAX_BYTES):
+                 neural_max_bytes: int = NEURAL_MAX_BYTES, domains: dict[str, str] | None = None):
         """``verify``: "codec" trusts the encode-time check of codecs that declare ``self_verifying`` (the
         neural codec decodes every body with the range decoder against its tables) and fully decodes the
         bodies of every other codec; "full" fully decodes every non-stub body (about twice the encode time).
-        ``neural_max_bytes``: larger records skip the model for the classical codecs (counted as "vN:large")."""
+        ``neural_max_bytes``: larger records skip the model for the classical codecs (counted as "vN:large").
+        ``current`` / ``domains``: the default version and domain -> version; None: the model directory's
+        CURRENT / DOMAINS.json (read once, here)."""
         if verify not in ("codec", "full"):
             raise ValueError(f"verify is 'codec' or 'full', not {verify!r}")
         self.verify = verify
@@ -79,9 +86,13 @@ class Registry:
         if current is None:
             current = modeldir.current(self.model_dir)  # a CURRENT naming a version not held raises
         self.current = current or "stub"
-        if version_id(self.current) not in self._codecs and version_id(self.current) not in self._paths:
-            raise UnknownVersionError(f"current version {self.current!r} is not in {self.model_dir}; "
-                                      f"it holds {self.versions()}")
+        self.domains: dict[str, str] = dict(modeldir.domain_versions(self.model_dir) if domains is None else domains)
+        for d in self.domains:
+            modeldir.check_domain(d)
+        for what, name in [("current version", self.current)] + [(f"domain {d!r}'s version", v)
+                                                                  for d, v in self.domains.items()]:
+            if version_id(name) not in self._codecs and version_id(name) not in self._paths:
+                raise UnknownVersionError(f"{what} {name!r} is not in {self.model_dir}; it holds {self.versions()}")
 
     @classmethod
     def from_dir(cls, model_dir, current: str | None = None) -> "Registry":
@@ -98,11 +109,19 @@ class Registry:
         modeldir.warn_if_no_model(d)
         return cls(d)
 
-    def register(self, codec, make_current: bool = False) -> None:
+    def register(self, codec, make_current: bool = False, domain: str | None = None) -> None:
+        """Hold ``codec`` (in memory; ``nbmf.modeldir.register`` puts an artifact on disk); ``make_current``
+        makes it the default, or with ``domain`` that domain's version."""
         self._codecs[codec.encoder_id] = codec
         self._fallbacks.pop(codec.encoder_id, None)  # the new codec's artifact may ship another dictionary
-        if make_current:
+        if make_current and domain is not None:
+            self.domains[modeldir.check_domain(domain)] = codec.name
+        elif make_current:
             self.current = codec.name
+
+    def version_for(self, domain: str | None = None) -> str:
+        """The version records of ``domain`` are encoded with: its own, else the default (``current``)."""
+        return self.current if domain is None else self.domains.get(modeldir.check_domain(domain), self.current)
 
     def versions(self) -> list[str]:
         return [version_name(i) for i in sorted(set(self._codecs) | set(self._paths))]
@@ -170,24 +189,30 @@ class Registry:
         return fb
 
     # -- encode ---------------------------------------------------------------------------------
-    def encode(self, payload, fidelity="lossless", version: str | None = None, kind=None) -> bytes:
-        return self.encode_many([payload], fidelity=fidelity, version=version, kinds=[kind])[0]
+    def encode(self, payload, fidelity="lossless", version: str | None = None, kind=None,
+               domain: str | None = None) -> bytes:
+        return self.encode_many([payload], fidelity=fidelity, version=version, kinds=[kind], domain=domain)[0]
 
-    def encode_many(self, payloads, fidelity="lossless", version: str | None = None, kinds=None) -> list[bytes]:
+    def encode_many(self, payloads, fidelity="lossless", version: str | None = None, kinds=None,
+                    domain: str | None = None) -> list[bytes]:
+        """Blobs of ``payloads``, written with ``version`` if named, else with ``domain``'s version
+        (``version_for``). A named version that cannot load raises; when the domain's (or the default) version
+        cannot load, the classical codecs write the records (a NoModelWarning once; counted as "vN:unavailable")."""
         fid = Fidelity.of(fidelity)
         kinds = kinds or [None] * len(payloads)
         raws = [to_raw(p, k) for p, k in zip(payloads, kinds)]
         if fid == Fidelity.SEMANTIC:
             raws = [(canonical(raw, kind), kind) for raw, kind in raws]
-        target = version or self.current
+        target = version or self.version_for(domain)
         try:
             codec = self.codec(target)
         except NBMFError as e:
             if version is not None:
                 raise  # an explicitly requested version that cannot load is the caller's error
             codec = None  # the current model cannot load: writes go on with the classical codecs, counted
-            modeldir.warn_once(f"unavailable:{self.model_dir}/{self.current}",
-                               f"nbmf: the current version {self.current} cannot load ({e}); encode writes stub "
+            whose = "the current version" if domain is None else f"domain {domain!r}'s version"
+            modeldir.warn_once(f"unavailable:{self.model_dir}/{target}",
+                               f"nbmf: {whose} {target} cannot load ({e}); encode writes stub "
                                "(or zstd fallback) blobs until it can (counted in Registry.stats.fallbacks)")
         # (codec, is the fallback, body) of each record: the stub's unless a smaller verified body comes along
         picks = [(self.stub, False, b) for b in self.stub.encode_many(raws)]
@@ -307,7 +332,7 @@ class Registry:
                         raise CorruptBlobError(f"encoder {h.version} decoded {len(raw)} bytes, "
                                                f"header says {h.original_length}: the blob is damaged")
                     blobfmt.check_content(h, raw, codec.fingerprint)
-                    results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version)
+                    results[j] = DecodeResult(from_raw(raw, h.kind), h.kind, h.fidelity, h.version, raw=raw)
                     self.stats.decodes[codec.name] += 1
         return results  # type: ignore[return-value]
 

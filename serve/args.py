@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nbmf.modeldir import is_version_name
+from nbmf.modeldir import check_domain, is_version_name
 
 
 def check_version(name: str | None) -> str | None:
@@ -80,6 +80,28 @@ class Autoscaling(BaseModel):
         return self
 
 
+class DomainRoute(BaseModel):
+    """One domain's encode routing (ingress user_config ``domains``): its current version, canary candidate and
+    share. ``current`` None: the domain's entry of the model dir's DOMAINS.json, else the app's current."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    current: str | None = None
+    candidate: str | None = None
+    canary_share: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("current", "candidate")
+    @classmethod
+    def _version(cls, v):
+        return check_version(v)
+
+
+def check_domains(domains: dict) -> dict:
+    for name in domains:
+        check_domain(name)
+    return domains
+
+
 class AppArgs(BaseModel):
     """Everything ``build_app`` needs; defaults are the development setup on one machine."""
 
@@ -89,6 +111,8 @@ class AppArgs(BaseModel):
     current: str | None = None  # None: the model dir's CURRENT, else "stub"
     candidate: str | None = None  # canary version; None = no canary
     canary_share: float = Field(0.0, ge=0.0, le=1.0)  # 0.1 -> 0.5 -> 1.0 during a rollout
+    # per-domain routing over the model dir's DOMAINS.json (domains it names route to their version without this)
+    domains: dict[str, DomainRoute] = Field(default_factory=dict)
     loader: str = "serve.codec_ops:load_codec"  # "module:function"(model_dir, version) -> codec
     max_models_per_replica: int = Field(4, ge=1)  # LRU of loaded versions per model replica
     preload: list[str] = Field(default_factory=list)  # versions loaded at replica start (plus current/candidate)
@@ -109,6 +133,11 @@ class AppArgs(BaseModel):
     @classmethod
     def _version(cls, v):
         return check_version(v)
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v):
+        return check_domains(v)
 
     @field_validator("preload")
     @classmethod

@@ -6,16 +6,23 @@ that point is below the candidate's share. Raising the share (0.1 -> 0.5 -> 1.0)
 from current to candidate, never back, so a record is re-encoded by at most one new version during
 a rollout. Records without an id use a random draw.
 
+Each domain may have a router of its own (``Routing``): a record of that domain is routed by it, every other
+record by the default router, as before domains existed.
+
 >>> r = CanaryRouter(current="v1", candidate="v2", share=0.5)
 >>> r.choose("record-42") == r.choose("record-42")
 True
 >>> CanaryRouter(current="v1", candidate="v2", share=0.0).choose("a"), CanaryRouter("v1", "v2", 1.0).choose("a")
 ('v1', 'v2')
+>>> routing = Routing(CanaryRouter("v1"), {"legal": CanaryRouter("v3", candidate="v4", share=1.0)})
+>>> routing.choose("a"), routing.choose("a", domain="legal"), routing.choose("a", domain="acme")
+('v1', 'v4', 'v1')
 """
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -51,3 +58,26 @@ class CanaryRouter:
             return self.candidate
         point = bucket(record_id) if record_id is not None else self.rng.random()
         return self.candidate if point < self.share else self.current
+
+    def describe(self) -> dict:
+        return {"current": self.current, "candidate": self.candidate, "canary_share": self.share}
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The default router and one per domain that has its own (its own current, candidate and share)."""
+
+    default: CanaryRouter
+    domains: Mapping[str, CanaryRouter] = field(default_factory=dict)
+
+    def router(self, domain: str | None = None) -> CanaryRouter:
+        return self.default if domain is None else self.domains.get(domain, self.default)
+
+    def choose(self, record_id: str | None = None, domain: str | None = None) -> str:
+        """The version that encodes this record of ``domain`` (None, or a domain without a router: the default)."""
+        return self.router(domain).choose(record_id)
+
+    def versions(self) -> set[str]:
+        """Every version some record may be routed to."""
+        routers = [self.default, *self.domains.values()]
+        return {v for r in routers for v in (r.current, r.candidate) if v is not None}

@@ -23,7 +23,8 @@ from nbmf.modeldir import default_model_dir, version_name
 from nbmf.payload import to_raw
 from nbmf.registry import Registry, as_blob
 
-__all__ = ["DecodeOutcome", "VersionModel", "as_blob", "blob_version", "is_legacy", "claimed_output", "current_version", "decode_each",
+__all__ = ["DecodeOutcome", "VersionModel", "as_blob", "blob_version", "is_legacy", "claimed_output", "current_version",
+           "decode_each", "domain_versions",
            "failed_outcomes", "from_envelope", "import_loader", "input_size", "legacy_limits", "list_versions",
            "load_codec", "resolve_model_dir", "stub_registry", "to_envelope", "version_name", "encode_items",
            "decode_items"]
@@ -45,6 +46,11 @@ def current_version(model_dir: Path) -> str:
     """The model dir's ``CURRENT``, ``stub`` when it has none; one naming a version not held raises
     UnknownVersionError (the same rule as the library's Registry)."""
     return modeldir.current(model_dir) or "stub"
+
+
+def domain_versions(model_dir: Path) -> dict[str, str]:
+    """The model dir's DOMAINS.json: domain -> its own version ({} without one; broken: raises, as the Registry)."""
+    return modeldir.domain_versions(model_dir)
 
 
 def manifest_summary(model_dir: Path, version: str) -> dict:

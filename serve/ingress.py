@@ -20,8 +20,8 @@ from ray import serve
 
 from nbmf.errors import NBMFError
 from serve import codec_ops, schemas
-from serve.args import Limits, Timeouts, check_version
-from serve.canary import CanaryRouter
+from serve.args import DomainRoute, Limits, Timeouts, check_domains, check_version
+from serve.canary import CanaryRouter, Routing
 from serve.deadline import CodecThread, DeadlineExceeded
 from serve.http import (
     ERROR_STATUS,
@@ -120,19 +120,32 @@ class Ingress:
         self.stub = codec_ops.stub_registry()
         self.codec = CodecThread(self.timeouts.codec_s, "nbmf-ingress")
         self.metrics = ServiceMetrics("ingress")
-        self.router = CanaryRouter(current="stub")
+        self.router = Routing(CanaryRouter(current="stub"))
         self._versions: list[str] = []
         self._versions_at = 0.0
 
     def reconfigure(self, config: dict) -> None:
-        """user_config ``{current, candidate, canary_share}``: a rollout step without a restart."""
+        """user_config ``{current, candidate, canary_share, domains}``: a rollout step without a restart.
+
+        ``domains``: ``{domain: {current, candidate, canary_share}}``. A domain of the model dir's DOMAINS.json
+        routes to its version there unless ``domains`` sets its ``current``; every other domain routes as the
+        default (``current``, ``candidate``, ``canary_share``)."""
         versions = self.versions(refresh=True)
         current = check_version(config.get("current")) or codec_ops.current_version(self.model_dir)
         candidate = check_version(config.get("candidate"))
-        for name in (current, candidate):
-            if name not in (None, "stub") and name not in versions:
+        own = codec_ops.domain_versions(self.model_dir)
+        routes = {d: DomainRoute.model_validate(r) for d, r in check_domains(config.get("domains") or {}).items()}
+        routers = {}
+        for domain in sorted(set(own) | set(routes)):
+            route = routes.get(domain, DomainRoute())
+            routers[domain] = CanaryRouter(current=route.current or own.get(domain) or current,
+                                           candidate=route.candidate, share=route.canary_share)
+        routing = Routing(CanaryRouter(current=current, candidate=candidate,
+                                       share=float(config.get("canary_share", 0.0))), routers)
+        for name in routing.versions():
+            if name != "stub" and name not in versions:
                 raise ValueError(f"version {name!r} is not in {self.model_dir} (it holds {', '.join(versions) or 'none'})")
-        self.router = CanaryRouter(current=current, candidate=candidate, share=float(config.get("canary_share", 0.0)))
+        self.router = routing
         log.info("routing: %s", self.router)
 
     def versions(self, refresh: bool = False) -> list[str]:
@@ -145,9 +158,10 @@ class Ingress:
         return version == "stub" or version in self.versions() or version in self.versions(refresh=True)
 
     # ---------------------------------------------------------------- encode
-    async def encode_one(self, item: tuple, record_id: str | None) -> tuple[bytes, str, str | None]:
+    async def encode_one(self, item: tuple, record_id: str | None,
+                         domain: str | None = None) -> tuple[bytes, str, str | None]:
         """-> (blob, routed version, fallback reason). Never fails for a neural-side problem."""
-        version = self.router.choose(record_id)
+        version = self.router.choose(record_id, domain)
         t0 = time.perf_counter()
         if version == "stub":
             (blob,) = await self.stub_encode_many([item])
@@ -201,21 +215,27 @@ class Ingress:
             raise
 
     @app.post("/v1/encode", summary="Encode one record",
-              openapi_extra=body_doc(schemas.EncodeRequest, "raw payload bytes; query: kind, fidelity, record_id, format"),
+              openapi_extra=body_doc(schemas.EncodeRequest,
+                                     "raw payload bytes; query: kind, fidelity, record_id, domain, format"),
               responses={200: {"description": "JSON envelope, or the blob as application/octet-stream (format=raw)"}})
     async def encode(self, request: Request, kind: schemas.Kind | None = None, fidelity: schemas.Fidelity = "lossless",
-                     record_id: str | None = None, format: schemas.BlobFormat | None = None):
+                     record_id: str | None = None, format: schemas.BlobFormat | None = None, domain: str | None = None):
         body = await read_body(request, self.limits.max_request_bytes)
         mtype = media_type(request)
         if mtype in JSON_TYPES:
             req = validate(schemas.EncodeRequest, parse_json(body))
-            item, record_id, out_format = req.to_item(), req.record_id, req.format
+            item, record_id, out_format, domain = req.to_item(), req.record_id, req.format, req.domain
         elif mtype == RAW_TYPE:
+            if domain is not None:
+                try:
+                    schemas.check_domain(domain)
+                except ValueError as e:
+                    raise ApiError(422, "InvalidDomain", f"query parameter domain: {e}") from None
             item, out_format = (raw_payload(body, kind or "bytes"), kind or "bytes", fidelity), format or "raw"
         else:
             raise ApiError(415, "UnsupportedMediaType",
                            f"send Content-Type {JSON_TYPES[0]} (an EncodeRequest) or {RAW_TYPE} (raw payload bytes); got {mtype or 'none'}")
-        blob, version, reason = await self.encode_one(item, record_id)
+        blob, version, reason = await self.encode_one(item, record_id, domain)
         headers = {"x-nbmf-version": version, "x-nbmf-encoder": codec_ops.blob_version(blob)}
         if reason:
             headers["x-nbmf-fallback"] = reason
@@ -229,7 +249,7 @@ class Ingress:
         check_count(data, "items", self.limits.max_batch_items)
         req = validate(schemas.EncodeBatchRequest, data)
         t0 = time.perf_counter()
-        routed = [self.router.choose(it.record_id) for it in req.items]
+        routed = [self.router.choose(it.record_id, it.domain) for it in req.items]
         items = [it.to_item() for it in req.items]
         await self.check_input_budget(items)
         blobs: list = [None] * len(items)
@@ -412,19 +432,20 @@ class Ingress:
     async def list_versions(self):
         infos = [{"name": "stub", "encoder_id": 0}]
         infos += [codec_ops.manifest_summary(self.model_dir, v) for v in self.versions(refresh=True)]
-        return schemas.VersionsResponse(current=self.router.current, candidate=self.router.candidate,
-                                        canary_share=self.router.share, versions=infos)
+        return schemas.VersionsResponse(**self.router.default.describe(), versions=infos,
+                                        domains={d: r.describe() for d, r in self.router.domains.items()})
 
     @app.get("/healthz", summary="Liveness; 'degraded' when the model deployment does not answer (encode falls back)")
     async def healthz(self):
         model = "ok"
-        if any(v != "stub" for v in (self.router.current, self.router.candidate) if v):
+        if any(v != "stub" for v in self.router.versions()):
             try:
                 await self.call_model(self.model.ping.remote(), 1.0)
             except Exception as e:  # noqa: BLE001
                 model = f"unavailable: {type(e).__name__}"
         return {"status": "ok" if model == "ok" else "degraded", "model": model,
-                "current": self.router.current, "candidate": self.router.candidate, "canary_share": self.router.share}
+                **self.router.default.describe(),
+                "domains": {d: r.describe() for d, r in self.router.domains.items()}}
 
     @app.get("/v1/stats", summary="Counters of the ingress replica that answers (Prometheus has all replicas)")
     async def stats(self):

@@ -10,7 +10,9 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nbmf.modeldir import MAX_DOMAIN_LEN, check_domain
 
 Kind = Literal["text", "json", "bytes"]
 Fidelity = Literal["lossless", "semantic"]
@@ -39,6 +41,14 @@ class EncodeItem(BaseModel):
     fidelity: Fidelity = "lossless"
     kind: Kind | None = None
     record_id: str | None = Field(None, max_length=512, description="sticky canary routing key")
+    domain: str | None = Field(None, max_length=MAX_DOMAIN_LEN,
+                               description="the record's domain (e.g. legal, or a tenant id): encoded with that domain's "
+                                           "version; a domain without one, or none, gets the default")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v):
+        return v if v is None else check_domain(v)
 
     @model_validator(mode="after")
     def _kind_fits_payload(self):
@@ -127,10 +137,17 @@ class VersionInfo(BaseModel):
     encoder_id: int | None = None
 
 
+class DomainRouting(BaseModel):
+    current: str
+    candidate: str | None
+    canary_share: float
+
+
 class VersionsResponse(BaseModel):
     current: str
     candidate: str | None
     canary_share: float
+    domains: dict[str, DomainRouting] = Field(default_factory=dict, description="domains routed on their own")
     versions: list[VersionInfo]
 
 

@@ -79,15 +79,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from nbmf.data.collect import CollectConfig, collect
+    from nbmf.data.service import parse_class_fidelity
     from nbmf.data.split import parse_fractions
 
     try:
-        class_fidelity = []
-        for item in args.class_fidelity:
-            cls, sep, fidelity = item.partition("=")
-            if not sep or not cls:
-                raise ValueError(f"--class-fidelity takes CLS=FIDELITY (e.g. chat=lossless), not {item!r}")
-            class_fidelity.append((cls, fidelity))
+        class_fidelity = parse_class_fidelity(args.class_fidelity)
         cfg = CollectConfig(
             sources=tuple(args.sources) + tuple(f"l2://{p}" for p in args.l2)
             + tuple(f"service://{p}" for p in args.service), out=args.out, class_fidelity=tuple(class_fidelity),

@@ -108,15 +108,47 @@ def domain_of(tenant: str) -> str:
     return "general" if tenant == DEFAULT_TENANT else tenant
 
 
+def parse_class_fidelity(items) -> tuple[tuple[str, str], ...]:
+    """``CLS=FIDELITY`` strings (the --class-fidelity options) -> (class, fidelity) pairs; ValueError for a bad one.
+
+    >>> parse_class_fidelity(["chat=lossless"])
+    (('chat', 'lossless'),)
+    """
+    pairs = []
+    for item in items:
+        cls, sep, fidelity = item.partition("=")
+        if not sep or not cls:
+            raise ValueError(f"--class-fidelity takes CLS=FIDELITY (e.g. chat=lossless), not {item!r}")
+        pairs.append((cls, Fidelity.of(fidelity).label))
+    return tuple(pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One records/ file read: its Record, the service's class, and the bytes of its plain JSON text (the
+    decrypted text of an encrypted file: what the service stores per record before encryption)."""
+
+    record: Record
+    cls: str
+    plain_bytes: int
+
+
 def read_record(path: Path, source: str, key: bytes | None, class_fidelity: Mapping[str, str]) -> Record:
     """The Record of one records/ file; BadFile for anything that keeps it from being one."""
+    return read_entry(path, source, key, class_fidelity).record
+
+
+def read_entry(path: Path, source: str, key: bytes | None, class_fidelity: Mapping[str, str]) -> Entry:
+    """``read_record``, with the file's class and plain JSON size."""
     key_part, sep, file_cls = path.stem.rpartition("__")
     if not sep or not key_part:
         raise BadFile("not a record file: the service names them <key>__<cls>.json")
-    obj = _json(path.read_bytes(), "the file")
+    plain = path.read_bytes()
+    obj = _json(plain, "the file")
     encrypted = isinstance(obj, dict) and "__encrypted__" in obj
     if encrypted:
-        obj = _json(decrypt(obj["__encrypted__"], key), "the decrypted text")
+        plain = decrypt(obj["__encrypted__"], key)
+        obj = _json(plain, "the decrypted text")
     if not isinstance(obj, dict) or "payload" not in obj:
         raise BadFile("not a memory-service record: a JSON object with a 'payload' field is required")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
@@ -135,7 +167,17 @@ def read_record(path: Path, source: str, key: bytes | None, class_fidelity: Mapp
             raise BadFile(f"the payload is not storable JSON ({type(e).__name__}; details withheld: "
                           "the file is encrypted)") from None
         raise BadFile(f"{type(e).__name__}: {e}") from None
-    return rec
+    return Entry(rec, cls, len(plain))
+
+
+def key_from(environ: Mapping[str, str] = os.environ) -> bytes | None:
+    """The AES key of ``environ[KEY_ENV]``; None when it is unset or empty."""
+    value = environ.get(KEY_ENV)
+    return aes_key(value) if value else None
+
+
+def source_name(root: Path) -> str:
+    return f"service:{Path(root).resolve().name}"
 
 
 def iter_store(root: Path, progress, class_fidelity: Mapping[str, str] | None = None,
@@ -143,9 +185,8 @@ def iter_store(root: Path, progress, class_fidelity: Mapping[str, str] | None = 
     """Records and BadLines of a warm-tier store, file by file in name order; ``class_fidelity`` overrides
     entries of ``CLASS_FIDELITY``; the key comes from ``environ[KEY_ENV]`` (unset or empty: none)."""
     policy = {**CLASS_FIDELITY, **(class_fidelity or {})}
-    value = environ.get(KEY_ENV)
-    key = aes_key(value) if value else None
-    source = f"service:{Path(root).resolve().name}"
+    key = key_from(environ)
+    source = source_name(root)
     for path in record_files(root):
         try:
             progress(path.stat().st_size)

@@ -53,6 +53,12 @@ class L2Store(abc.ABC):
             encoder_version: str | None = None) -> None:
         """Insert or overwrite one record (encoder_version None: read it from the blob)."""
 
+    def put_many(self, rows) -> None:
+        """Insert or overwrite ``(id, blob, domain, record_class)`` rows (encoder version read from each blob).
+        Implementations that can write them in one transaction (all or none) should; this default puts each."""
+        for id, blob, domain, record_class in rows:
+            self.put(id, blob, domain=domain, record_class=record_class)
+
     @abc.abstractmethod
     def get(self, id: str) -> L2Row | None:
         """The row, or None when the id is absent."""
@@ -112,20 +118,29 @@ class SQLiteL2Store(L2Store):
             self._conn.commit()
         self._lock = threading.Lock()
 
-    def put(self, id, blob, *, domain="general", record_class="", encoder_version=None):
+    _UPSERT = ("INSERT INTO records (" + _COLS + ") VALUES (?, ?, ?, ?, ?, ?, ?) "
+               "ON CONFLICT(id) DO UPDATE SET domain=excluded.domain, "
+               "record_class=excluded.record_class, blob=excluded.blob, "
+               "encoder_version=excluded.encoder_version, updated_at=excluded.updated_at")
+
+    @staticmethod
+    def _row(id, blob, domain, record_class, encoder_version=None) -> tuple:
         if not isinstance(id, str) or not id:
             raise ValueError("record id must be a non-empty str")
         blob = bytes(blob)
-        version = encoder_version or blob_version(blob)
         now = _now()
+        return (id, domain, record_class, blob, encoder_version or blob_version(blob), now, now)
+
+    def put(self, id, blob, *, domain="general", record_class="", encoder_version=None):
+        row = self._row(id, blob, domain, record_class, encoder_version)
         with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT INTO records (" + _COLS + ") VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET domain=excluded.domain, "
-                "record_class=excluded.record_class, blob=excluded.blob, "
-                "encoder_version=excluded.encoder_version, updated_at=excluded.updated_at",
-                (id, domain, record_class, blob, version, now, now),
-            )
+            self._conn.execute(self._UPSERT, row)
+
+    def put_many(self, rows):
+        """One transaction: after a crash (kill -9 included) the store holds all of these rows or none."""
+        values = [self._row(*r) for r in rows]
+        with self._lock, self._conn:
+            self._conn.executemany(self._UPSERT, values)
 
     def get(self, id):
         with self._lock:

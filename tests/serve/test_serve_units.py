@@ -96,7 +96,7 @@ def test_config_yaml_is_a_valid_serve_deploy_config():
     by_name = {d.name: d for d in app.deployments}
     assert by_name["CodecModel"].autoscaling_config["max_replicas"] >= by_name["CodecModel"].autoscaling_config["min_replicas"]
     # rollout steps touch only user_config (a lightweight update; args would restart every replica)
-    assert set(by_name["Ingress"].user_config) == {"current", "candidate", "canary_share"}
+    assert set(by_name["Ingress"].user_config) == {"current", "candidate", "canary_share", "domains"}
     assert set(by_name["CodecModel"].user_config) == {"preload"}
 
 
