@@ -30,6 +30,10 @@ from nbmf.errors import ArtifactError
 
 HIT_BITS = 15  # hit probabilities on a 2**15 grid: q < 2**15 keeps q * total < 2**15 * 2**37 = 2**52
 HIT_ONE = 1 << HIT_BITS
+# The most a hit table may give: 1 - 2**-9, about the neural tables' own largest probability (v1: 2**20 / (2**20 +
+# 2047)), so a token never costs less than ~0.0028 bits and a body's decode-bomb bound (NeuralCodec.max_tokens)
+# stays what it is without a match model; a longer match would gain at most ~0.003 bits a token from more.
+HIT_MAX = HIT_ONE - (HIT_ONE >> 9)
 LEN_BUCKETS = 20  # L in 1..15 itself, then 16-31, 32-63, 64-127, 128+ (len_bucket)
 PROB_BUCKETS = 30  # the neural probability of the predicted token, in halvings towards 0 and towards 1 (prob_bucket)
 MAX_K = 8  # tokens hashed
@@ -40,7 +44,7 @@ FORMAT = "nbmf-match/1"
 
 class Match(NamedTuple):
     conf: np.ndarray  # int64 [4]: on (0 or 1), k, table_bits, max_len
-    hit: np.ndarray  # int64 [LEN_BUCKETS, PROB_BUCKETS]: calibrated hit probability * 2**15, in [0, 2**15)
+    hit: np.ndarray  # int64 [LEN_BUCKETS, PROB_BUCKETS]: calibrated hit probability * 2**15, in [0, HIT_MAX]
 
 
 class MatchDeviceError(ArtifactError):
@@ -96,8 +100,8 @@ def problems(spec) -> list[str]:
     if not (isinstance(hit, list) and len(hit) == LEN_BUCKETS
             and all(isinstance(row, list) and len(row) == PROB_BUCKETS for row in hit)):
         out.append(f"hit is not a {LEN_BUCKETS} x {PROB_BUCKETS} table")
-    elif not all(type(v) is int and 0 <= v < HIT_ONE for row in hit for v in row):
-        out.append(f"hit holds a value that is not an integer in [0, {HIT_ONE})")  # boost: q < 2**15
+    elif not all(type(v) is int and 0 <= v <= HIT_MAX for row in hit for v in row):
+        out.append(f"hit holds a value that is not an integer in [0, {HIT_MAX}]")  # boost: q < 2**15; HIT_MAX
     return out
 
 
@@ -200,7 +204,7 @@ def prob_bucket(f, total):
 def boost(hit, length, f, total):
     """B >= 0 to add to the predicted token's frequency f (table sum total <= vocab * 2**20 <= 2**37) so that
     (f + B) / (total + B) ~ q = hit[...] / 2**15. total + B <= 2**37 + 2**52 < 2**53: the coder's bound."""
-    q = hit[len_bucket(length), prob_bucket(f, total)]  # q in [0, 2**15)
+    q = hit[len_bucket(length), prob_bucket(f, total)]  # q in [0, HIT_MAX], HIT_MAX < 2**15
     num = q * total - (f << HIT_BITS)  # q * total < 2**52; f << 15 <= 2**35
     if num <= 0:
         return np.int64(0)
@@ -265,7 +269,7 @@ def fit_table(events: dict[str, np.ndarray], min_events: int = 30) -> tuple[np.n
             h = int(hit[sel].sum())
             p = (h + 0.5) / (n + 1)
             grid = np.unique(np.clip(np.round(HIT_ONE * np.concatenate([[p], p * np.linspace(0.8, 1.2, 41)])),
-                                     0, HIT_ONE - 1))
+                                     0, HIT_MAX))
             one = {k: v[sel] for k, v in events.items()}
             gains = []
             for q in grid:

@@ -142,7 +142,7 @@ def test_a_tampered_match_table_is_refused_at_load(match_models_dir, tmp_path):
 
 @pytest.mark.parametrize("edit,why", [
     (lambda d: d.replace(b'"k": 2', b'"k": 9'), "k is 9"),
-    (lambda d: d.replace(b"[0, ", b"[32768, ", 1), "not an integer in"),
+    (lambda d: d.replace(b"[0, ", b"[32705, ", 1), "not an integer in"),
     (lambda d: d.replace(b'"table_bits": 12', b'"table_bits": 40'), "table_bits is 40"),
     (lambda d: d.replace(b'"max_len": 255', b'"max_len": 1.5'), "not an integer"),
     (lambda d: d[: len(d) // 2], "not valid JSON"),
@@ -178,3 +178,43 @@ def test_hostile_bodies_give_typed_errors_never_wrong_payloads(match_models_dir)
         assert out == payload
     with pytest.raises(CorruptBlobError):
         reg.codec("v2").decode_raw(bytes(rng.integers(0, 256, 40, dtype=np.uint8)), 1, 10**6)
+
+
+def test_a_match_model_leaves_the_decode_bomb_bound_where_it_was(mcodec, v1codec):
+    """Hit probabilities stop at HIT_MAX, below the neural tables' own largest: a body holds no more tokens."""
+    assert int(mcodec.model.match.hit.max()) <= match.HIT_MAX
+    assert [mcodec.max_length(n) for n in (1, 9, 64, 4096)] == [v1codec.max_length(n) for n in (1, 9, 64, 4096)]
+
+
+GOLDEN = ROOT / "tests" / "golden" / "match_v2"
+
+
+def test_the_released_match_version_writes_its_golden_blobs():
+    """tests/golden/match_v2 pins models/v2's bytes (NBMF_REGENERATE=1 rewrites it, on purpose only): every blob
+    decodes to its payload and v2 writes it again byte for byte."""
+    import os
+
+    from helpers.golden import as_json, from_json, read_index, write_index
+
+    reg = Registry(ROOT / "models")
+    if os.environ.get("NBMF_REGENERATE") == "1":
+        payloads = [r.decode() for r in repetitive_records()] + [{"rows": [{"k": "value", "n": i % 3}
+                                                                           for i in range(30)]}]
+        payloads += [r["data"] for r in json.loads("[" + ",".join(VAL.read_text().splitlines()[:12]) + "]")]
+        entries = []
+        for i, payload in enumerate(payloads):
+            blob = reg.encode(payload, version="v2")
+            (GOLDEN / f"{i:02d}.nbmf").parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / f"{i:02d}.nbmf").write_bytes(blob)
+            entries.append({"file": f"{i:02d}.nbmf", "fidelity": "lossless", "input": as_json(payload),
+                            "version": "v2"})
+        write_index(GOLDEN, entries)
+    entries = read_index(GOLDEN)
+    neural = 0
+    for e in entries:
+        blob = (GOLDEN / e["file"]).read_bytes()
+        assert reg.decode(blob) == from_json(e["input"]), e["file"]
+        assert reg.encode(from_json(e["input"]), version="v2") == blob, e["file"]
+        h = unpack(blob)[0]
+        neural += h.encoder_id == 2 and not h.fallback
+    assert len(entries) >= 15 and neural >= 12
