@@ -57,7 +57,7 @@ def variants(path: Path, windows: list[int]):
     for w in windows:
         c = dataclasses.replace(cfg, context=w)
         yield (f"{path.name} {cfg.family} d={cfg.d_model} L={cfg.n_layers} window={w}",
-               NeuralCodec(manifest["version"], c, IntModel(c, int_model.storable()), tok, manifest))
+               NeuralCodec(manifest["version"], c, IntModel(c, int_model.storable(), int_model.match), tok, manifest))
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,8 @@
       tokenizer.json       byte-level BPE
       zstd.dict            the classical fallback's zstd dictionary (nbmf.codecs.fallback); artifacts exported
                            before it existed have none and still load
+      match.json           optional: the match model mixed into the neural tables (nbmf.runtime.match); part of the
+                           model (its fingerprint covers it), so only a new version gets one (``attach_match``)
 
 Loading verifies every hash before anything is used; nothing is unpickled. The bytes are not trusted for
 being hashed (anyone can recompute a hash): ``load_artifact`` also checks the manifest's fields and types, the
@@ -30,8 +32,11 @@ WEIGHTS = "weights.safetensors"
 TOKENIZER = "tokenizer.json"
 FORMAT = "nbmf-model/1"
 DICTIONARY = "zstd.dict"
+MATCH = "match.json"
 FILES = (WEIGHTS, TOKENIZER)  # what every manifest lists: plain names in the artifact directory
-OPTIONAL_FILES = (DICTIONARY,)  # what a manifest may list besides; nothing else
+OPTIONAL_FILES = (DICTIONARY, MATCH)  # what a manifest may list besides; nothing else
+MODEL_FILES = (*FILES, MATCH)  # what the model's behaviour depends on: its fingerprint covers their hashes
+MAX_MATCH_BYTES = 1 << 16  # match.json is read whole, so bounded: v2's is ~3 KB
 MAX_DICTIONARY_BYTES = 1 << 22  # a dictionary is read whole, so bounded: 37x the 112,640 bytes one is trained to
 MAX_MANIFEST_BYTES = 1 << 24  # v1's is 3 KB (metrics and training history); read whole, so bounded
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
@@ -102,6 +107,55 @@ def attach_dictionary(path, dictionary: bytes, about: dict) -> dict:
     return read_manifest(path)
 
 
+def attach_match(path, match_json: bytes, about: dict, command: str | None = None) -> dict:
+    """Add a match model (nbmf.runtime.match.to_json) to the artifact at ``path``: the file, its sha256 in the
+    manifest's "files", ``about`` (how it was fitted, what it measured) under "match", and ``command`` (the one
+    that made it) at the end of training.commands. Returns the new manifest.
+
+    The match model changes the tables, so the artifact's fingerprint changes with it: attach it to a fresh copy
+    registered as a new version (``relabel``), never to a registered one, whose blobs would no longer decode.
+    """
+    from nbmf.runtime import match
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    if MATCH in manifest["files"]:
+        raise ArtifactError(f"{path} already ships a {MATCH}; a match model is never replaced: export a new version")
+    if len(match_json) > MAX_MATCH_BYTES:
+        raise ValueError(f"a match model is at most {MAX_MATCH_BYTES} bytes, not {len(match_json)}")
+    match.from_json(match_json, MATCH)  # refuse what load would refuse, before it is written
+    (path / MATCH).write_bytes(match_json)
+    manifest["files"][MATCH] = sha256_file(path / MATCH)
+    manifest["match"] = {"file": MATCH, **about}
+    if command:
+        training = manifest.setdefault("training", {})
+        training["commands"] = [*training.get("commands", []), command]
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return read_manifest(path)
+
+
+def read_match(path, manifest: dict):
+    """The match model (nbmf.runtime.match.Match) of the artifact at ``path`` (its verified ``manifest``), None when
+    it ships none. The bytes parsed are the ones hashed; ArtifactError if they are not, or are not a match model."""
+    from nbmf.runtime import match
+
+    want = manifest["files"].get(MATCH)
+    if want is None:
+        return None
+    f = Path(path) / MATCH
+    try:
+        if f.is_symlink() or not f.is_file() or f.stat().st_size > MAX_MATCH_BYTES:
+            raise ArtifactError(f"{f} is missing, not a regular file or larger than {MAX_MATCH_BYTES} bytes; "
+                                "restore the artifact from its source")
+        data = f.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"{f} cannot be read ({e}); restore the artifact from its source") from None
+    if "sha256:" + hashlib.sha256(data).hexdigest() != want:
+        raise ArtifactError(f"{f} is not the file the manifest lists (sha256 {want[:19]}...): it was modified or "
+                            "corrupted; refusing to load it")
+    return match.from_json(data, str(f))
+
+
 def _manifest_problems(manifest) -> list[str]:
     """What makes a parsed manifest unusable before any file it lists is opened."""
     if not isinstance(manifest, dict):
@@ -162,12 +216,13 @@ def copy_verified(src, dest) -> dict:
 
 def fingerprint(manifest: dict) -> bytes:
     """The model's identity (32 bytes): sha256 of what determines its behaviour, the artifact format, the
-    architecture and the hashes of the weights and tokenizer, and nothing else (not the version name, not
-    metrics: ``relabel`` keeps it; not the fallback's dictionary, which has its own, nbmf.codecs.fallback).
+    architecture and the hashes of the weights, tokenizer and match model (when it ships one: an artifact without
+    keeps the fingerprint it always had), and nothing else (not the version name, not metrics: ``relabel`` keeps
+    it; not the fallback's dictionary, which has its own, nbmf.codecs.fallback).
     Format-v2 blobs of the neural codec bind their content checksum to it."""
     files = manifest.get("files")
     if isinstance(files, dict):
-        files = {name: want for name, want in files.items() if name in FILES}
+        files = {name: want for name, want in files.items() if name in MODEL_FILES}
     core = {"format": manifest.get("format"), "architecture": manifest.get("architecture"), "files": files}
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
 
@@ -261,8 +316,9 @@ def load_artifact(path):
     except ArtifactError as e:
         raise ArtifactError(f"{path / MANIFEST}: {e}") from None
     params = _read_weights(path / WEIGHTS, cfg)
+    match = read_match(path, manifest)
     try:
-        int_model = IntModel(cfg, params)
+        int_model = IntModel(cfg, params, match=match)
     except ArtifactError as e:  # check_params' problems name the array; say which file holds it
         raise ArtifactError(f"{path / WEIGHTS}: {e}") from None
     tokenizer = Tokenizer.load(path)

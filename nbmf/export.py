@@ -1,11 +1,22 @@
-"""Float (QAT-trained) torch model -> integer runtime parameters -> codec artifact.
+"""Float (QAT-trained) torch model -> integer runtime parameters -> codec artifact; and a released artifact +
+a fitted match model (nbmf.runtime.match) -> a new registered version.
 
 Scales come from the model's own QAT observers (``ActQuant.amax``), so the integers reproduce what
 training saw. Imports torch: used by training/export only, never by decoding.
+
+    python -m nbmf.export match models/v1 --train ../shared/corpus/train.jsonl --models models
+
+fits the match model's hit table on training records with v1's own tables and registers v1's weights, tokenizer
+and dictionary with it as the next version (not made current: that is a decision made on measurements).
 """
 from __future__ import annotations
 
+import argparse
 import math
+import shlex
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +171,81 @@ def export_artifact(model, cfg: ModelConfig, tokenizer, out_dir: str | Path, ver
     return write_artifact(out_dir, version=version, cfg=cfg, int_model=int_model, tokenizer=tokenizer,
                           metrics=metrics or {}, data_hash=data_hash, training=training or {},
                           dictionary=dictionary, dictionary_info=dictionary_info)
+
+
+# -- a match model on a released artifact ------------------------------------------------------------------------
+def match_events(codec, items, k: int, table_bits: int, max_len: int) -> dict:
+    """``IntModel.match_events`` of match model (k, table_bits, max_len) over [(raw, kind), ...] (lossless)."""
+    from nbmf.runtime import match
+
+    m = match.make(k, table_bits, max_len, np.zeros((match.LEN_BUCKETS, match.PROB_BUCKETS), np.int64))
+    ids = codec.tokenizer.encode_batch([raw for raw, _ in items])
+    keep = [i for i, x in enumerate(ids) if len(x)]
+    return codec.model.match_events([codec.sequence(ids[i], items[i][1], 0)[:-1] for i in keep],
+                                    [ids[i] for i in keep], m)
+
+
+def fit_match(codec, items, ks=(1, 2, 3, 4), table_bits: int = 12, max_len: int = 255, held_out: float = 0.25):
+    """(match model, about): the hit table fitted on ``items`` (training records) with the codec's own neural
+    tables, for the k in ``ks`` that saves the most bits on the last ``held_out`` share of the items when fitted on
+    the rest; the final table is fitted on all of them."""
+    from nbmf.runtime import match
+
+    cut = int(len(items) * (1 - held_out))
+    trials = {}
+    for k in ks:
+        table, _ = match.fit_table(match_events(codec, items[:cut], k, table_bits, max_len))
+        trials[k] = match.bits_saved(table, match_events(codec, items[cut:], k, table_bits, max_len))
+        print(f"k={k}: {trials[k] / 8:,.0f} bytes saved on {len(items) - cut} held-out records", flush=True)
+    k = max(trials, key=trials.get)
+    table, stats = match.fit_table(match_events(codec, items, k, table_bits, max_len))
+    about = {"k": k, "table_bits": table_bits, "max_len": max_len, "fit_records": len(items), **stats,
+             "held_out_bytes_saved": {str(kk): round(v / 8) for kk, v in trials.items()}}
+    return match.make(k, table_bits, max_len, table), about
+
+
+def register_match_version(base, models_dir, m, about: dict, command: str) -> Path:
+    """Register ``base``'s weights, tokenizer and dictionary with match model ``m`` as the next version of
+    ``models_dir`` (nbmf.modeldir; CURRENT unchanged). Returns its directory."""
+    from nbmf.artifact import attach_match, relabel
+    from nbmf.modeldir import locked, next_version, register
+    from nbmf.runtime import match
+
+    with locked(models_dir), tempfile.TemporaryDirectory() as tmp:
+        version = next_version(models_dir)
+        art = relabel(base, Path(tmp) / version, version)
+        attach_match(art, match.to_json(m), {**about, "base": Path(base).name}, command=command)
+        return register(art, models_dir, version, make_current=False)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nbmf.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    mp = sub.add_parser("match", help="fit a match model on a released artifact and register it as a new version")
+    mp.add_argument("base", type=Path, help="the artifact whose weights, tokenizer and dictionary the version reuses")
+    mp.add_argument("--train", required=True, help="training records (corpus JSONL): the base model's own")
+    mp.add_argument("--models", type=Path, required=True, help="model directory to register the version in")
+    mp.add_argument("--records", type=int, default=4000, help="training records fitted on (evenly spaced)")
+    mp.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4], help="hashed context lengths tried")
+    mp.add_argument("--table-bits", type=int, default=12, help="per-record hash table: 2**bits positions")
+    mp.add_argument("--max-len", type=int, default=255, help="longest match length counted")
+    a = p.parse_args(argv)
+    from nbmf.codecs.neural import load_codec
+    from nbmf.data.corpus import iter_records
+
+    codec = load_codec(a.base, threads=1)
+    records = list(iter_records(a.train))
+    pick = np.linspace(0, len(records) - 1, min(a.records, len(records))).astype(int)
+    items = [(records[i].raw, records[i].kind) for i in pick]
+    t = time.perf_counter()
+    m, about = fit_match(codec, items, tuple(a.k), a.table_bits, a.max_len)
+    about["fit_seconds"] = round(time.perf_counter() - t)
+    command = "python -m nbmf.export " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    dest = register_match_version(a.base, a.models, m, about, command)
+    print(f"registered {dest} (k={about['k']}, {about['events']:,} predictions, {about['hits']:,} hits); "
+          "CURRENT unchanged")
+
+
+if __name__ == "__main__":
+    main()

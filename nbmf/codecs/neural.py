@@ -8,7 +8,8 @@ them bit-identical on every machine, batch shape and thread count. The body is t
 Encode runs each record's positions through the model in one pass; decode runs records in lockstep.
 Both split their records over ``threads`` worker threads (the kernels release the GIL); the bytes never
 depend on the split. With ``device`` set (a torch device such as "cuda"), encode and decode run batched on it
-through ``nbmf.runtime.torch_int`` instead: the same bytes, for bulk work on a GPU host.
+through ``nbmf.runtime.torch_int`` instead: the same bytes, for bulk work on a GPU host (not for an artifact with a
+match model, nbmf.runtime.match: MatchDeviceError).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nbmf.errors import CorruptBlobError
-from nbmf.runtime import coder, kernels
+from nbmf.runtime import coder, kernels, match
 
 
 def default_threads() -> int:
@@ -90,9 +91,13 @@ class NeuralCodec:
         if self._piece_len.min(initial=1) < 1:
             raise ValueError("every token must stand for at least one byte (the decoder's stop condition)")
         # the largest probability a table can give one token: the best logit gets head_lut[0], every other
-        # token at least head_lut's smallest entry (kernels.table); it bounds what a body can hold
+        # token at least head_lut's smallest entry (kernels.table); a match boost gives its token at most
+        # hit / 2**15 (nbmf.runtime.match.boost) and lowers every other one. It bounds what a body can hold
         lut = np.asarray(int_model.params["head_lut"], np.float64)
-        self._symbol_bits = coder.min_symbol_bits(float(lut.max() / (lut.max() + (cfg.vocab_size - 1) * lut.min())))
+        top = float(lut.max() / (lut.max() + (cfg.vocab_size - 1) * lut.min()))
+        if int_model.match.conf[0]:
+            top = max(top, float(int_model.match.hit.max()) / match.HIT_ONE)
+        self._symbol_bits = coder.min_symbol_bits(top)
         self._max_piece = int(self._piece_len.max())
         self._pool: ThreadPoolExecutor | None = None  # made on first use with more than one group
         self._pool_size = 0
@@ -209,7 +214,7 @@ class NeuralCodec:
         x = self.tokenizer.encode(raw)
         if len(x) == 0:
             return 0.0
-        f = self.model.frequencies(self.sequence(x, kind, fidelity)[:-1])
+        f = self.model.frequencies(self.sequence(x, kind, fidelity)[:-1], x)
         p = f[np.arange(len(x)), x] / f.sum(axis=1)
         return float(-np.log2(p).sum())
 

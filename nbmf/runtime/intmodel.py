@@ -15,6 +15,7 @@ import numpy as np
 from nbmf.errors import ArtifactError
 from nbmf.models.config import GATE_UNITS, ModelConfig
 from nbmf.runtime import coder, kernels
+from nbmf.runtime import match as match_model
 from nbmf.runtime.gemm import KG, OB, narrow_width, pack, padded
 from nbmf.runtime.lookup import BYTES
 
@@ -221,9 +222,13 @@ def _cat(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class IntModel:
-    def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray]):
+    """The integer model an artifact describes: its weights and, when it ships one, its match model
+    (nbmf.runtime.match; ``match=None``: none, the neural tables as they are)."""
+
+    def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], match: match_model.Match | None = None):
         check_params(cfg, params)
         self.cfg = cfg
+        self.match = match_model.off() if match is None else match
         self.n_attn, self.n_conv, self.n_rec = _counts(cfg)
         self.history = _history(cfg)
         # as stored (weights int8): the torch path and ``storable`` read these
@@ -291,9 +296,13 @@ class IntModel:
             kernels.frequencies(self.kernel_params, state, tokens, slots, self.new_work(min(len(tokens), kernels.CHUNK)), out)
         return out
 
-    def frequencies(self, sequence: np.ndarray) -> np.ndarray:
-        """Frequencies after each prefix of one record's input sequence: [len(sequence), vocab]."""
-        return self.step(self.new_state(1), sequence, np.zeros(len(sequence), np.int64))
+    def frequencies(self, sequence: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
+        """Frequencies after each prefix of one record's input sequence: [len(sequence), vocab]. Given the
+        record's ``targets`` (its token ids), the tables the coder uses: with the match model's boosts."""
+        out = self.step(self.new_state(1), sequence, np.zeros(len(sequence), np.int64))
+        if targets is not None:
+            match_model.apply(self.match.conf, self.match.hit, out, np.ascontiguousarray(targets, np.int64))
+        return out
 
     # -- coding ----------------------------------------------------------------------------------------------
     def encode(self, inputs: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -306,10 +315,22 @@ class IntModel:
         lefts = np.zeros(int(starts[-1]), np.int64)
         probs = np.zeros(int(starts[-1]), np.int64)
         state, work = self._scratch("encode", 1, kernels.CHUNK)
-        n_words = kernels.encode_records(self.kernel_params, state, work,
+        n_words = kernels.encode_records(self.kernel_params, self.match, state, work,
                                          _cat(inputs), _cat(targets), starts, words, word_starts, lefts, probs)
         ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
         return [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))], ok
+
+    def match_events(self, inputs: list[np.ndarray], targets: list[np.ndarray], m: match_model.Match) -> dict:
+        """Every prediction match model ``m`` makes on these records, with the neural tables' view of it
+        (``kernels.match_events``): arrays length, f, total, hit. What ``match.fit_table`` fits on."""
+        starts = np.concatenate([[0], np.cumsum([len(x) for x in inputs])]).astype(np.int64)
+        room = int(starts[-1])
+        out = {k: np.zeros(room, np.int64) for k in ("length", "f", "total")}
+        out["hit"] = np.zeros(room, np.bool_)
+        state, work = self._scratch("encode", 1, kernels.CHUNK)
+        n = kernels.match_events(self.kernel_params, m, state, work, _cat(inputs), _cat(targets), starts,
+                                 out["length"], out["f"], out["total"], out["hit"])
+        return {k: v[:n] for k, v in out.items()}
 
     def decode(self, first: np.ndarray, bodies: list[np.ndarray], lengths: np.ndarray, piece_len: np.ndarray,
                max_tokens: np.ndarray | None = None):
@@ -321,7 +342,7 @@ class IntModel:
         words, word_starts, lengths, out, out_starts, n_out, status = decode_buffers(bodies, lengths, max_tokens)
         if n:
             state, work = self._scratch("decode", n, min(n, DECODE_ROWS))
-            kernels.decode_records(self.kernel_params, state, work, np.asarray(first, np.int64),
+            kernels.decode_records(self.kernel_params, self.match, state, work, np.asarray(first, np.int64),
                                    words, word_starts, lengths, np.asarray(piece_len, np.int64), out, out_starts,
                                    n_out, status)
         return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from nbmf.runtime import coder
+from nbmf.runtime import coder, match
 from nbmf.runtime.gemm import KG, OB, gemm, gemm2_narrow, gemm_at, narrow_width
 from nbmf.runtime.lookup import BYTES, LANES, lookup16, lookup16_bytes, lookup64_bytes
 
@@ -394,10 +394,26 @@ def reset_slot(st, b):
 
 # -- coder loops ---------------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts, probs):
+def mix_match(conf, hit, ht, ms, r, x, base, t, freq, blocks, total):
+    """The match model's boost (nbmf.runtime.match) on record r's table for its token t, its tokens so far being
+    x[base : base + t]: returns (predicted token or -1, the new total). freq and its block sums change in place."""
+    if conf[0] == 0:
+        return -1, total
+    s = match.predict(conf, ht, ms, r, x, base, t)
+    if s < 0:
+        return s, total
+    b = match.boost(hit, ms[r, 1], freq[s], total)  # total + b < 2**53 (match.boost)
+    freq[s] += b
+    blocks[s // BLOCK] += b
+    return s, total + b
+
+
+@njit(nogil=True, cache=True)
+def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, lefts, probs):
     """Range-code records r = 0..: inputs[starts[r]:starts[r+1]] is [cond token, ids[:-1]], targets the ids.
 
-    Each record is one slot-0 pass in chunks of wk rows. Writes its words at word_starts[r] (room for
+    Each record is one slot-0 pass in chunks of wk rows; the match model M (``match.Match``; off for artifacts
+    without one) adjusts each table before the token is coded. Writes its words at word_starts[r] (room for
     coder.max_words(n) each) and each token's coded interval to lefts/probs (for ``verify_records``);
     returns the number of words per record.
     """
@@ -406,11 +422,13 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
     slots = np.zeros(wk.r.shape[0], np.int64)
     es = np.zeros(4, np.uint64)
     hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
+    ht, ms = np.zeros((1, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((1, 2), np.int64)
     for rec in range(n_rec):
         a, b = starts[rec], starts[rec + 1]
         if b == a:
             continue
         reset_slot(st, 0)
+        match.reset(ht, ms, 0)
         coder.encoder_init(es)
         out = words[word_starts[rec] :]
         k = 0
@@ -419,11 +437,43 @@ def encode_records(P, st, wk, inputs, targets, starts, words, word_starts, lefts
             forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
             for j in range(m):
                 total = table(hm, hs, P.head_lut, acc, j, freq, blocks)
+                s, total = mix_match(M.conf, M.hit, ht, ms, 0, targets, a, c0 + j - a, freq, blocks, total)
                 k, left, prob = coder.encode_with_table(es, freq, total, targets[c0 + j], out, k)
                 lefts[c0 + j] = left
                 probs[c0 + j] = prob
+                if s >= 0:
+                    match.observe(M.conf, ms, 0, s, targets[c0 + j])
         n_words[rec] = coder.encoder_finish(es, out, k)
     return n_words
+
+
+@njit(nogil=True, cache=True)
+def match_events(P, M, st, wk, inputs, targets, starts, length, f, total, hit):
+    """What fitting a match model's table needs (``match.fit_table``): for every token the match model M predicts
+    (its hit table ignored), the match length, the neural frequency of the predicted token, the table's total and
+    whether the prediction was the token. Arrays of room len(targets); returns the number of events."""
+    slots = np.zeros(wk.r.shape[0], np.int64)
+    hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
+    ht, ms = np.zeros((1, np.int64(1) << M.conf[2]), np.int32), np.zeros((1, 2), np.int64)
+    n = 0
+    for rec in range(starts.shape[0] - 1):
+        a, b = starts[rec], starts[rec + 1]
+        reset_slot(st, 0)
+        match.reset(ht, ms, 0)
+        for c0 in range(a, b, wk.r.shape[0]):
+            m = min(wk.r.shape[0], b - c0)
+            forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
+            for j in range(m):
+                s = match.predict(M.conf, ht, ms, 0, targets, a, c0 + j - a)
+                if s < 0:
+                    continue
+                total[n] = table(hm, hs, P.head_lut, acc, j, freq, blocks)
+                length[n] = ms[0, 1]
+                f[n] = freq[s]
+                hit[n] = s == targets[c0 + j]
+                n += 1
+                match.observe(M.conf, ms, 0, s, targets[c0 + j])
+    return n
 
 
 @njit(nogil=True, cache=True)
@@ -450,10 +500,10 @@ def take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_
 
 
 @njit(nogil=True, cache=True)
-def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out, out_starts, n_out, status):
+def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, out, out_starts, n_out, status):
     """Decode records in lockstep: record r starts from token first[r], reads words[word_starts[r]:word_starts[r+1]]
     and stops when its tokens' pieces add up to lengths[r] bytes. Tokens -> out[out_starts[r]:out_starts[r + 1]],
-    counts -> n_out.
+    counts -> n_out. The match model M reads a record's tokens so far from out, as encode read them from its ids.
 
     status[r]: OK, BAD_QUANTILE (the body is no encoding under this model), PAST_LENGTH (the tokens overrun the
     length or the room in ``out``) or PAST_BODY (the decoder read more than coder.BODY_SLACK words past the body:
@@ -467,6 +517,7 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
     tokens = first.copy()
     active = np.empty(n, np.int64)
     n_active = 0
+    ht, ms = np.zeros((n, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((n, 2), np.int64)
     for r in range(n):
         reset_slot(st, r)
         n_out[r] = 0
@@ -486,6 +537,7 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
             for j in range(m):
                 r = active[j0 + j]
                 total = table(hm, hs, P.head_lut, acc, j, freq, blocks)
+                s, total = mix_match(M.conf, M.hit, ht, ms, r, out, out_starts[r], n_out[r], freq, blocks, total)
                 scale = coder.quant_scale(total, vocab)
                 q = coder.decoder_quantile(ds[r])
                 if q >= 1 << coder.PRECISION:
@@ -495,6 +547,8 @@ def decode_records(P, st, wk, first, words, word_starts, lengths, piece_len, out
                 sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
                 take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
                             remaining, status)
+                if s >= 0:
+                    match.observe(M.conf, ms, r, s, sym)
         kept = 0
         for j in range(n_active):
             if remaining[active[j]] > 0:

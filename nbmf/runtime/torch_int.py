@@ -25,6 +25,7 @@ import numpy as np
 
 from nbmf.runtime import coder, kernels
 from nbmf.runtime.intmodel import IntModel, decode_buffers
+from nbmf.runtime.match import MatchDeviceError
 
 ATTN, CONV, RECURRENT = kernels.ATTN, kernels.CONV, kernels.RECURRENT
 _BIG = 1 << 62  # below every score a valid key can have
@@ -40,6 +41,9 @@ class TorchIntModel:
 
     def __init__(self, model: IntModel, device: str = "cpu", tokens: int | None = None, slots: int | None = None,
                  host_threads: int = 0):
+        if model.match.conf[0]:
+            raise MatchDeviceError("this artifact ships a match model (match.json), which the torch device runtime "
+                                   "does not run; encode and decode it on the CPU (device=None, the numba kernels)")
         import torch
 
         self.torch, self.device, self.cfg, self.model = torch, torch.device(device), model.cfg, model

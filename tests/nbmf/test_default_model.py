@@ -42,7 +42,7 @@ def test_lookup_order(tmp_path, monkeypatch):
 def test_the_packaged_registry_is_the_released_one():
     """nbmf/released (package data) holds what models/ holds: the same CURRENT and versions."""
     assert modeldir.PACKAGED.is_dir()
-    assert modeldir.current(modeldir.PACKAGED) == modeldir.current(ROOT / "models") == "v1"
+    assert modeldir.current(modeldir.PACKAGED) == modeldir.current(ROOT / "models") == "v2"
     assert modeldir.versions(modeldir.PACKAGED) == modeldir.versions(ROOT / "models")
 
 
@@ -99,9 +99,10 @@ def test_the_wheel_ships_the_model_and_encodes_with_it_outside_the_repository(tm
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         z.extractall(site)
-    manifest = json.loads((ROOT / "models" / "v1" / "manifest.json").read_text())
-    assert {"nbmf/released/CURRENT", "nbmf/released/v1/manifest.json"} <= names
-    assert {f"nbmf/released/v1/{name}" for name in manifest["files"]} <= names
+    for v in ("v1", "v2"):
+        manifest = json.loads((ROOT / "models" / v / "manifest.json").read_text())
+        assert {"nbmf/released/CURRENT", f"nbmf/released/{v}/manifest.json"} <= names
+        assert {f"nbmf/released/{v}/{name}" for name in manifest["files"]} <= names
     assert not any(n.startswith("models/") for n in names)  # nothing dropped into site-packages' top level
     golden = ROOT / "tests" / "golden" / "released"
     index = read_index(golden)
@@ -118,5 +119,5 @@ def test_the_wheel_ships_the_model_and_encodes_with_it_outside_the_repository(tm
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     version, decoded = r.stdout.splitlines()
-    assert version == "v1"
+    assert version == "v2"  # the released CURRENT (v2: v1 + the match model)
     assert decoded == repr(nbmf.decode((golden / first["file"]).read_bytes()))

@@ -82,13 +82,14 @@ def test_golden_blobs_decode_to_their_payloads(registry):
         h = nbmf.inspect(blob)
         versions.add(h.version)
         assert registry.decode(blob) == _decode_case(e["expected"]), e["file"]
-        # the same model writes the same bytes: the integer runtime is deterministic
-        new = registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"])
+        # the same model writes the same bytes: the integer runtime is deterministic (the version that wrote the set,
+        # which need not be the current one: v2 became current after this set was written)
+        new = registry.encode(_decode_case(e["input"]), fidelity=e["fidelity"], version=e["version"])
         if new != blob:  # only where the zstd fallback (issue 14, after this set was written) is smaller now ...
             assert nbmf.inspect(new).fallback and len(new) < len(blob), e["file"]
             # ... and the codec that wrote the old blob still writes its very body
             assert _body_by(registry, h, _decode_case(e["input"])) == unpack(blob)[1], e["file"]
-    assert registry.current in versions  # the golden set exercises the neural codec, not only the stub
+    assert versions - {"stub"}  # the golden set exercises the neural codec, not only the stub
 
 
 def _body_by(registry, header, payload) -> bytes:
