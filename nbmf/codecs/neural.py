@@ -14,6 +14,7 @@ match model, nbmf.runtime.match: MatchDeviceError).
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -241,9 +242,19 @@ def load_codec(path, threads: int | None = None, device: str | None = None) -> N
 
     ``threads``: worker threads for encode_many/decode_many (default: ``default_threads()``); ``device``: a torch
     device to run them on instead, batched (default: ``default_device()``, so None: the CPU kernels).
+
+    A device named here is a demand: an artifact the device runtime cannot run (a match model) raises
+    MatchDeviceError. ``$NBMF_DEVICE`` is a preference for every version a process loads: such an artifact runs
+    on the CPU kernels (same bytes; a warning once per version), so a GPU replica or bulk job still serves it.
     """
     from nbmf.artifact import load_artifact
 
     manifest, cfg, int_model, tokenizer = load_artifact(path)
+    if device is None:
+        device = default_device()
+        if device is not None and int_model.match.conf[0]:
+            warnings.warn(f"nbmf: {manifest['version']} ships a match model, which the {device} runtime does not "
+                          "run: it runs on the CPU kernels (same bytes)", RuntimeWarning, stacklevel=2)
+            device = None
     return NeuralCodec(manifest["version"], cfg, int_model, tokenizer, manifest=manifest, path=Path(path),
-                       threads=threads, device=default_device() if device is None else device)
+                       threads=threads, device=device)

@@ -161,6 +161,18 @@ def test_the_device_runtime_refuses_a_match_model(mcodec):
         TorchIntModel(mcodec.model, "cpu")
 
 
+def test_a_device_from_the_environment_runs_a_match_model_on_the_cpu_kernels(match_models_dir, monkeypatch):
+    """$NBMF_DEVICE is a preference for every version a process loads (a GPU replica still serves v2, same
+    bytes); a device named by the caller is a demand."""
+    pytest.importorskip("torch")
+    monkeypatch.setenv("NBMF_DEVICE", "cpu")
+    with pytest.warns(RuntimeWarning, match="runs on the CPU kernels"):
+        codec = load_codec(match_models_dir / "v2")
+    assert codec.device is None and codec.runtime is codec.model
+    with pytest.raises(match.MatchDeviceError):
+        load_codec(match_models_dir / "v2", device="cpu")
+
+
 def test_hostile_bodies_give_typed_errors_never_wrong_payloads(match_models_dir):
     reg = Registry(match_models_dir)
     payload = {"rows": [{"k": "value", "n": i % 3} for i in range(30)]}
