@@ -92,6 +92,7 @@ def path_problems(outputs: Mapping[str, str] = (), inputs: Mapping[str, str] = (
 
 def filesystem(uri: str):
     """``(pyarrow.fs.FileSystem, path inside it)`` for a local path or URI (pyarrow first, then fsspec)."""
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
     text = resolve(uri)
@@ -99,7 +100,7 @@ def filesystem(uri: str):
         return pafs.LocalFileSystem(), text
     try:
         return pafs.FileSystem.from_uri(text)
-    except pafs.ArrowInvalid:  # a scheme pyarrow does not know: try fsspec's registry (memory://, abfs://, ...)
+    except pa.ArrowInvalid:  # a scheme pyarrow does not know: try fsspec's registry (memory://, abfs://, ...)
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(text)

@@ -125,7 +125,8 @@ def read_wandb_run(run_dir: str | Path) -> dict:
     """
     from wandb.proto import wandb_internal_pb2 as pb
 
-    files = sorted(glob.glob(str(Path(run_dir) / "**" / "*.wandb"), recursive=True))
+    # realpath: W&B's wandb/latest-run is a link to the newest run directory, not another run
+    files = sorted({os.path.realpath(f) for f in glob.glob(str(Path(run_dir) / "**" / "*.wandb"), recursive=True)})
     out: dict = {"runs": [], "config": {}, "history": [], "summary": {}, "artifacts": [], "exit_codes": [],
                  "stats": 0, "files": files}
     for f in files:
