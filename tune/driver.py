@@ -79,8 +79,6 @@ def run_search(cfg: tcfg.TuneJobConfig, *, name: str, base: TrainJobConfig, prep
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1 << 20})
     experiment = st.join(storage, name)
     if resume:
-        if not tune.Tuner.can_restore(experiment):
-            raise SystemExit(f"nothing to resume: no search {name!r} in {storage}")
         # The searcher, scheduler and trial states come back from the experiment's state; unfinished and
         # errored trials continue from their latest Train checkpoint.
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
@@ -321,6 +319,11 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
     """The whole search (steps 1-5 of the module doc); returns the report also written to results.json."""
     base = dataclasses.replace(base, wandb=dataclasses.replace(base.wandb, group=name))
     storage = st.resolve(cfg.search.storage_path)
+    if resume:
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(st.join(storage, name)):
+            raise SystemExit(f"nothing to resume: no search {name!r} in {storage}")
     prepared = prepare(dataclasses.replace(base, export=dataclasses.replace(base.export,
                                                                             bench_records=cfg.objective.records)))
     # Results are written locally, then copied next to Tune's state when the storage is remote.

@@ -58,10 +58,12 @@ def test_serve_has_cpu_nodes_that_gpu_nodes_lack(config):
 
 
 def test_the_header_commands_use_uris(config):
-    """The cluster commands pass storage and registry URIs: relative paths are refused inside a job."""
+    """The cluster commands pass a storage URI and the registry on the shared mount the containers see (relative
+    paths are refused inside a job)."""
     head = (ROOT / "cluster.yaml").read_text().splitlines()[:4]
     submit = next(line for line in head if "ray job submit" in line)
-    assert "search.storage_path=s3://" in submit and "registry.dir=s3://" in submit
+    assert "search.storage_path=s3://" in submit and "registry.dir=/mnt/shared/" in submit
+    assert any("/mnt/shared:/mnt/shared" in o for o in config["docker"]["run_options"])
 
 
 @pytest.mark.parametrize("breakage,match", [("typo_field", "max_wokers"), ("wrong_type", "not of type"),
