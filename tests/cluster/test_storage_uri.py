@@ -149,3 +149,9 @@ def test_a_registry_at_a_uri_keeps_its_numbering_current_and_never_overwrites(bu
     assert manifest["version"] == "v3" and manifest["metrics"]["test_exact_rate"] == 1.0
     failed = register_gated(REPO / "models" / "v1", reg, rows, {**calm, "ratio_mean": 1e3}, staging=tmp_path / "s4")
     assert not failed["registered"] and {p.split("/")[0] for p, _ in storage.listing(reg)} == names
+
+
+def test_storage_doctests():
+    import doctest
+
+    assert doctest.testmod(storage).failed == 0
