@@ -125,3 +125,19 @@ def test_the_search_run_holds_trials_winner_gates_anchors_and_the_registered_ver
     files = Path(run["files"][0]).parent / "files"
     table = json.loads(next((files / "media" / "table" / "search").glob("trials_*.table.json")).read_text())
     assert len(table["data"]) == 4 and table["columns"][0] == "trial"
+
+
+def test_resume_restores_the_search_and_finishes_its_steps(search, ray_head):
+    """`--resume` on the search (Tuner.restore): the same trials come back (nothing re-trained: all are done),
+    and the objective, gates and registration run again, here into a fresh registry. Runs last: it adds runs."""
+    from helpers.ray_jobs import run_module
+
+    _, d, report, _ = search
+    args = ["--config", "tune/configs/tiny.yaml", "--resume", "search.name=s4", f"search.storage_path={d}",
+            f"registry.dir={d / 'registry2'}", "search.max_concurrent_trials=2"]
+    p = run_module("tune", args, head=ray_head, cwd=REPO, timeout=400)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    assert "(resumed)" in p.stdout
+    again = json.loads((d / "s4" / "results.json").read_text())
+    assert {t["trial"]: t["status"] for t in again["trials"]} == {t["trial"]: t["status"] for t in report["trials"]}
+    assert register.versions(d / "registry2") == ["v1"]
