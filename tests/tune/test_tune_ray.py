@@ -99,7 +99,6 @@ def test_trials_stopped_by_asha_have_finished_wandb_runs(search):
         run = read_wandb_run(d / "s4" / "runs" / t["trial"] / "wandb")
         assert run["summary"]["status"] == "stopped" and run["summary"]["stopped_by"] == "ASHA"
         assert run["exit_codes"] and run["exit_codes"][-1] == 0
-        assert any("loss_bits_per_token" in h for h in run["history"])  # the trial's own logging, same run id
         assert {r["id"] for r in run["runs"]} == {t["trial"]}
 
 
