@@ -42,6 +42,9 @@ from tune import config as tcfg
 from tune import gates, register, results
 
 
+HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node, 1.0 on every cluster's head
+
+
 def max_concurrent(job: TrainJobConfig, asked: int) -> int:
     """Trials that fit the cluster at once: its CPUs (and GPUs) over one trial's workers' needs."""
     if asked > 0:
@@ -75,8 +78,10 @@ def run_search(cfg: tcfg.TuneJobConfig, *, name: str, base: TrainJobConfig, prep
           + (" (resumed)" if resume else ""), flush=True)
     trainable = tune.with_parameters(run_trial, base=to_dict(base), tokenizers=tokenizers, prepared=prepared,
                                      search=name, runs_storage=st.join(storage, name, "runs"))
-    # The trial function only drives a TorchTrainer: it holds no CPU (RAY-HERE.md).
-    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1 << 20})
+    # The trial function only drives a TorchTrainer: it holds no CPU (RAY-HERE.md). It runs on the head node, where
+    # this driver prepared the data (a remote source's cached copy, a head-local corpus): a sliver of Ray's
+    # built-in head-node resource keeps it there while its Train workers go to the GPU nodes.
+    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1 << 20, HEAD_NODE: 0.001})
     experiment = st.join(storage, name)
     if resume:
         # The searcher, scheduler and trial states come back from the experiment's state; unfinished and
