@@ -41,7 +41,6 @@ from train.jobconfig import ConfigError, dump_yaml, load_config, to_dict
 from tune import config as tcfg
 from tune import gates, register, results
 
-
 HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node, 1.0 on every cluster's head
 
 
