@@ -18,7 +18,7 @@ from train.jobconfig import ConfigError, from_dict, load_config, to_dict
 class DataConfig:
     # A collected dataset (`nbmf collect`: Parquet shards + manifest.json with train/val/test splits),
     # or a directory holding corpus-format train.jsonl / val.jsonl (/ test.jsonl), e.g. data/sample.
-    source: str = "data/sample"
+    source: str = "data/sample"  # local path or URI (s3://, gs://): a remote source is cached on the driver
     train_records: int = 0  # 0 = all; else the first N train records (quick runs, tests)
     val_records: int = 0  # 0 = all; else the first N val records scored for bits/byte each epoch
     test_share: float = 0.5  # JSONL sources without test.jsonl: share of val.jsonl held out as test (by id hash)
@@ -66,8 +66,8 @@ class WandbConf:
     enabled: bool = True
     project: str = "nbmf"
     group: str = ""  # "" -> the run name; a Tune search groups its trials under the search name
-    mode: str = ""  # "" -> "online" when WANDB_API_KEY is set, else "offline" (no account, no network)
-    dir: str = ""  # "" -> <storage>/<run>/wandb when storage is local, else ./runs/wandb
+    mode: str = ""  # "" -> W&B's own choice (WANDB_MODE, a key from `wandb login`/WANDB_API_KEY), else offline
+    dir: str = ""  # "" -> <storage>/<run>/wandb; offline run files are copied there when storage is a URI
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,19 @@ class TrainJobConfig:
 
 
 def load(path=None, overrides=()) -> TrainJobConfig:
-    return load_config(TrainJobConfig, path, overrides)
+    cfg = load_config(TrainJobConfig, path, overrides)
+    check_job_paths(cfg, str(path) if path else None)
+    return cfg
+
+
+def check_job_paths(cfg: TrainJobConfig, source: str | None = None) -> None:
+    """Inside a submitted Ray job, relative storage paths are a ConfigError (train.storage.path_problems)."""
+    from train.storage import path_problems
+
+    problems = path_problems(outputs={"run.storage_path": cfg.run.storage_path, "wandb.dir": cfg.wandb.dir},
+                             inputs={"data.source": cfg.data.source})
+    if problems:
+        raise ConfigError(problems, source)
 
 
 def from_plain(data: dict) -> TrainJobConfig:

@@ -27,8 +27,9 @@ class Source:
     """Where the records come from: ``parquet`` (a collected dataset dir) or ``jsonl`` (corpus files)."""
 
     kind: str
-    path: Path
+    path: Path  # local: the source itself, or this node's cached copy of a remote one (train.storage)
     test_share: float = 0.5  # jsonl without test.jsonl: share of val.jsonl (by id hash) held out as test
+    remote: str = ""  # the URI when the source is remote (s3://, gs://, ...)
 
     def jsonl_file(self, split: str) -> Path:
         if split == "test" and (self.path / "test.jsonl").exists():
@@ -37,13 +38,17 @@ class Source:
 
 
 def resolve_source(source: str | Path, test_share: float = 0.5) -> Source:
-    path = Path(source).expanduser().resolve()
+    """A local path, or a URI copied once to this node's cache (train.storage.local_dir)."""
+    from train import storage
+
+    remote = storage.resolve(source) if storage.is_uri(source) else ""
+    path = storage.local_dir(remote) if remote else Path(storage.resolve(source))
     if (path / "manifest.json").is_file() and any(path.rglob("*.parquet")):
-        return Source("parquet", path, test_share)
+        return Source("parquet", path, test_share, remote)
     if (path / "train.jsonl").is_file() and (path / "val.jsonl").is_file():
-        return Source("jsonl", path, test_share)
+        return Source("jsonl", path, test_share, remote)
     raise FileNotFoundError(
-        f"data source {path} is neither a collected dataset (manifest.json + Parquet shards: run "
+        f"data source {remote or path} is neither a collected dataset (manifest.json + Parquet shards: run "
         "`nbmf collect`) nor a directory with train.jsonl and val.jsonl (like data/sample)")
 
 
@@ -82,7 +87,9 @@ def ray_dataset(src: Source, split: str, limit: int = 0, include_semantic: bool 
     """A Ray Dataset of the split's rows: columns raw (binary), kind and fidelity (int8 enum ids)."""
     import ray.data
 
-    if src.kind == "parquet" and not limit:
+    # Ray Data reads a local dataset where its read tasks run; a remote source's copy exists on this node
+    # only, so its rows travel from here through the object store.
+    if src.kind == "parquet" and not limit and not src.remote:
         from nbmf.data.dataset import ray_dataset as collected
 
         ds = collected(src.path, split, columns=("kind", "fidelity", "raw"), include_semantic=include_semantic)

@@ -19,9 +19,12 @@ DISTRIBUTIONS = ("choice", "loguniform", "uniform", "randint")
 @dataclass(frozen=True)
 class SearchConf:
     name: str = ""  # "" -> "<preset>-<UTC time>": the Tune experiment, the W&B group
-    storage_path: str = "runs/tune"  # local dir (made absolute) or URI: Tune state, trial runs, results
+    storage_path: str = "runs/tune"  # local dir (made absolute) or URI (s3://, gs://): Tune state, trial runs, results
     num_samples: int = 4  # trials
-    max_concurrent: int = 0  # 0 = as many as the cluster's CPUs/GPUs fit (per-trial workers x resources)
+    # Trials running at once (Tune's max_concurrent_trials). On an autoscaling cluster set it: trials waiting
+    # for GPUs are what makes the autoscaler add nodes. 0 = as many as the cluster's CPUs/GPUs fit right now
+    # (per-trial workers x resources): right for a fixed cluster or one machine, 1 on a cluster at rest.
+    max_concurrent_trials: int = 0
     seed: int = 0  # Optuna sampler seed
     metric: str = "val_bpb"  # ASHA and Optuna minimize validation bits per byte
     grace_period: int = 1  # epochs every trial gets before ASHA may stop it
@@ -45,7 +48,9 @@ class GateConf:
 
 @dataclass(frozen=True)
 class RegistryConf:
-    dir: str = "models"  # model registry: vN/ artifact dirs + CURRENT (docs/ARCHITECTURE.md)
+    # Model registry: vN/ artifact dirs + CURRENT (docs/ARCHITECTURE.md); a local dir (on a cluster: one every node
+    # and Serve mount, e.g. EFS) or a URI (s3://, gs://: mirrored, see tune.driver.register_gated).
+    dir: str = "models"
     set_current: bool = True  # point CURRENT at the newly registered version
 
 
@@ -107,7 +112,7 @@ def load(path=None, overrides=()) -> TuneJobConfig:
     from train.config import TrainJobConfig
 
     cfg = load_config(TuneJobConfig, path, overrides)
-    load_config(TrainJobConfig, cfg.train, cfg.train_overrides)  # the preset itself must be valid
+    train_cfg = load_config(TrainJobConfig, cfg.train, cfg.train_overrides)  # the preset itself must be valid
     base = yaml.safe_load(open(cfg.train, encoding="utf-8")) or {}
     problems = _space_problems(flat_space(cfg.space), base, cfg.train_overrides)
     if not cfg.space:
@@ -117,6 +122,13 @@ def load(path=None, overrides=()) -> TuneJobConfig:
     known = {g.metric for g in GATES if g.fidelity in ("both", "lossless")}
     problems += [f"gates.thresholds.{k}: unknown gate metric (known: {', '.join(sorted(known))})"
                  for k in cfg.gates.thresholds if k not in known]
+    if cfg.search.max_concurrent_trials < 0:
+        problems.append("search.max_concurrent_trials: 0 (from the cluster's resources) or more")
+    from train.storage import path_problems
+
+    problems += path_problems(outputs={"search.storage_path": cfg.search.storage_path,
+                                       "registry.dir": cfg.registry.dir},
+                              inputs={"train_overrides: data.source": train_cfg.data.source})
     if problems:
         raise ConfigError(problems, str(path) if path else None)
     return cfg

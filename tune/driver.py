@@ -1,17 +1,23 @@
 """The search driver: Optuna + ASHA over Ray Train trials, then objective, gates and registration.
 
-    python -m tune --config tune/configs/tiny.yaml [key=value ...]
-    ray job submit --working-dir . -- python -m tune --config tune/configs/tiny.yaml search.storage_path=/abs/runs/tune
+    python -m tune --config tune/configs/tiny.yaml [key=value ...] [--resume] [--print-config]
+    ray job submit --working-dir . -- python -m tune --config tune/configs/base.yaml \
+        search.storage_path=s3://bucket/tune registry.dir=/mnt/shared/models
 
 1. Tokenizers: one per searched vocabulary size, trained once here on the train split.
-2. Search: each trial is a Ray Train run (tune/trial.py); ASHA stops weak trials on val bits/byte.
+2. Search: each trial is a Ray Train run (tune/trial.py); ASHA stops weak trials on val bits/byte (their
+   W&B runs are then finished here: ASHA kills a trial's workers before rank 0 can). At most
+   search.max_concurrent_trials run at once: on an autoscaling cluster, trials waiting for GPUs make it add nodes.
+   --resume continues an interrupted search (Tuner.restore) named by search.name.
 3. Objective: every finished trial's exported artifact is sized and timed here, one at a time, on a
    fixed val record set through the real codec; decode p95 over the latency budget -> not eligible.
    The winner is the eligible trial with the best compression ratio.
 4. The winner is re-exported under the registry's next version, validated against the gates on the
    test split, and registered (vN/ + CURRENT) only if every gate passes.
 5. Results in the search dir: a table (terminal), results.csv, pareto.png and results.json (the
-   whole report: every trial, the winner, its gate checks, what was registered or why not).
+   whole report: every trial, the winner, its gate checks, what was registered or why not), and a
+   search-level W&B run (job_type "search"): the trials table, Pareto plot, winner, gates, per-type test
+   results, the zstd-dict and brotli anchors on the same test records, the registered version's artifact.
 
 Exit status: 0 when a version was registered, 3 when the search ran but registered nothing (the
 report says why), 2 for a bad config.
@@ -20,18 +26,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from nbmf.record import Record
+from train import storage as st
 from train.config import TrainJobConfig
 from train.data import iter_rows
-from train.driver import init_ray, is_uri, prepare, storage_of, train_tokenizer
-from train.jobconfig import ConfigError, load_config, to_dict
+from train.driver import init_ray, prepare, train_tokenizer
+from train.jobconfig import ConfigError, dump_yaml, load_config, to_dict
 from tune import config as tcfg
 from tune import gates, register, results
+
+HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node, 1.0 on every cluster's head
 
 
 def max_concurrent(job: TrainJobConfig, asked: int) -> int:
@@ -50,10 +60,9 @@ def max_concurrent(job: TrainJobConfig, asked: int) -> int:
 
 
 def run_search(cfg: tcfg.TuneJobConfig, *, name: str, base: TrainJobConfig, prepared, storage: str,
-               address: str = ""):
+               address: str = "", resume: bool = False):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     from tune.trial import run_trial
@@ -62,34 +71,39 @@ def run_search(cfg: tcfg.TuneJobConfig, *, name: str, base: TrainJobConfig, prep
     tokenizers = {int(v): train_tokenizer(prepared.source, int(v), base.data.tokenizer_records).to_json()
                   for v in vocabs}
     init_ray(address)
-    concurrent = max_concurrent(base, cfg.search.max_concurrent)
+    concurrent = max_concurrent(base, cfg.search.max_concurrent_trials)
     epochs = base.optim.epochs
-    print(f"search {name}: {cfg.search.num_samples} trials, {concurrent} at a time, {epochs} epochs each",
-          flush=True)
+    print(f"search {name}: {cfg.search.num_samples} trials, {concurrent} at a time, {epochs} epochs each"
+          + (" (resumed)" if resume else ""), flush=True)
     trainable = tune.with_parameters(run_trial, base=to_dict(base), tokenizers=tokenizers, prepared=prepared,
-                                     search=name, runs_storage=_join(storage, name, "runs"))
-    # The trial function only drives a TorchTrainer: it holds no CPU (RAY-HERE.md).
-    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1 << 20})
+                                     search=name, runs_storage=st.join(storage, name, "runs"))
+    # The trial function only drives a TorchTrainer: it holds no CPU (RAY-HERE.md). It runs on the head node, where
+    # this driver prepared the data (a remote source's cached copy, a head-local corpus): a sliver of Ray's
+    # built-in head-node resource keeps it there while its Train workers go to the GPU nodes.
+    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1 << 20, HEAD_NODE: 0.001})
+    experiment = st.join(storage, name)
+    if resume:
+        # The searcher, scheduler and trial states come back from the experiment's state; unfinished and
+        # errored trials continue from their latest Train checkpoint.
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=tcfg.tune_space(cfg.space)).fit()
     scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=min(cfg.search.grace_period, epochs),
                               reduction_factor=cfg.search.reduction_factor)
-    search = ConcurrencyLimiter(OptunaSearch(seed=cfg.search.seed), max_concurrent=concurrent)
     tuner = tune.Tuner(
         trainable,
         param_space=tcfg.tune_space(cfg.space),
-        tune_config=tune.TuneConfig(metric=cfg.search.metric, mode="min", search_alg=search, scheduler=scheduler,
-                                    num_samples=cfg.search.num_samples),
+        # max_concurrent_trials wraps the searcher in Tune's ConcurrencyLimiter.
+        tune_config=tune.TuneConfig(metric=cfg.search.metric, mode="min", search_alg=OptunaSearch(seed=cfg.search.seed),
+                                    scheduler=scheduler, num_samples=cfg.search.num_samples,
+                                    max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=name, storage_path=storage),
     )
     return tuner.fit()
 
 
-def _join(storage: str, *parts: str) -> str:
-    return "/".join([storage.rstrip("/"), *parts]) if is_uri(storage) else str(Path(storage).joinpath(*parts))
-
-
 def _checkpoint_uri(path: str | None, storage: str) -> str | None:
     """Train reports checkpoint paths without the storage's scheme (s3://...); put it back."""
-    if not path or not is_uri(storage) or "://" in path:
+    if not path or not st.is_uri(storage) or "://" in path:
         return path
     return storage.split("://", 1)[0] + "://" + path.lstrip("/")
 
@@ -164,7 +178,6 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     from nbmf.export import export_artifact
     from train.export import model_from_checkpoint
 
-    registry_dir = Path(cfg.registry.dir).resolve()
     with Checkpoint(winner["checkpoint"]).as_directory() as d:
         model, mcfg, tok, loaded = model_from_checkpoint(d)
     training = {"search": search, "trial": winner["trial"], "params": winner["params"],
@@ -172,10 +185,12 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
                "search_decode_ms_p95": winner["decode_ms_p95"]}
     staged = out_dir / "winner" / "candidate"
-    # labelled with the version free now; register_gated relabels it if another registration takes that one first
-    export_artifact(model, mcfg, tok, staged, version=register.next_version(registry_dir), metrics=metrics,
-                    data_hash=data_hash, training=training, dictionary=dictionary, dictionary_info=dictionary_info)
-    outcome = register_gated(staged, registry_dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
+    # labelled with the version free now (v1 for a remote registry); register_gated relabels it as the version it
+    # is registered under
+    label = "v1" if st.is_uri(cfg.registry.dir) else register.next_version(Path(cfg.registry.dir).resolve())
+    export_artifact(model, mcfg, tok, staged, version=label, metrics=metrics, data_hash=data_hash,
+                    training=training, dictionary=dictionary, dictionary_info=dictionary_info)
+    outcome = register_gated(staged, cfg.registry.dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
                              set_current=cfg.registry.set_current)
     return {"trial": winner["trial"], "staged": str(staged), **outcome}
 
@@ -184,31 +199,48 @@ def register_gated(artifact_dir, registry_dir, test_rows: list[Record], threshol
                    staging: Path, set_current: bool = True) -> dict:
     """Gate an exported artifact on the test rows and register it as the registry's next version if every gate
     passes (under the registry's lock: the version it is staged as is the one it is registered as). The
-    registered manifest carries the test figures as ``test_*`` metrics."""
+    registered manifest carries the test figures as ``test_*`` metrics.
+
+    ``registry_dir`` may be a URI (s3://, gs://): the registry is copied to a local mirror, the version is
+    registered there (same checks, same numbering), then uploaded as ``<uri>/vN`` (refused if it exists: never
+    overwritten) and ``CURRENT`` rewritten last. Object stores have no lock: two searches registering into one
+    URI at the same moment can pick the same number, and the second upload is then refused.
+    """
     from nbmf.artifact import relabel
 
-    registry_dir = Path(registry_dir).resolve()
+    remote = st.resolve(registry_dir) if st.is_uri(str(registry_dir)) else ""
+    mirror = Path(tempfile.mkdtemp(prefix="nbmf-registry-")) / "registry" if remote else None
+    if remote and st.exists(remote):
+        st.copy_dir(remote, str(mirror))
+    local = mirror if remote else Path(registry_dir).resolve()
     check = gates.validate(artifact_dir, test_rows, thresholds)
     outcome = {"gates": check["gates"], "failed": check["failed"], "test": check["summary"],
-               "test_by_type": check["by_type"], "registered": False, "registry": str(registry_dir)}
+               "test_by_type": check["by_type"], "registered": False, "registry": remote or str(local)}
     if not check["passed"]:
         outcome["reason"] = "failed the gates on the test split: " + "; ".join(check["failed"])
         return outcome
     test_metrics = {f"test_{k}": v for k, v in check["summary"].items() if isinstance(v, (int, float))}
-    with register.locked(registry_dir):
-        version = register.next_version(registry_dir)
+    with register.locked(local):
+        version = register.next_version(local)
         staged = relabel(artifact_dir, Path(staging) / version, version, metrics=test_metrics)
-        dest = register.register(staged, registry_dir, version, set_current=set_current)
-    outcome.update(registered=True, version=version, path=str(dest), current=register.current(registry_dir))
+        dest = register.register(staged, local, version, set_current=set_current)
+    outcome.update(registered=True, version=version, path=str(dest), local_path=str(dest),
+                   current=register.current(local))
+    if remote:
+        st.upload_new(dest, st.join(remote, version))
+        if set_current:
+            st.write_text(st.join(remote, register.CURRENT), (local / register.CURRENT).read_text())
+        outcome["path"] = st.join(remote, version)
     return outcome
 
 
 def search(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, *, storage: str, prepared, out_dir: Path,
-           address: str = "") -> tuple[list[dict], dict | None]:
+           address: str = "", resume: bool = False) -> tuple[list[dict], dict | None]:
     """Steps 2-3 of the module doc: run the trials, measure every finished artifact, choose the winner (None
     when no trial is eligible). Writes results.csv and pareto.png to out_dir and prints the table."""
-    grid = run_search(cfg, name=name, base=base, prepared=prepared, storage=storage, address=address)
+    grid = run_search(cfg, name=name, base=base, prepared=prepared, storage=storage, address=address, resume=resume)
     rows = trial_rows(grid, tcfg.flat_space(cfg.space), storage)
+    finish_stopped_runs(rows, base, name, storage=storage, out_dir=out_dir)
     evaluate(rows, cfg.objective, prepared.bench_rows)
     winner = choose(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,12 +250,52 @@ def search(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, *, storage:
     return rows, winner
 
 
+def finish_stopped_runs(rows: list[dict], base: TrainJobConfig, name: str, *, storage: str, out_dir: Path) -> None:
+    """Close the W&B run of every trial ASHA stopped (resumed by its id, summary status "stopped", exit 0).
+
+    A trial's rank 0 logs into ``<storage>/<search>/runs/<trial>/wandb`` (train.driver.build_trainer); with remote
+    storage the closing run is written here and copied there (train.wandb_logging)."""
+    from train.wandb_logging import finish_stopped
+
+    if not base.wandb.enabled:
+        return
+    runs = st.join(storage, name, "runs")
+    for r in rows:
+        if r["status"] != "stopped":
+            continue
+        trial = str(r["trial"])
+        if base.wandb.dir:
+            directory, sync_to = base.wandb.dir, ""
+        elif st.is_uri(runs):
+            directory, sync_to = str(out_dir / "wandb-stopped" / trial), st.join(runs, trial, "wandb")
+        else:
+            directory, sync_to = st.join(runs, trial, "wandb"), ""
+        finish_stopped(name=trial, directory=directory, project=base.wandb.project, group=name, mode=base.wandb.mode,
+                       sync_to=sync_to, summary={"stopped_by": "ASHA", "epochs": r.get("epochs"),
+                                                 "val_bpb": r.get("val_bpb")})
+
+
+def anchor_ratios(rows: list[Record], dictionary: bytes | None) -> dict[str, float]:
+    """Compression ratio of the zstd-dict and brotli anchors (``nbmf bench``'s) on ``rows``: the reference values."""
+    from nbmf.bench import anchors
+    from nbmf.bench.run import run_codec
+
+    quiet = SimpleNamespace(update=lambda n=1: None)
+    codecs = [anchors.Zstd(19, dictionary), anchors.Brotli(11)] if dictionary else [anchors.Brotli(11)]
+    return {c.name: run_codec(c, rows, "lossless", None, quiet)["all"]["ratio"] for c in codecs if rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML search preset, e.g. tune/configs/tiny.yaml")
-    p.add_argument("--address", default="", help="Ray cluster: default joins a running one or starts one; "
-                   "'local' always starts a private one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted search named by search.name (same search.storage_path): "
+                        "Tuner.restore; unfinished and errored trials continue from their checkpoints")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved search config and the training preset it starts from, and exit")
+    p.add_argument("--address", default="", help="Ray cluster: default joins a running one (RAY_ADDRESS, a job's "
+                   "cluster, `ray start` on this machine) or starts one; 'local' always starts a private one")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. search.num_samples=8")
     args = p.parse_args(argv)
     try:
@@ -232,41 +304,60 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        print(f"# the training preset each trial starts from ({cfg.train} + train_overrides):")
+        print("\n".join("# " + line for line in dump_yaml(base).splitlines()))
+        return 0
+    if args.resume and not cfg.search.name:
+        print("--resume needs the search to continue: add search.name=<name> (see `ls <search.storage_path>`)",
+              file=sys.stderr)
+        return 2
     name = cfg.search.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    report = search_and_register(cfg, base, name, address=args.address)
+    report = search_and_register(cfg, base, name, address=args.address, resume=args.resume)
     return 0 if report["outcome"].get("registered") else 3
 
 
-def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, address: str = "") -> dict:
+def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, address: str = "",
+                        resume: bool = False) -> dict:
     """The whole search (steps 1-5 of the module doc); returns the report also written to results.json."""
-    if os.environ.get("RAY_JOB_SUBMISSION_ID") and not Path(cfg.registry.dir).is_absolute():
-        print(f"warning: registry.dir={cfg.registry.dir!r} is relative, so inside a job it is the uploaded copy "
-              "of the working directory; pass an absolute path to register into a lasting registry",
-              file=sys.stderr)
     base = dataclasses.replace(base, wandb=dataclasses.replace(base.wandb, group=name))
-    storage = storage_of(dataclasses.replace(base, run=dataclasses.replace(base.run,
-                                                                          storage_path=cfg.search.storage_path)))
+    storage = st.resolve(cfg.search.storage_path)
+    if resume:
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(st.join(storage, name)):
+            raise SystemExit(f"nothing to resume: no search {name!r} in {storage}")
     prepared = prepare(dataclasses.replace(base, export=dataclasses.replace(base.export,
                                                                             bench_records=cfg.objective.records)))
-    out_dir = Path("runs/tune").resolve() / name if is_uri(storage) else Path(storage) / name
+    # Results are written locally, then copied next to Tune's state when the storage is remote.
+    out_dir = Path(tempfile.mkdtemp(prefix="nbmf-search-")) / name if st.is_uri(storage) else Path(storage) / name
     t0 = time.time()
-    rows, winner = search(cfg, base, name, storage=storage, prepared=prepared, out_dir=out_dir, address=address)
+    rows, winner = search(cfg, base, name, storage=storage, prepared=prepared, out_dir=out_dir, address=address,
+                          resume=resume)
+    test_rows = list(iter_rows(prepared.source, "test", cfg.gates.test_records))
     if winner is None:
         outcome = {"registered": False, "reason": "no finished trial was eligible: " + "; ".join(
             f"{r['trial']}: {r['note'] or r['status']}" for r in rows)}
     else:
-        test_rows = list(iter_rows(prepared.source, "test", cfg.gates.test_records))
         outcome = finalize(winner, cfg, test_rows, out_dir, search=name, data_hash=prepared.data_hash,
                            dictionary=prepared.dictionary, dictionary_info=prepared.dictionary_info)
+    references = anchor_ratios(test_rows, prepared.dictionary)
     report = {"search": name, "seconds": round(time.time() - t0, 1), "config": to_dict(cfg),
               "latency_budget_ms": cfg.objective.latency_budget_ms, "trials": rows, "winner": winner and winner["trial"],
-              "outcome": outcome}
+              "references": references, "outcome": outcome}
     results.write_json(report, out_dir / "results.json")
+    if base.wandb.enabled:
+        results.log_search(report, out_dir, project=base.wandb.project, mode=base.wandb.mode,
+                           directory=str(out_dir / "wandb"),
+                           sync_to=st.join(storage, name, "wandb") if st.is_uri(storage) else "")
+    if st.is_uri(storage):
+        st.copy_dir(str(out_dir), st.join(storage, name))
     if outcome.get("registered"):
         print(f"registered {outcome['version']} (trial {outcome['trial']}) in {outcome['registry']}; "
               f"CURRENT = {outcome.get('current')}", flush=True)
     else:
         print(f"registered nothing: {outcome['reason']}", flush=True)
-    print(f"results: {out_dir}/results.csv, results.json, pareto.png", flush=True)
+    where = st.join(storage, name) if st.is_uri(storage) else out_dir
+    print(f"results: {where}/results.csv, results.json, pareto.png", flush=True)
     return report
-

@@ -82,3 +82,47 @@ def plot(rows: list[dict], path: Path, budget_ms: float) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+GATE_COLUMNS = ("gate", "metric", "value", "op", "threshold", "passed")
+
+
+def log_search(report: dict, out_dir: Path, *, project: str = "nbmf", mode: str = "", directory: str,
+               sync_to: str = "") -> dict:
+    """The search-level W&B run (job_type "search", grouped with its trials): the trials table, the Pareto plot,
+    the winner, its gates and per-type test results, the anchors on the same test records, and the registered
+    version's artifact with its aliases (``candidate``; ``production`` when CURRENT points at it)."""
+    from train.wandb_logging import RunLogger
+
+    name = report["search"]
+    outcome = report["outcome"]
+    logger = RunLogger(enabled=True, project=project, group=name, name=f"{name}-search", mode=mode,
+                       directory=directory, config=report["config"], job_type="search", sync_to=sync_to)
+    rows = report["trials"]
+    logger.table("search/trials", rows, COLUMNS)
+    logger.image("search/pareto", Path(out_dir) / "pareto.png", caption="ratio vs decode p95; winner circled")
+    winner = next((r for r in rows if r.get("winner")), None)
+    summary = {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
+               "stopped": sum(r["status"] == "stopped" for r in rows), "winner": report.get("winner") or "",
+               "registered": bool(outcome.get("registered")), "version": outcome.get("version") or "",
+               "reason": outcome.get("reason") or "", "seconds": report.get("seconds")}
+    if winner:
+        summary.update({f"winner/{k}": winner.get(k) for k in ("ratio", "decode_ms_p95", "val_bpb", "family",
+                                                                 "d_model", "n_layers", "vocab_size", "lr")})
+    if outcome.get("test"):
+        summary.update({f"test/{k}": v for k, v in outcome["test"].items() if isinstance(v, (int, float))})
+    logger.summary(summary)
+    if outcome.get("gates"):
+        logger.table("search/gates", outcome["gates"], GATE_COLUMNS)
+    if outcome.get("test_by_type"):
+        logger.by_type("search/test_by_type", outcome["test_by_type"])
+    if report.get("references"):
+        logger.references(report["references"], ours=(outcome.get("test") or {}).get("ratio"))
+    link = {}
+    if outcome.get("registered"):
+        aliases = ["candidate"] + (["production"] if outcome.get("current") == outcome["version"] else [])
+        link = logger.register(outcome["local_path"], "nbmf-codec", outcome["version"], aliases=aliases,
+                               metadata={"search": name, "trial": outcome.get("trial"),
+                                         "registry": outcome["registry"]})
+    logger.finish()
+    return {"link": link, "synced": logger.synced}

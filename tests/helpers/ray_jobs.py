@@ -118,14 +118,17 @@ def _leveldb_records(data: bytes, offset: int = 7, block: int = 32768):
 
 
 def read_wandb_run(run_dir: str | Path) -> dict:
-    """What an offline W&B run logged: ``{"run": {...}, "config": {...}, "history": [...], "artifacts": [...]}``.
+    """What an offline W&B run logged: ``{"runs": [...], "config": {...}, "history": [...], "summary": {...},
+    "artifacts": [...], "exit_codes": [...], "stats": n}`` (``stats``: system-metric samples).
 
     ``run_dir`` is a ``wandb/offline-run-*`` directory, or any directory above one (all runs merged).
     """
     from wandb.proto import wandb_internal_pb2 as pb
 
-    files = sorted(glob.glob(str(Path(run_dir) / "**" / "*.wandb"), recursive=True))
-    out: dict = {"runs": [], "config": {}, "history": [], "artifacts": [], "files": files}
+    # realpath: W&B's wandb/latest-run is a link to the newest run directory, not another run
+    files = sorted({os.path.realpath(f) for f in glob.glob(str(Path(run_dir) / "**" / "*.wandb"), recursive=True)})
+    out: dict = {"runs": [], "config": {}, "history": [], "summary": {}, "artifacts": [], "exit_codes": [],
+                 "stats": 0, "files": files}
     for f in files:
         data = Path(f).read_bytes()
         if data[:4] != b":W&B":
@@ -145,8 +148,16 @@ def read_wandb_run(run_dir: str | Path) -> dict:
             elif kind == "history":
                 out["history"].append({(it.key or "/".join(it.nested_key)): json.loads(it.value_json)
                                        for it in rec.history.item})
+            elif kind == "summary":
+                for it in rec.summary.update:
+                    out["summary"][it.key or "/".join(it.nested_key)] = json.loads(it.value_json)
             elif kind == "artifact":
-                out["artifacts"].append({"name": rec.artifact.name, "type": rec.artifact.type})
+                out["artifacts"].append({"name": rec.artifact.name, "type": rec.artifact.type,
+                                         "aliases": list(rec.artifact.aliases)})
+            elif kind == "exit":
+                out["exit_codes"].append(rec.exit.exit_code)
+            elif kind == "stats":
+                out["stats"] += 1
     return out
 
 

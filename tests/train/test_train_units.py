@@ -139,9 +139,11 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 
 
 @pytest.mark.parametrize("key, expect", [("", "offline"), ("abc", "online")])
-def test_wandb_mode_follows_the_api_key(monkeypatch, key, expect):
+def test_wandb_mode_follows_the_api_key(monkeypatch, tmp_path, key, expect):
     from train.wandb_logging import resolve_mode
 
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # set by conftest; honoured when set (tests/cluster)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_API_KEY", key) if key else monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert resolve_mode("") == expect
     assert resolve_mode("disabled") == "disabled"
