@@ -40,7 +40,8 @@ def build_app(args: AppArgs) -> Application:
     scaling = ({"num_replicas": args.replicas} if args.replicas is not None
                else {"autoscaling_config": args.autoscaling.model_dump()})
     model = CodecModel.options(
-        ray_actor_options={"num_cpus": args.model_num_cpus, "num_gpus": args.model_num_gpus},
+        ray_actor_options={"num_cpus": args.model_num_cpus, "num_gpus": args.model_num_gpus,
+                           "resources": {} if args.model_num_gpus > 0 else dict(args.replica_resources)},
         max_ongoing_requests=args.max_ongoing_requests,
         user_config={"preload": preload},
         **scaling,
@@ -50,7 +51,7 @@ def build_app(args: AppArgs) -> Application:
            "cuda" if args.model_num_gpus > 0 else None)
     return Ingress.options(
         num_replicas=args.ingress_replicas,
-        ray_actor_options={"num_cpus": args.ingress_num_cpus},
+        ray_actor_options={"num_cpus": args.ingress_num_cpus, "resources": dict(args.replica_resources)},
         user_config={"current": current, "candidate": args.candidate, "canary_share": args.canary_share,
                      "domains": {d: route.model_dump() for d, route in args.domains.items()}},
     ).bind(model, str(model_dir), args.limits.model_dump(), args.timeouts.model_dump())

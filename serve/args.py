@@ -125,6 +125,9 @@ class AppArgs(BaseModel):
     model_threads: int | None = Field(None, ge=1)  # codec threads per model replica; None -> ceil(model_num_cpus)
     model_num_gpus: float = Field(0, ge=0)  # GPUs per model replica; > 0 runs its codecs on CUDA (NBMF_DEVICE)
     ingress_num_cpus: float = Field(0.25, ge=0)
+    # custom Ray resources every replica asks for: on the cluster {cpu_node: 0.001} keeps Serve off the GPU nodes
+    # (cluster.yaml gives only CPU nodes cpu_node); a replica with model_num_gpus > 0 leaves them out
+    replica_resources: dict[str, float] = Field(default_factory=dict)
     max_ongoing_requests: int = Field(32, ge=1)  # per model replica
     limits: Limits = Field(default_factory=Limits)
     timeouts: Timeouts = Field(default_factory=Timeouts)

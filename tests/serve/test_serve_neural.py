@@ -32,7 +32,7 @@ def deploy(model_dir: Path, canary_share: float = SHARE) -> None:
     (app,) = cfg["applications"]
     app["name"] = APP
     app["args"].update(model_dir=str(model_dir), loader="tests.serve.fault_loader:load", model_num_cpus=0.1,
-                       ingress_num_cpus=0.1,
+                       ingress_num_cpus=0.1, replica_resources={},  # a test's local Ray has no cpu_node
                        timeouts={"encode_s": ENCODE_TIMEOUT_S, "decode_s": 20.0, "decode_attempts": 2,
                                  "retry_backoff_s": 0.2, "codec_s": CODEC_S})
     deployments = {d["name"]: d for d in app["deployments"]}

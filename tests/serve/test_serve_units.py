@@ -154,3 +154,19 @@ def test_a_model_replica_reports_its_versions_fallback_blobs():
     assert peek_header(blob).fallback and codec_ops.blob_version(blob) == "v1" and reason == "larger"
     assert not peek_header(neural).fallback and none is None
     assert [o.payload for o in model.decode([blob, neural], 1 << 20)] == [repeated, record]
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_replicas_ask_for_the_configured_resources_and_a_gpu_replica_leaves_them_out(gpus):
+    """cluster.yaml gives only CPU nodes `cpu_node`: asking for a sliver keeps Serve off the GPU nodes."""
+    from serve.app import build_app
+
+    app = build_app({"model_dir": str(REPO / "models"), "replica_resources": {"cpu_node": 0.001},
+                     "model_num_gpus": gpus})
+    ingress = app._bound_deployment  # Ray Serve's bound application: Ingress, bound to the model deployment
+    model = ingress.init_args[0]._bound_deployment
+    assert ingress.ray_actor_options["resources"] == {"cpu_node": 0.001}
+    assert model.ray_actor_options["resources"] == ({} if gpus else {"cpu_node": 0.001})
+    assert model.ray_actor_options["num_gpus"] == gpus
+    cfg = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    assert cfg["applications"][0]["args"]["replica_resources"] == {"cpu_node": 0.001}
