@@ -204,7 +204,8 @@ def run(args) -> int:
     print(json.dumps(summary, indent=2))
     bad = summary.get("bad_rows", 0) + sum(summary.get(k, 0) for k in ("bad_files", "verify_failed", "encode_failed"))
     if bad:
-        print(f"nbmf migrate: {bad} bad rows or files left as they were (listed above)", file=sys.stderr)
+        what = "files not migrated" if to_service else "rows left as they were"
+        print(f"nbmf migrate: {bad} bad {what} (listed above)", file=sys.stderr)
     return 1 if bad else 0
 
 
