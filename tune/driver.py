@@ -31,7 +31,8 @@ from train.data import iter_rows
 from train.driver import init_ray, is_uri, prepare, storage_of, train_tokenizer
 from train.jobconfig import ConfigError, load_config, to_dict
 from tune import config as tcfg
-from tune import gates, register, results
+from tune import register, results
+from tune.register import register_gated
 
 
 def max_concurrent(job: TrainJobConfig, asked: int) -> int:
@@ -178,29 +179,6 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     outcome = register_gated(staged, registry_dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
                              set_current=cfg.registry.set_current)
     return {"trial": winner["trial"], "staged": str(staged), **outcome}
-
-
-def register_gated(artifact_dir, registry_dir, test_rows: list[Record], thresholds: dict[str, float] | None, *,
-                   staging: Path, set_current: bool = True) -> dict:
-    """Gate an exported artifact on the test rows and register it as the registry's next version if every gate
-    passes (under the registry's lock: the version it is staged as is the one it is registered as). The
-    registered manifest carries the test figures as ``test_*`` metrics."""
-    from nbmf.artifact import relabel
-
-    registry_dir = Path(registry_dir).resolve()
-    check = gates.validate(artifact_dir, test_rows, thresholds)
-    outcome = {"gates": check["gates"], "failed": check["failed"], "test": check["summary"],
-               "test_by_type": check["by_type"], "registered": False, "registry": str(registry_dir)}
-    if not check["passed"]:
-        outcome["reason"] = "failed the gates on the test split: " + "; ".join(check["failed"])
-        return outcome
-    test_metrics = {f"test_{k}": v for k, v in check["summary"].items() if isinstance(v, (int, float))}
-    with register.locked(registry_dir):
-        version = register.next_version(registry_dir)
-        staged = relabel(artifact_dir, Path(staging) / version, version, metrics=test_metrics)
-        dest = register.register(staged, registry_dir, version, set_current=set_current)
-    outcome.update(registered=True, version=version, path=str(dest), current=register.current(registry_dir))
-    return outcome
 
 
 def search(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, *, storage: str, prepared, out_dir: Path,
