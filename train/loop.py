@@ -210,6 +210,9 @@ def train_loop_per_worker(config: dict) -> None:
     share = state.get("share", 0.0)
     stopped = False  # by run.max_minutes before a step schedule's end
     qat = share >= optim.qat_from
+    if warm and step == 0:  # the released model itself (int8: QAT on) on this data: the history's first point
+        raw_model.set_qat(True)
+        validate(0, True)
     model.train()
     log_t, log_nats, log_tokens = time.time(), 0.0, 0
     while step < total and share < 1.0 and not stopped:

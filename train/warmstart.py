@@ -64,24 +64,37 @@ def _search(candidates: np.ndarray, miss) -> float:
 
 
 def fit_gelu_lut(lut: np.ndarray) -> tuple[float, float]:
-    """(input scale, output scale) that tabulate ``lut`` = round(gelu(i * s_in) / s_out), i in [-127, 127]."""
+    """(input scale, output scale) that tabulate ``lut`` = clip(round(gelu(i * s_in) / s_out)), i in [-127, 127].
+
+    For a given s_in every entry bounds s_out to an interval (an unclipped entry: g / s_out within 0.5 of it; a
+    clipped one: g / s_out past 126.5; a zero: |g| / s_out under 0.5); s_in is chosen where the intervals meet
+    (or miss each other least, in log terms) and s_out is the geometric middle of their intersection."""
     from nbmf.models.quant import QMAX
 
     lut = np.asarray(lut, np.float64)
-    live = (np.abs(lut) < QMAX) & (lut != 0)  # neither clipped nor rounded to zero: each pins s_out
-    if not live.any():
+    if not ((np.abs(lut) < QMAX) & (lut != 0)).any():
         raise ValueError("a GELU table with no unclipped nonzero entry does not determine its scales")
 
-    def s_out(s_in: np.ndarray) -> np.ndarray:  # least squares of g = s_out * lut over the live entries
+    def bounds(s_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = _gelu(s_in[:, None] * _GRID[None, :])
-        return np.maximum((g[:, live] @ lut[live]) / float(lut[live] @ lut[live]), 1e-30), g
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a, b = g / (lut - 0.5), g / (lut + 0.5)
+            lo = np.where(lut == 0, 2 * np.abs(g), np.where(lut >= QMAX, 0.0, np.where(lut <= -QMAX, 0.0,
+                                                                                      np.minimum(a, b))))
+            hi = np.where(lut == 0, np.inf, np.where(lut >= QMAX, g / (QMAX - 0.5), np.where(
+                lut <= -QMAX, g / (0.5 - QMAX), np.maximum(a, b))))
+        lo = np.where(np.isnan(lo), np.inf, lo)
+        hi = np.where(np.isnan(hi) | (hi <= 0), 0.0, hi)
+        return lo.max(axis=1), hi.min(axis=1)
 
     def miss(s_in: np.ndarray) -> np.ndarray:
-        so, g = s_out(s_in)
-        return np.abs(np.clip(np.round(g / so[:, None]), -QMAX, QMAX) - lut[None, :]).sum(axis=1)
+        lo, hi = bounds(s_in)
+        with np.errstate(divide="ignore"):
+            return np.maximum(0.0, np.log(np.maximum(lo, 1e-300)) - np.log(np.maximum(hi, 1e-300)))
 
     s_in = _search(np.geomspace(1e-4, 10.0, 4001), miss)
-    return s_in, float(s_out(np.array([s_in]))[0][0])
+    lo, hi = bounds(np.array([s_in]))
+    return s_in, float(np.sqrt(lo[0] * hi[0]) if lo[0] <= hi[0] else (lo[0] + hi[0]) / 2)
 
 
 def fit_sigmoid_lut(lut: np.ndarray) -> float:
