@@ -163,13 +163,13 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     from ray.train import Checkpoint
 
     from nbmf.export import export_artifact
-    from train.export import model_from_checkpoint
+    from train.export import model_from_checkpoint, provenance
 
     registry_dir = Path(cfg.registry.dir).resolve()
     with Checkpoint(winner["checkpoint"]).as_directory() as d:
         model, mcfg, tok, loaded = model_from_checkpoint(d)
-    training = {"search": search, "trial": winner["trial"], "params": winner["params"],
-                "steps": loaded.state.get("step"), "val_bits_per_byte": winner["val_bpb"]}
+    training = {**provenance(loaded.config, loaded.state), "search": search, "trial": winner["trial"],
+                "params": winner["params"]}  # the one training schema (train.export), plus the search's fields
     metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
                "search_decode_ms_p95": winner["decode_ms_p95"]}
     staged = out_dir / "winner" / "candidate"
