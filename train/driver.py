@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     command = " ".join(["python -m train", *(sys.argv[1:] if argv is None else argv)])
     summary = run_training(cfg, name=name, resume=args.resume, address=args.address, command=command)
+    import ray
+
+    ray.shutdown()  # Ray forwards workers' output to this stdout asynchronously: none may follow the last line
     m = summary["metrics"]
     print(json.dumps({"run": name, "step": m.get("step"), "val_bpb": m.get("val_bpb"),
                       "bench_ratio": m.get("bench_ratio"), "bench_decode_ms_p95": m.get("bench_decode_ms_p95"),
