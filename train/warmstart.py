@@ -102,7 +102,8 @@ def fit_sigmoid_lut(lut: np.ndarray) -> float:
     lut = np.asarray(lut, np.float64)
 
     def miss(s: np.ndarray) -> np.ndarray:
-        z = np.round(GATE_UNITS / (1.0 + np.exp(-s[:, None] * _GRID[None, :])))
+        with np.errstate(over="ignore"):  # exp overflows to inf far out on the grid: the gate is 0 there, rightly
+            z = np.round(GATE_UNITS / (1.0 + np.exp(-s[:, None] * _GRID[None, :])))
         return np.abs(z - lut[None, :]).sum(axis=1)
 
     return _search(np.geomspace(1e-4, 10.0, 4001), miss)
