@@ -1,16 +1,19 @@
 """The main job, end to end on one machine: the whole platform on its embedded default.
 
-    python -m pipeline                       # local Ray, bundled sample (data/sample), ~3 minutes on 2 cores
+    python -m pipeline                       # local Ray, bundled sample (data/sample), ~4 minutes on 2 cores
 
 1. collect   an SQLite L2 store seeded with legacy stub blobs + the sample's train file -> Parquet dataset
-2. tune      a tiny Ray Tune search (Train V2 trials) over families and latent sizes, timed against the budget
-3. train     the winning configuration as a 2-worker Ray Train job (DDP, QAT), exported to an int8 artifact
-4. validate  the artifact against the gates on the test split
-5. register  as the next encoder version of a run-local copy of the model registry (models/ is untouched);
-             the released model stays current, the new version becomes the canary candidate
-6. serve     the Ray Serve app; sample records encoded and decoded over HTTP (canary split, exactness, latency)
-7. report    `nbmf bench` on the sample's val records (legacy stub, stub, zstd-dict, brotli, every version),
-             gates, plots; everything under runs/pipeline/<UTC time>/
+2. tune      a tiny Ray Tune search (Train V2 trials) over families and latent sizes, timed against the budget;
+             the winner's exported int8 artifact is a candidate
+3. adapt     warm-start adaptation of the current version (`train/configs/finetune.yaml`, init_from = the
+             registry's CURRENT) on the collected dataset: a 2-worker Ray Train job, QAT, int8 export
+4. gate      every candidate on the test split: the real gates (nbmf bench's, unchanged) AND at least as good as
+             the current version on the same records (tune.register.register_gated); a candidate that earns it is
+             registered as the next version of a run-local copy of the model registry (models/ is untouched)
+5. serve     the Ray Serve app; sample records encoded and decoded over HTTP. The current version stays current;
+             the best registered candidate, if any earned it, becomes the canary; none earned: no canary
+6. report    what was decided and why (report.json "decisions"), `nbmf bench` on the sample's val records (legacy
+             stub, stub, zstd-dict, brotli, every version), plots; everything under runs/pipeline/<UTC time>/
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ class PipelineConfig:
     models: Path = ROOT / "models"  # released registry, copied into the run
     out: Path = ROOT / "runs" / "pipeline"
     tune_config: str = "tune/configs/tiny.yaml"
-    train_epochs: int = 3  # the winner's training run
+    adapt_config: str = "train/configs/finetune.yaml"
+    adapt_minutes: float = 1.0  # training minutes of the warm-start adaptation (its schedule's length)
+    test_records: int = 0  # 0 = the dataset's whole test split, for every gate decision
     http_records: int = 120  # sample val records sent through the HTTP endpoint
     canary_share: float = 0.25  # share of encodes routed to the newly registered version
     bench_records: int = 0  # 0 = every sample val record
@@ -87,48 +92,78 @@ def stage_tune(cfg: PipelineConfig, run: Path, dataset: Path, console) -> tuple[
     rows, winner = search(tune_cfg, base, "search", storage=str(out), prepared=prepared, out_dir=out)
     results.write_json({"trials": rows, "winner": winner and winner["trial"]}, out / "results.json")
     if winner is None:
-        raise SystemExit("tune: no trial was eligible (see the table); nothing to train")
-    say(console, "tune", f"winner {winner['trial']}: {winner['params']}")
+        say(console, "tune", "no trial was eligible (see the table): no search candidate")
+    else:
+        say(console, "tune", f"winner {winner['trial']}: {winner['params']}, ratio {winner['ratio']:.2f} on "
+                             f"{tune_cfg.objective.records} val records")
     return winner, rows, (tune_cfg, base)
 
 
-def stage_train(cfg: PipelineConfig, run: Path, winner: dict, cfgs, console) -> Path:
-    from train.config import TrainJobConfig
-    from train.driver import run_training
-    from train.jobconfig import load_config
-    from tune.config import trial_overrides
+def winner_artifact(winner: dict, run: Path) -> Path:
+    """The search winner's exported int8 artifact, copied out of its final checkpoint."""
+    from ray.train import Checkpoint
 
-    tune_cfg, _ = cfgs
-    overrides = list(tune_cfg.train_overrides) + trial_overrides(winner["params"]) + [
-        f"data.source={run / 'dataset'}", f"run.storage_path={run / 'train'}", "scaling.num_workers=2",
-        f"optim.epochs={cfg.train_epochs}", "run.name=winner"]
-    job = load_config(TrainJobConfig, str(ROOT / tune_cfg.train), overrides)
-    summary = run_training(job, name="winner")
+    from train.checkpoint import ARTIFACT
+
+    dest = run / "candidates" / "search-winner"
+    with Checkpoint(winner["checkpoint"]).as_directory() as d:
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(Path(d) / ARTIFACT, dest)
+    return dest
+
+
+def stage_adapt(cfg: PipelineConfig, run: Path, dataset: Path, console) -> Path:
+    """The current version, warm-started and adapted to the collected dataset for ``adapt_minutes``."""
+    from nbmf.modeldir import current
+    from train.config import load
+    from train.driver import run_training
+
+    registry = run / "registry"
+    base = current(registry)
+    if base is None:
+        raise SystemExit(f"adapt: the registry {registry} has no current version to adapt")
+    overrides = [f"data.source={dataset}", f"init_from={registry / base}", f"run.max_minutes={cfg.adapt_minutes:g}",
+                 f"run.storage_path={run / 'train'}", "run.name=adapt"]
+    job = load(str(ROOT / cfg.adapt_config), overrides)
+    summary = run_training(job, name="adapt", command=" ".join(
+        ["python -m train --config", cfg.adapt_config, *overrides]))
     m = summary["metrics"]
-    say(console, "train", f"2-worker run: step {m.get('step')}, val {m.get('val_bpb', float('nan')):.3f} bits/byte, "
-                          f"{summary['seconds']} s -> int8 artifact {summary['artifact']}")
+    say(console, "adapt", f"{base} warm-started, {m.get('trained_s', 0):.0f} s of training on 2 workers: step "
+                          f"{m.get('step')}, val {m.get('val_bpb', float('nan')):.3f} bits/byte -> {summary['artifact']}")
     if not summary["artifact"]:
-        raise SystemExit("train: the run exported no artifact")
+        raise SystemExit("adapt: the run exported no artifact")
     return Path(summary["artifact"])
 
 
-def stage_validate_register(cfg: PipelineConfig, run: Path, artifact: Path, cfgs, console) -> dict:
+def stage_gate(cfg: PipelineConfig, run: Path, candidates: dict[str, Path], console) -> dict:
+    """Gate each candidate against the real gates and the current version on the test split; register those that
+    earn it (CURRENT unchanged). The canary is the registered candidate with the best test ratio, or None."""
     from train.data import iter_rows, resolve_source
-    from tune.driver import register_gated
+    from tune.register import register_gated
 
-    tune_cfg, _ = cfgs
-    test_rows = list(iter_rows(resolve_source(run / "dataset"), "test", tune_cfg.gates.test_records))
-    outcome = register_gated(artifact, run / "registry", test_rows, tune_cfg.gates.thresholds, staging=run / "staged",
-                             set_current=False)
-    for g in outcome["gates"]:
-        say(console, "validate", f"{'PASS' if g['passed'] else 'FAIL'} {g['gate']}: {g['metric']} = {g['value']:.4g} "
-                                 f"(needs {g['op']} {g['threshold']})")
-    if not outcome["registered"]:
-        say(console, "register", "nothing registered: " + outcome["reason"])
-        return {"registered": False, "reason": outcome["failed"]}
-    say(console, "register", f"{outcome['version']} registered in {outcome['registry']} "
-                             f"(CURRENT stays {outcome['current']})")
-    return {"registered": True, "version": outcome["version"], "gates": outcome["gates"]}
+    test_rows = list(iter_rows(resolve_source(run / "dataset"), "test", cfg.test_records))
+    decisions, best = [], None
+    for name, artifact in candidates.items():
+        outcome = register_gated(artifact, run / "registry", test_rows, None, staging=run / "staged" / name,
+                                 set_current=False)
+        for g in outcome["gates"]:
+            say(console, "gate", f"{name}: {'PASS' if g['passed'] else 'FAIL'} {g['gate']}: {g['metric']} = "
+                                 f"{g['value']:.4g} (needs {g['op']} {g['threshold']:.4g})")
+        decision = {"candidate": name, "artifact": str(artifact), "registered": outcome["registered"],
+                    "version": outcome.get("version"), "reason": outcome["reason"],
+                    "test_ratio": outcome["test"].get("ratio"), "current": outcome["current"],
+                    "current_test_ratio": (outcome["current_test"] or {}).get("ratio"), "gates": outcome["gates"]}
+        decisions.append(decision)
+        if outcome["registered"] and (best is None or decision["test_ratio"] > best["test_ratio"]):
+            best = decision
+        say(console, "register", f"{name}: " + (f"registered as {outcome['version']} (CURRENT stays "
+                                                f"{outcome['current']})" if outcome["registered"] else "not registered")
+            + f": {outcome['reason']}")
+    canary = best["version"] if best else None
+    say(console, "decide", f"canary: {canary} ({best['candidate']}, {cfg.canary_share:.0%} of encodes)" if best
+        else "no canary: no candidate earned it; the current version serves every encode")
+    return {"test_records": len(test_rows), "decisions": decisions, "canary": canary}
 
 
 def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) -> dict:
@@ -190,10 +225,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=PipelineConfig.out, help="runs directory (a new UTC-stamped run inside)")
-    p.add_argument("--skip-training", action="store_true", help="no tune/train/register: serve and bench the released model")
+    p.add_argument("--skip-training", action="store_true", help="no tune/adapt/register: serve and bench the released model")
     p.add_argument("--http-records", type=int, default=PipelineConfig.http_records)
+    p.add_argument("--adapt-minutes", type=float, default=PipelineConfig.adapt_minutes,
+                   help="training minutes of the current version's warm-start adaptation")
     a = p.parse_args(argv)
-    cfg = PipelineConfig(out=a.out, http_records=a.http_records)
+    cfg = PipelineConfig(out=a.out, http_records=a.http_records, adapt_minutes=a.adapt_minutes)
     console = Console()
     quiet = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline",
              "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}  # per-shard bars would drown the stage lines
@@ -215,16 +252,19 @@ def main(argv=None) -> int:
             dataset = stage_collect(cfg, run, console)
             times["collect"] = time.time() - t
             t = time.time()
-            winner, rows, cfgs = stage_tune(cfg, run, dataset, console)
+            winner, _, _ = stage_tune(cfg, run, dataset, console)
             times["tune"] = time.time() - t
             t = time.time()
-            artifact = stage_train(cfg, run, winner, cfgs, console)
-            times["train"] = time.time() - t
+            adapted = stage_adapt(cfg, run, dataset, console)
+            times["adapt"] = time.time() - t
             t = time.time()
-            summary["register"] = stage_validate_register(cfg, run, artifact, cfgs, console)
-            times["validate+register"] = time.time() - t
+            candidates = {"adapted-current": adapted}
+            if winner is not None:
+                candidates = {"search-winner": winner_artifact(winner, run), **candidates}
+            summary["gate"] = stage_gate(cfg, run, candidates, console)
+            times["gate+register"] = time.time() - t
         t = time.time()
-        candidate = summary.get("register", {}).get("version")
+        candidate = summary.get("gate", {}).get("canary")
         summary["http"] = stage_serve(cfg, run, candidate, console)
         times["serve"] = time.time() - t
     finally:

@@ -1,6 +1,7 @@
 """The training job's config: one frozen dataclass tree, loaded from a YAML preset plus overrides.
 
     python -m train --config train/configs/tiny.yaml optim.lr=3e-3 scaling.num_workers=1
+    python -m train --config train/configs/finetune.yaml data.source=DATASET init_from=models/v1 run.max_minutes=5
 
 Tune builds the same tree per trial (tune/ overrides model.* and optim.lr), so a trial is exactly a
 training job.
@@ -37,7 +38,10 @@ class OptimConfig:
     warmup: int = 200  # steps of linear warmup
     weight_decay: float = 0.01  # on matrices only (not gains or embeddings' norms)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    qat_from: float = 0.85  # share of total steps after which int8 fake quantization is on (export is int8)
+    qat_from: float = 0.85  # share of the schedule after which int8 fake quantization is on (export is int8)
+    # "steps": LR and QAT follow step / total steps; "time": they follow trained seconds / run.max_minutes, so a
+    # run of a fixed wall-clock budget (adapting a model in N minutes) ends with its schedule and QAT complete
+    schedule: str = "steps"
     seed: int = 0
 
 
@@ -54,7 +58,11 @@ class RunConf:
     name: str = ""  # "" -> "<preset>-<UTC time>"; --resume continues the run of this name
     storage_path: str = "runs"  # local dir (made absolute) or a URI (s3://..., gs://...) shared by all nodes
     max_failures: int = 2  # worker-group restarts, each from the latest checkpoint; -1 = unlimited
+    # Wall-clock minutes of training in this invocation; 0 = no limit. With optim.schedule "steps" the run stops
+    # at that step with a checkpoint (continue it with --resume); with "time" it is the schedule's length.
+    max_minutes: float = 0.0
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
+    val_every: int = 0  # steps between validations (each with a checkpoint); 0 = at epoch ends only
     num_to_keep: int = 2  # checkpoints kept in storage (the newest ones)
     log_every: int = 20  # steps between training-metric logs (stdout and W&B)
     fail_at_step: int = 0  # fault injection (tests): rank 0 dies once at this step; 0 = never
@@ -75,6 +83,9 @@ class ExportConf:
     enabled: bool = True  # export the final model to an int8 integer-runtime codec artifact
     version: str = "v1"  # encoder version written into the artifact (a registry renumbers on register)
     bench_records: int = 64  # fixed val records (first N) sized and timed for the manifest's bench numbers
+    # Attention window (tokens) the artifact decodes with; 0 = the init_from artifact's window, else model.context.
+    # ALiBi has no position table, so any window works: a narrower one decodes faster (v1: 128 of 256, -0.1% ratio)
+    decode_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,9 @@ class TrainJobConfig:
     run: RunConf = field(default_factory=RunConf)
     wandb: WandbConf = field(default_factory=WandbConf)
     export: ExportConf = field(default_factory=ExportConf)
+    # A released artifact directory (e.g. models/v1) to warm-start from: its tokenizer and weights (int8,
+    # dequantized: train/warmstart.py) and its architecture, except model.context, the training window
+    init_from: str = ""
 
     def __post_init__(self):
         problems = []
@@ -101,6 +115,14 @@ class TrainJobConfig:
             problems.append(f"data.tokens_per_batch: at least model.context + 1 = {self.model.context + 1}")
         if self.run.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=-]*", self.run.name):
             problems.append("run.name: letters, digits and . _ = - only (it names a storage directory)")
+        if self.optim.schedule not in ("steps", "time"):
+            problems.append("optim.schedule: steps or time")
+        if self.optim.schedule == "time" and self.run.max_minutes <= 0:
+            problems.append("optim.schedule=time: set run.max_minutes > 0 (the schedule's length)")
+        if self.run.max_minutes < 0 or self.run.val_every < 0:
+            problems.append("run.max_minutes and run.val_every: 0 (off) or positive")
+        if self.export.decode_window < 0:
+            problems.append("export.decode_window: 0 (default) or a window in tokens")
         if self.wandb.mode not in ("", "online", "offline", "disabled"):
             problems.append("wandb.mode: one of '', online, offline, disabled")
         if problems:

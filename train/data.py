@@ -93,7 +93,9 @@ def ray_dataset(src: Source, split: str, limit: int = 0, include_semantic: bool 
         from nbmf.data.dataset import ray_dataset as collected
 
         ds = collected(src.path, split, columns=("kind", "fidelity", "raw"), include_semantic=include_semantic)
-        return ds.map_batches(_normalize_batch, batch_format="numpy")
+        # Read now, while the cluster's CPUs are free: once the training workers hold every CPU (2 workers on
+        # 2 cores), a lazy Parquet read waits for a CPU that never comes and the run hangs.
+        return ds.map_batches(_normalize_batch, batch_format="numpy").materialize()
     import pyarrow as pa
 
     rows = list(iter_rows(src, split, limit, include_semantic))

@@ -1,7 +1,11 @@
 """The training job's driver: config -> tokenizer -> Ray Datasets -> TorchTrainer -> codec artifact.
 
     python -m train --config train/configs/tiny.yaml [key=value ...] [--resume]
+    python -m train --config train/configs/release.yaml run.storage_path=/abs/runs run.name=release [--resume]
+    python -m train --config train/configs/finetune.yaml data.source=DATASET init_from=models/v1 run.max_minutes=5
     ray job submit --working-dir . -- python -m train --config train/configs/tiny.yaml run.storage_path=/abs/runs
+
+The last line of standard output is the exported artifact's directory (when the run exported one).
 
 Without a running cluster ``python -m train`` starts a local Ray; inside ``ray job submit`` (or with
 RAY_ADDRESS set, or a ``ray start`` cluster on this machine) it joins that cluster.
@@ -122,6 +126,33 @@ def prepare(cfg: TrainJobConfig) -> Prepared:
     return Prepared(src, bench_rows, data_hash(src), *fallback_dictionary(src))
 
 
+def apply_warm_start(cfg: TrainJobConfig, warm) -> TrainJobConfig:
+    """The config with the warm-start artifact's architecture (``warm``: train.warmstart.WarmStart), keeping
+    the config's training window ``model.context`` (ALiBi: a model trains and decodes at any window)."""
+    if warm is None:
+        return cfg
+    model = dataclasses.replace(warm.cfg, context=cfg.model.context)
+    if model != cfg.model:
+        changed = [f"{f.name}={getattr(model, f.name)}" for f in dataclasses.fields(model)
+                   if getattr(model, f.name) != getattr(cfg.model, f.name)]
+        print(f"init_from {warm.about['path']} ({warm.about['version']}): model {', '.join(changed)}", flush=True)
+    return dataclasses.replace(cfg, model=model)
+
+
+def warm_start_of(cfg: TrainJobConfig):
+    """``init_from``'s artifact as a WarmStart (verified, dequantized), or None."""
+    if not cfg.init_from:
+        return None
+    from train.warmstart import load_warm_start
+
+    return load_warm_start(cfg.init_from)
+
+
+def decode_window(cfg: TrainJobConfig, warm) -> int:
+    """export.decode_window, else the warm-start artifact's window, else 0 (the training context)."""
+    return cfg.export.decode_window or (warm.cfg.context if warm is not None else 0)
+
+
 def datasets(cfg: TrainJobConfig, src: Source) -> dict:
     return {"train": ray_dataset(src, "train", cfg.data.train_records, cfg.data.include_semantic),
             "val": ray_dataset(src, "val", cfg.data.val_records, cfg.data.include_semantic)}
@@ -137,13 +168,23 @@ def with_vocab(cfg: TrainJobConfig, vocab_size: int) -> TrainJobConfig:
 
 
 def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_json: str, prepared: Prepared,
-                  wandb_group: str = "", callbacks=(), marker_dir: Path | None = None):
-    """The TorchTrainer of one training run (a `python -m train` job or one Tune trial)."""
+                  wandb_group: str = "", callbacks=(), marker_dir: Path | None = None, command: str = "",
+                  warm=None):
+    """The TorchTrainer of one training run (a `python -m train` job or one Tune trial). With ``cfg.init_from``
+    the run starts from that artifact's weights and tokenizer (``warm``: already loaded, else loaded here), and
+    its architecture replaces ``cfg.model``'s (except the training context)."""
+    import uuid
+
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from train.loop import train_loop_per_worker
 
+    if warm is None:
+        warm = warm_start_of(cfg)
+    if warm is not None:
+        cfg = apply_warm_start(cfg, warm)
+        tokenizer_json = warm.tokenizer_json
     local = local_run_dir(storage, name)
     wandb_dir = cfg.wandb.dir or str(local / "wandb")
     loop_config = {
@@ -155,6 +196,10 @@ def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_jso
         "bench_rows": prepared.bench_rows,
         "dictionary": prepared.dictionary,
         "dictionary_info": prepared.dictionary_info,
+        "command": command,
+        "invocation": uuid.uuid4().hex,  # a worker-group restart keeps it; a --resume gets a new one
+        "warm_start": {"state": warm.state, "about": warm.about} if warm is not None else None,
+        "decode_window": decode_window(cfg, warm),
         "wandb": {"project": cfg.wandb.project, "group": wandb_group or cfg.wandb.group or name, "name": name,
                   "mode": cfg.wandb.mode, "directory": str(Path(wandb_dir).resolve())},
     }
@@ -189,8 +234,10 @@ def copy_artifact(result, dest: Path) -> Path | None:
     return dest
 
 
-def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, address: str = "") -> dict:
-    """Train (or continue) the run ``name``; returns its summary (final metrics, artifact path)."""
+def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, address: str = "",
+                 command: str = "") -> dict:
+    """Train (or continue) the run ``name``; returns its summary (final metrics, artifact path). ``command``: the
+    command line recorded in the checkpoint and the artifact's manifest (``training.commands``)."""
     from nbmf.tokenizer import Tokenizer
 
     storage = storage_of(cfg)
@@ -202,7 +249,11 @@ def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, addres
     if resume and not local.exists() and not is_uri(storage):
         raise SystemExit(f"nothing to resume: no run {name!r} in {storage}")
     prepared = prepare(cfg)
-    if tok_file.exists():
+    warm = warm_start_of(cfg)
+    if warm is not None:
+        cfg = apply_warm_start(cfg, warm)
+        tok = Tokenizer.from_json(warm.tokenizer_json)
+    elif tok_file.exists():
         tok = Tokenizer.load(local)
     else:
         tok = train_tokenizer(prepared.source, cfg.model.vocab_size, cfg.data.tokenizer_records)
@@ -210,7 +261,8 @@ def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, addres
         tok.save(local)
     cfg = with_vocab(cfg, tok.vocab_size)
     init_ray(address)
-    trainer = build_trainer(cfg, name=name, storage=storage, tokenizer_json=tok.to_json(), prepared=prepared)
+    trainer = build_trainer(cfg, name=name, storage=storage, tokenizer_json=tok.to_json(), prepared=prepared,
+                            command=command or f"python -m train (run {name})", warm=warm)
     t0 = time.time()
     result = trainer.fit()
     summary = {"run": name, "storage": storage, "seconds": round(time.time() - t0, 1),
@@ -239,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    if cfg.init_from:
+        from nbmf.errors import ArtifactError
+
+        try:
+            warm_start_of(cfg)  # a bad artifact is refused before Ray starts
+        except ArtifactError as e:
+            print(f"init_from: {e}", file=sys.stderr)
+            return 2
     if args.print_config:
         from train.jobconfig import dump_yaml
 
@@ -248,9 +308,19 @@ def main(argv: list[str] | None = None) -> int:
         print("--resume needs the run to continue: add run.name=<name> (see `ls <storage_path>`)", file=sys.stderr)
         return 2
     name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    summary = run_training(cfg, name=name, resume=args.resume, address=args.address)
+    command = " ".join(["python -m train", *(sys.argv[1:] if argv is None else argv)])
+    summary = run_training(cfg, name=name, resume=args.resume, address=args.address, command=command)
+    import ray
+
+    ray.shutdown()  # Ray forwards workers' output to this stdout asynchronously: none may follow the last line
     m = summary["metrics"]
     print(json.dumps({"run": name, "step": m.get("step"), "val_bpb": m.get("val_bpb"),
                       "bench_ratio": m.get("bench_ratio"), "bench_decode_ms_p95": m.get("bench_decode_ms_p95"),
+                      "trained_s": m.get("trained_s"), "stopped": m.get("stopped"),
                       "artifact": summary["artifact"], "seconds": summary["seconds"]}), flush=True)
+    if m.get("stopped"):
+        print(f"stopped by run.max_minutes at step {m.get('step')} of {m.get('total_steps')}: continue with "
+              f"python -m train --config {args.config} run.name={name} --resume", flush=True)
+    if summary["artifact"]:
+        print(summary["artifact"], flush=True)  # the last line: scripts read the artifact's directory here
     return 0

@@ -1,5 +1,10 @@
 """Trained model -> int8 integer-runtime codec artifact, with its bench numbers in the manifest.
 
+Every training export writes one manifest schema, built here: ``metrics`` (``val_bits_per_byte``, ``params``,
+``steps`` and the bench numbers below) and ``training`` (``provenance``: the exact commands, the whole
+config, the validation history, steps, trained seconds, workers, the warm-start artifact) beside the
+``training_data`` hash; nbmf.export.export_artifact writes them.
+
 The numbers come from `nbmf bench`'s own measurement (``nbmf.bench.run.run_codec``) on the artifact,
 through the real codec registry (the path users take): whole blobs (header included; each record
 stored by the smallest of the neural coder, the zstd fallback and the stub, as the registry does),
@@ -69,15 +74,40 @@ def cpu_copy(model):
     return copy.eval()
 
 
+def provenance(job: dict, state: dict, warm_start: dict | None = None) -> dict:
+    """The manifest's ``training`` object: how the model was made, enough to make it again.
+
+    ``job``: the TrainJobConfig as a dict; ``state``: the loop's state (checkpoint ``state.json``);
+    ``warm_start``: where ``init_from`` started (path, version, fingerprint), None for a fresh model."""
+    return {
+        "commands": list(state.get("commands", [])),  # one per invocation: a run resumed N times lists N+1
+        "config": job,
+        "history": [h for h in state.get("history", []) if "val_bits_per_byte" in h],
+        "steps": state.get("step"),
+        "steps_per_epoch": state.get("steps_per_epoch"),
+        "trained_seconds": round(float(state.get("trained_s", 0.0)), 1),
+        "resumed_from": list(state.get("resumed_from", [])),
+        "workers": job.get("scaling", {}).get("num_workers"),
+        "init_from": warm_start,
+    }
+
+
 def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: list[Record], val_bpb: float | None,
                       data_hash: str = "", training: dict | None = None, repeats: int = 1,
-                      dictionary: bytes | None = None, dictionary_info: dict | None = None) -> dict:
+                      dictionary: bytes | None = None, dictionary_info: dict | None = None,
+                      decode_window: int = 0) -> dict:
     """Export ``model`` (with the fallback's ``dictionary``, nbmf.dictionary) to ``out_dir`` with bench numbers
-    measured on ``rows``; returns those numbers."""
+    measured on ``rows``; returns those numbers. ``decode_window`` > 0: the artifact's attention window at decode
+    (its manifest's ``context``), else the training context."""
+    import dataclasses
+
     from nbmf.export import export_artifact
 
     model = cpu_copy(model)
-    metrics: dict = {"val_bits_per_byte": val_bpb}
+    if decode_window:
+        cfg = dataclasses.replace(cfg, context=decode_window)  # ALiBi: any window; fewer keys decode faster
+    metrics: dict = {"val_bits_per_byte": val_bpb, "params": model.num_params(),
+                     "steps": (training or {}).get("steps")}
     out_dir = Path(out_dir)
     extra = {"data_hash": data_hash, "training": training or {}, "dictionary": dictionary,
              "dictionary_info": dictionary_info}

@@ -39,7 +39,8 @@ from train.data import iter_rows
 from train.driver import init_ray, prepare, train_tokenizer
 from train.jobconfig import ConfigError, dump_yaml, load_config, to_dict
 from tune import config as tcfg
-from tune import gates, register, results
+from tune import register, results
+from tune.register import register_gated
 
 HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node, 1.0 on every cluster's head
 
@@ -176,12 +177,12 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     from ray.train import Checkpoint
 
     from nbmf.export import export_artifact
-    from train.export import model_from_checkpoint
+    from train.export import model_from_checkpoint, provenance
 
     with Checkpoint(winner["checkpoint"]).as_directory() as d:
         model, mcfg, tok, loaded = model_from_checkpoint(d)
-    training = {"search": search, "trial": winner["trial"], "params": winner["params"],
-                "steps": loaded.state.get("step"), "val_bits_per_byte": winner["val_bpb"]}
+    training = {**provenance(loaded.config, loaded.state), "search": search, "trial": winner["trial"],
+                "params": winner["params"]}  # the one training schema (train.export), plus the search's fields
     metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
                "search_decode_ms_p95": winner["decode_ms_p95"]}
     staged = out_dir / "winner" / "candidate"
@@ -193,45 +194,6 @@ def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out
     outcome = register_gated(staged, cfg.registry.dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
                              set_current=cfg.registry.set_current)
     return {"trial": winner["trial"], "staged": str(staged), **outcome}
-
-
-def register_gated(artifact_dir, registry_dir, test_rows: list[Record], thresholds: dict[str, float] | None, *,
-                   staging: Path, set_current: bool = True) -> dict:
-    """Gate an exported artifact on the test rows and register it as the registry's next version if every gate
-    passes (under the registry's lock: the version it is staged as is the one it is registered as). The
-    registered manifest carries the test figures as ``test_*`` metrics.
-
-    ``registry_dir`` may be a URI (s3://, gs://): the registry is copied to a local mirror, the version is
-    registered there (same checks, same numbering), then uploaded as ``<uri>/vN`` (refused if it exists: never
-    overwritten) and ``CURRENT`` rewritten last. Object stores have no lock: two searches registering into one
-    URI at the same moment can pick the same number, and the second upload is then refused.
-    """
-    from nbmf.artifact import relabel
-
-    remote = st.resolve(registry_dir) if st.is_uri(str(registry_dir)) else ""
-    mirror = Path(tempfile.mkdtemp(prefix="nbmf-registry-")) / "registry" if remote else None
-    if remote and st.exists(remote):
-        st.copy_dir(remote, str(mirror))
-    local = mirror if remote else Path(registry_dir).resolve()
-    check = gates.validate(artifact_dir, test_rows, thresholds)
-    outcome = {"gates": check["gates"], "failed": check["failed"], "test": check["summary"],
-               "test_by_type": check["by_type"], "registered": False, "registry": remote or str(local)}
-    if not check["passed"]:
-        outcome["reason"] = "failed the gates on the test split: " + "; ".join(check["failed"])
-        return outcome
-    test_metrics = {f"test_{k}": v for k, v in check["summary"].items() if isinstance(v, (int, float))}
-    with register.locked(local):
-        version = register.next_version(local)
-        staged = relabel(artifact_dir, Path(staging) / version, version, metrics=test_metrics)
-        dest = register.register(staged, local, version, set_current=set_current)
-    outcome.update(registered=True, version=version, path=str(dest), local_path=str(dest),
-                   current=register.current(local))
-    if remote:
-        st.upload_new(dest, st.join(remote, version))
-        if set_current:
-            st.write_text(st.join(remote, register.CURRENT), (local / register.CURRENT).read_text())
-        outcome["path"] = st.join(remote, version)
-    return outcome
 
 
 def search(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str, *, storage: str, prepared, out_dir: Path,

@@ -3,7 +3,7 @@
 At decode time a record starts from its conditioning token with nothing before it, so training never
 lets one record see another: records of similar length share a batch (little padding), records longer
 than the window are cut into windows (later windows start mid-record, as a sliding window does).
-numpy only, so Ray Data workers and the standalone trainer share it.
+numpy only, so Ray Data workers and the training loop share it.
 """
 from __future__ import annotations
 

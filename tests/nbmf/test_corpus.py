@@ -1,4 +1,4 @@
-"""nbmf.data.corpus.read_corpus: the JSONL corpus reader the pipeline and the standalone trainer use."""
+"""nbmf.data.corpus.read_corpus: the JSONL corpus reader the pipeline and the training driver use."""
 from __future__ import annotations
 
 import json
