@@ -1,6 +1,8 @@
 """The main job, end to end on one machine: the whole platform on its embedded default.
 
     python -m pipeline                       # local Ray, bundled sample (data/sample), ~4 minutes on 2 cores
+    python -m pipeline [--config FILE] [key=value ...] [--address ADDR] [--print-config]
+    ray job submit --working-dir . -- python -m pipeline out=/mnt/shared/runs/pipeline   # on the cluster it joins
 
 1. collect   an SQLite L2 store seeded with legacy stub blobs + the sample's train file -> Parquet dataset
 2. tune      a tiny Ray Tune search (Train V2 trials) over families and latent sizes, timed against the budget;
@@ -31,9 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    sample: Path = ROOT / "data" / "sample"  # corpus-format train.jsonl + val.jsonl
-    models: Path = ROOT / "models"  # released registry, copied into the run
-    out: Path = ROOT / "runs" / "pipeline"
+    """The main job's settings: ``--config FILE`` (YAML of these fields) and ``key=value`` overrides. Relative paths
+    are the repository's (under ``ray job submit --working-dir .``, the job's uploaded copy of it); outside data,
+    and ``out`` of a submitted job must be absolute (train.storage.path_problems says so)."""
+
+    sample: str = "data/sample"  # corpus-format train.jsonl + val.jsonl
+    models: str = "models"  # released registry, copied into the run
+    out: str = "runs/pipeline"  # runs directory: a new UTC-stamped run inside
     tune_config: str = "tune/configs/tiny.yaml"
     adapt_config: str = "train/configs/finetune.yaml"
     adapt_minutes: float = 1.0  # training minutes of the warm-start adaptation (its schedule's length)
@@ -41,6 +47,12 @@ class PipelineConfig:
     http_records: int = 120  # sample val records sent through the HTTP endpoint
     canary_share: float = 0.25  # share of encodes routed to the newly registered version
     bench_records: int = 0  # 0 = every sample val record
+    skip_training: bool = False  # no collect/tune/adapt/gate: serve and bench the released model
+
+    def path(self, field: str) -> Path:
+        """``field``'s location: an absolute path as given, a relative one inside the repository."""
+        p = Path(getattr(self, field)).expanduser()
+        return p if p.is_absolute() else ROOT / p
 
 
 def say(console, stage: str, text: str) -> None:
@@ -68,9 +80,9 @@ def stage_collect(cfg: PipelineConfig, run: Path, console) -> Path:
     from nbmf.data.corpus import read_corpus
 
     l2 = run / "l2.sqlite"
-    seeded = seed_l2_store(l2, read_corpus(cfg.sample / "train.jsonl", limit=300))
+    seeded = seed_l2_store(l2, read_corpus(cfg.path("sample") / "train.jsonl", limit=300))
     say(console, "collect", f"L2 store seeded with legacy blobs: {seeded}")
-    manifest = collect(CollectConfig(sources=(str(cfg.sample / "train.jsonl"), str(cfg.sample / "val.jsonl"), f"l2://{l2}"),
+    manifest = collect(CollectConfig(sources=(str(cfg.path("sample") / "train.jsonl"), str(cfg.path("sample") / "val.jsonl"), f"l2://{l2}"),
                                      out=run / "dataset", fractions=(0.8, 0.1, 0.1), progress=False))
     say(console, "collect", f"dataset {run / 'dataset'}: {json.dumps(manifest.get('counts', {}))[:200]}")
     return run / "dataset"
@@ -180,7 +192,7 @@ def stage_serve(cfg: PipelineConfig, run: Path, candidate: str | None, console) 
     t0 = time.time()
     serve.run(build_app(args), name="nbmf", route_prefix="/", blocking=False)
     say(console, "serve", f"app healthy in {time.time() - t0:.1f} s: {args.model_dump(include={'current', 'candidate', 'canary_share'})}")
-    records = read_corpus(cfg.sample / "val.jsonl", limit=cfg.http_records)
+    records = read_corpus(cfg.path("sample") / "val.jsonl", limit=cfg.http_records)
     lat_enc, lat_dec, versions, exact = [], [], {}, 0
     with httpx.Client(base_url="http://127.0.0.1:8000", timeout=30) as client:
         client.get("/healthz").raise_for_status()
@@ -211,7 +223,7 @@ def stage_report(cfg: PipelineConfig, run: Path, console) -> dict:
     from nbmf.bench.run import run as bench_run
     from nbmf.registry import Registry
 
-    result = bench_run(BenchConfig(input=cfg.sample / "val.jsonl", limit=cfg.bench_records or None, progress=False),
+    result = bench_run(BenchConfig(input=cfg.path("sample") / "val.jsonl", limit=cfg.bench_records or None, progress=False),
                        registry=Registry(run / "registry"))
     report.print_report(result, console)
     report.write_json(result, run / "bench.json")
@@ -224,30 +236,51 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=PipelineConfig.out, help="runs directory (a new UTC-stamped run inside)")
-    p.add_argument("--skip-training", action="store_true", help="no tune/adapt/register: serve and bench the released model")
-    p.add_argument("--http-records", type=int, default=PipelineConfig.http_records)
-    p.add_argument("--adapt-minutes", type=float, default=PipelineConfig.adapt_minutes,
-                   help="training minutes of the current version's warm-start adaptation")
+    p.add_argument("--config", help="YAML of PipelineConfig fields (default: the embedded defaults, "
+                   "pipeline/configs/local.yaml spells them out)")
+    p.add_argument("--address", default="", help="Ray cluster to use: default joins the cluster of a submitted job "
+                   "(or RAY_ADDRESS), else starts a private local one; 'local' always a private one; or an address")
+    p.add_argument("--skip-training", action="store_true", help="no tune/adapt/register: serve and bench the released "
+                   "model (the same as skip_training=true)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. adapt_minutes=2 http_records=40 "
+                   "out=/abs/runs")
     a = p.parse_args(argv)
-    cfg = PipelineConfig(out=a.out, http_records=a.http_records, adapt_minutes=a.adapt_minutes)
+    from train.jobconfig import ConfigError, dump_yaml, load_config
+    from train.storage import is_uri, path_problems, submitted_job
+
+    try:
+        cfg = load_config(PipelineConfig, a.config, a.overrides + (["skip_training=true"] if a.skip_training else []))
+        problems = [f"{k}: {v!r} is a URI; the main job works in local directories (its SQLite store, Serve's "
+                    "registry, plots): pass a path, absolute in a submitted job"
+                    for k, v in (("out", cfg.out), ("models", cfg.models), ("sample", cfg.sample)) if is_uri(v)]
+        problems += path_problems(outputs={"out": cfg.out}, inputs={"sample": cfg.sample, "models": cfg.models})
+        if problems:
+            raise ConfigError(problems, a.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if a.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    address = a.address or ("" if submitted_job() is not None or os.environ.get("RAY_ADDRESS") else "local")
     console = Console()
     quiet = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline",
              "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}  # per-shard bars would drown the stage lines
     for k, v in quiet.items():
         os.environ.setdefault(k, v)
-    run = (cfg.out / time.strftime("%Y%m%d-%H%M%S", time.gmtime())).resolve()
+    run = (cfg.path("out") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())).resolve()
     run.mkdir(parents=True)
-    shutil.copytree(cfg.models, run / "registry", ignore=shutil.ignore_patterns(".lock", "*.tmp"))
-    say(console, "start", f"run dir {run}; registry copied from {cfg.models} (current: {(run / 'registry' / 'CURRENT').read_text().strip()})")
+    shutil.copytree(cfg.path("models"), run / "registry", ignore=shutil.ignore_patterns(".lock", "*.tmp"))
+    say(console, "start", f"run dir {run}; registry copied from {cfg.path('models')} (current: {(run / 'registry' / 'CURRENT').read_text().strip()})")
     t0, times, summary = time.time(), {}, {"run": str(run)}
     import ray
 
     from train.driver import init_ray
 
     try:
-        init_ray("local")
-        if not a.skip_training:
+        init_ray(address)
+        if not cfg.skip_training:
             t = time.time()
             dataset = stage_collect(cfg, run, console)
             times["collect"] = time.time() - t
@@ -271,9 +304,12 @@ def main(argv=None) -> int:
         from ray import serve
 
         try:
-            serve.shutdown()
+            if address == "local":
+                serve.shutdown()  # the private cluster's Serve, gone with it
+            else:
+                serve.delete("nbmf")  # a joined cluster's other Serve apps stay up
         finally:
-            ray.shutdown()
+            ray.shutdown()  # this driver's connection (a private cluster stops with it)
     t = time.time()
     bench = stage_report(cfg, run, console)
     times["report"] = time.time() - t
@@ -281,7 +317,7 @@ def main(argv=None) -> int:
     summary["seconds"] = {k: round(v, 1) for k, v in times.items()} | {"total": round(time.time() - t0, 1)}
     (run / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     say(console, "done", f"{summary['seconds']['total']:.0f} s; report {run / 'report.json'}, plots {run / 'bench.png'}"
-                         f"{', ' + str(run / 'tune' / 'pareto.png') if not a.skip_training else ''}")
+                         f"{', ' + str(run / 'tune' / 'pareto.png') if not cfg.skip_training else ''}")
     ok = summary["http"]["exact"] == summary["http"]["records"]
     return 0 if ok else 1
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbmf.record import Record
+from train import storage as st
 from train.config import TrainJobConfig, load
 from train.data import Source, data_hash, iter_rows, ray_dataset, resolve_source
 from train.jobconfig import ConfigError, to_dict
@@ -65,26 +66,28 @@ def init_ray(address: str = "", **kwargs) -> None:
     ray.init(address="local", **kwargs)
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def storage_of(cfg: TrainJobConfig) -> str:
-    """Absolute local storage path (relative ones resolve against the current directory) or a URI."""
-    path = cfg.run.storage_path
-    if is_uri(path):
-        return path
-    if not Path(path).is_absolute() and os.environ.get("RAY_JOB_SUBMISSION_ID"):
-        print(f"warning: run.storage_path={path!r} is relative, so results land inside this job's temporary "
-              "working directory; pass an absolute path or a URI to keep them", file=sys.stderr)
-    return str(Path(path).expanduser().resolve())
+    """Absolute local storage path (relative ones resolve against the current directory; inside a submitted job
+    ``train.config.load`` has refused them already) or a URI (train.storage)."""
+    return st.resolve(cfg.run.storage_path)
 
 
 def local_run_dir(storage: str, name: str) -> Path:
-    """Where this node keeps the run's local files (W&B, fault marker, artifact copy)."""
-    if is_uri(storage):
+    """Where this node keeps the run's driver files (tokenizer, result.json, the artifact's copy): the run's
+    directory in local storage; with remote storage ./runs/<name>, uploaded to ``<storage>/<name>/driver`` at the
+    end (``keep_driver_files``), since a job's working directory vanishes with it."""
+    if st.is_uri(storage):
         return Path("runs").resolve() / name
     return Path(storage) / name
+
+
+def keep_driver_files(storage: str, name: str, local: Path) -> str:
+    """With remote storage: copy the run's driver files to ``<storage>/<name>/driver``; returns where (or '')."""
+    if not st.is_uri(storage) or not local.is_dir():
+        return ""
+    dest = st.join(storage, name, "driver")
+    st.copy_dir(str(local), dest)
+    return dest
 
 
 def train_tokenizer(src: Source, vocab_size: int, records: int):
@@ -179,6 +182,7 @@ def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_jso
     from ray.train.torch import TorchTrainer
 
     from train.loop import train_loop_per_worker
+    from train.wandb_logging import worker_runtime_env  # the driver's W&B credentials reach the rank-0 worker
 
     if warm is None:
         warm = warm_start_of(cfg)
@@ -210,7 +214,7 @@ def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_jso
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker=dict(s.resources_per_worker),
                                      placement_strategy=s.placement_strategy),
-        run_config=RunConfig(name=name, storage_path=storage,
+        run_config=RunConfig(name=name, storage_path=storage, worker_runtime_env=worker_runtime_env(),
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
                              callbacks=list(callbacks)),
@@ -246,7 +250,7 @@ def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, addres
     if local.exists() and not resume and any(local.iterdir()):
         raise SystemExit(f"run {name!r} already exists in {storage}: pass --resume to continue it, "
                          "or choose another run.name")
-    if resume and not local.exists() and not is_uri(storage):
+    if resume and not local.exists() and not st.is_uri(storage):
         raise SystemExit(f"nothing to resume: no run {name!r} in {storage}")
     prepared = prepare(cfg)
     warm = warm_start_of(cfg)
@@ -272,6 +276,9 @@ def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, addres
     summary["artifact"] = str(artifact) if artifact else None
     local.mkdir(parents=True, exist_ok=True)
     (local / "result.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    kept = keep_driver_files(storage, name, local)
+    if kept:
+        summary["artifact_uri"] = st.join(kept, "artifact") if artifact else None
     return summary
 
 

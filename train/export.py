@@ -60,9 +60,19 @@ def measure_artifact(artifact_dir, rows: list[Record], repeats: int = 1) -> dict
         row = bench_artifact(artifact_dir, rows)
         s = {k: row["all"][k] for k in BENCH_KEYS if k in row["all"]}
         s["fallbacks"] = row["fallbacks"]
+        s["by_type"] = row["by_type"]  # per record type (conversation, document, structured): sizes, same each pass
         for k, v in s.items():
             best[k] = min(best[k], v) if k.endswith(("_p50", "_p95", "_p99")) and k in best else v
     return best
+
+
+def anchor_ratios(rows: list[Record], dictionary: bytes | None) -> dict[str, float]:
+    """Compression ratio of the zstd-dict and brotli anchors (``nbmf bench``'s) on ``rows``: the reference values."""
+    from nbmf.bench import anchors
+    from nbmf.bench.run import run_codec
+
+    codecs = [anchors.Zstd(19, dictionary), anchors.Brotli(11)] if dictionary else [anchors.Brotli(11)]
+    return {c.name: run_codec(c, rows, "lossless", None, _NoBar())["all"]["ratio"] for c in codecs if rows}
 
 
 def cpu_copy(model):
@@ -97,7 +107,7 @@ def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: lis
                       dictionary: bytes | None = None, dictionary_info: dict | None = None,
                       decode_window: int = 0) -> dict:
     """Export ``model`` (with the fallback's ``dictionary``, nbmf.dictionary) to ``out_dir`` with bench numbers
-    measured on ``rows``; returns those numbers. ``decode_window`` > 0: the artifact's attention window at decode
+    measured on ``rows``; returns those numbers (plus ``by_type``, which the manifest leaves out). ``decode_window`` > 0: the artifact's attention window at decode
     (its manifest's ``context``), else the training context."""
     import dataclasses
 
@@ -116,10 +126,11 @@ def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: lis
             probe = export_artifact(model, cfg, tokenizer, Path(tmp) / version, version=version, metrics=metrics,
                                     **extra)
             metrics.update(measure_artifact(probe, rows, repeats=repeats))
+    by_type = metrics.pop("by_type", None)  # for the run's log; the manifest keeps the headline numbers
     if out_dir.exists():
         shutil.rmtree(out_dir)
     export_artifact(model, cfg, tokenizer, out_dir, version=version, metrics=metrics, **extra)
-    return metrics
+    return {**metrics, "by_type": by_type} if by_type else metrics
 
 
 def model_from_checkpoint(ckpt_dir):

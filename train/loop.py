@@ -286,6 +286,13 @@ def train_loop_per_worker(config: dict) -> None:
                                        dictionary=config.get("dictionary"),
                                        dictionary_info=config.get("dictionary_info"),
                                        decode_window=config.get("decode_window", 0)))
+        by_type = bench.pop("by_type", None)
+        if logger.run is not None and config.get("bench_rows"):  # rank 0 with W&B on: what a team compares
+            from train.export import anchor_ratios
+
+            if by_type:
+                logger.by_type("bench/by_type", by_type)
+            logger.references(anchor_ratios(config["bench_rows"], config.get("dictionary")), ours=bench.get("ratio"))
         logger.log_artifact(out_dir, name=f"codec-{config['run_name']}", metadata=bench)
         return {f"bench_{k}": v for k, v in bench.items()}
 

@@ -30,13 +30,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from nbmf.record import Record
 from train import storage as st
 from train.config import TrainJobConfig
 from train.data import iter_rows
 from train.driver import init_ray, prepare, train_tokenizer
+from train.export import anchor_ratios
 from train.jobconfig import ConfigError, dump_yaml, load_config, to_dict
 from tune import config as tcfg
 from tune import register, results
@@ -235,16 +235,6 @@ def finish_stopped_runs(rows: list[dict], base: TrainJobConfig, name: str, *, st
         finish_stopped(name=trial, directory=directory, project=base.wandb.project, group=name, mode=base.wandb.mode,
                        sync_to=sync_to, summary={"stopped_by": "ASHA", "epochs": r.get("epochs"),
                                                  "val_bpb": r.get("val_bpb")})
-
-
-def anchor_ratios(rows: list[Record], dictionary: bytes | None) -> dict[str, float]:
-    """Compression ratio of the zstd-dict and brotli anchors (``nbmf bench``'s) on ``rows``: the reference values."""
-    from nbmf.bench import anchors
-    from nbmf.bench.run import run_codec
-
-    quiet = SimpleNamespace(update=lambda n=1: None)
-    codecs = [anchors.Zstd(19, dictionary), anchors.Brotli(11)] if dictionary else [anchors.Brotli(11)]
-    return {c.name: run_codec(c, rows, "lossless", None, quiet)["all"]["ratio"] for c in codecs if rows}
 
 
 def main(argv: list[str] | None = None) -> int:
