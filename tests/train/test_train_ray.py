@@ -94,6 +94,11 @@ def test_wandb_offline_files_hold_the_logged_metrics(trained):
     vals = [h["val_bits_per_byte"] for h in run["history"] if "val_bits_per_byte" in h]
     assert vals[-1] == pytest.approx(summary["metrics"]["val_bpb"])
     assert any(a["type"] == "model" for a in run["artifacts"])
+    # what a team compares: per-type bench results and the anchors on the same bench records
+    s = run["summary"]
+    assert s["bench/by_type/_type"] == "table-file"
+    assert s["reference/zstd-19-dict_ratio"] > 1 and s["reference/brotli-11_ratio"] > 1
+    assert s["reference/vs_zstd-19-dict"] == pytest.approx(s["bench/ratio"] / s["reference/zstd-19-dict_ratio"])
 
 
 def test_worker_crash_resumes_from_the_checkpoint_and_ends_at_the_same_step(ray_head, trained, tmp_path):
