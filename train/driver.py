@@ -202,7 +202,7 @@ def build_trainer(cfg: TrainJobConfig, *, name: str, storage: str, tokenizer_jso
         "dictionary_info": prepared.dictionary_info,
         "command": command,
         "invocation": uuid.uuid4().hex,  # a worker-group restart keeps it; a --resume gets a new one
-        "warm_start": {"state": warm.state, "about": warm.about} if warm is not None else None,
+        "warm_start": {"state": warm.state, "about": warm.about, "match": warm.match} if warm is not None else None,
         "decode_window": decode_window(cfg, warm),
         "wandb": {"project": cfg.wandb.project, "group": wandb_group or cfg.wandb.group or name, "name": name,
                   "mode": cfg.wandb.mode, "directory": str(Path(wandb_dir).resolve())},

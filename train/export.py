@@ -105,10 +105,11 @@ def provenance(job: dict, state: dict, warm_start: dict | None = None) -> dict:
 def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: list[Record], val_bpb: float | None,
                       data_hash: str = "", training: dict | None = None, repeats: int = 1,
                       dictionary: bytes | None = None, dictionary_info: dict | None = None,
-                      decode_window: int = 0) -> dict:
+                      decode_window: int = 0, match: dict | None = None) -> dict:
     """Export ``model`` (with the fallback's ``dictionary``, nbmf.dictionary) to ``out_dir`` with bench numbers
     measured on ``rows``; returns those numbers (plus ``by_type``, which the manifest leaves out). ``decode_window`` > 0: the artifact's attention window at decode
-    (its manifest's ``context``), else the training context."""
+    (its manifest's ``context``), else the training context. ``match``: a warm start's match model
+    (``train.warmstart.WarmStart.match``), attached to the new artifact (and measured with it)."""
     import dataclasses
 
     from nbmf.export import export_artifact
@@ -121,15 +122,21 @@ def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: lis
     out_dir = Path(out_dir)
     extra = {"data_hash": data_hash, "training": training or {}, "dictionary": dictionary,
              "dictionary_info": dictionary_info}
+    def write(dest: Path) -> Path:
+        out = export_artifact(model, cfg, tokenizer, dest, version=version, metrics=metrics, **extra)
+        if match:
+            from nbmf.artifact import attach_match
+
+            attach_match(out, match["json"].encode("utf-8"), {**match["about"], "carried_from": "init_from"})
+        return out
+
     if rows:
         with tempfile.TemporaryDirectory(prefix="nbmf-export-") as tmp:
-            probe = export_artifact(model, cfg, tokenizer, Path(tmp) / version, version=version, metrics=metrics,
-                                    **extra)
-            metrics.update(measure_artifact(probe, rows, repeats=repeats))
+            metrics.update(measure_artifact(write(Path(tmp) / version), rows, repeats=repeats))
     by_type = metrics.pop("by_type", None)  # for the run's log; the manifest keeps the headline numbers
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    export_artifact(model, cfg, tokenizer, out_dir, version=version, metrics=metrics, **extra)
+    write(out_dir)
     return {**metrics, "by_type": by_type} if by_type else metrics
 
 

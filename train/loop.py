@@ -285,7 +285,8 @@ def train_loop_per_worker(config: dict) -> None:
                                        training=provenance(job_dict, state, warm and warm.get("about")),
                                        dictionary=config.get("dictionary"),
                                        dictionary_info=config.get("dictionary_info"),
-                                       decode_window=config.get("decode_window", 0)))
+                                       decode_window=config.get("decode_window", 0),
+                                       match=warm and warm.get("match")))
         by_type = bench.pop("by_type", None)
         if logger.run is not None and config.get("bench_rows"):  # rank 0 with W&B on: what a team compares
             from train.export import anchor_ratios

@@ -35,6 +35,10 @@ class WarmStart:
     tokenizer_json: str
     state: dict  # float model state dict as numpy arrays (parameters and QAT observers' amax)
     about: dict  # path, version, fingerprint: recorded in the new artifact's manifest
+    # the artifact's match model (nbmf.runtime.match), carried into the adapted artifact: its hit table maps (match
+    # length, the neural probability of the predicted token) to a hit probability, which adapting the network keeps
+    # meaningful; None when the artifact ships none
+    match: dict | None = None  # {"json": match.json's text, "about": the manifest's "match" entry}
 
 
 def _ratio(m: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -187,14 +191,17 @@ def float_state(cfg: ModelConfig, p: dict[str, np.ndarray]) -> dict[str, np.ndar
 
 def load_warm_start(artifact_dir) -> WarmStart:
     """Read and verify a released artifact (nbmf.artifact.load_artifact) and invert its weights to float."""
-    from nbmf.artifact import fingerprint, load_artifact
+    from nbmf.artifact import MATCH, fingerprint, load_artifact
 
     path = Path(artifact_dir).expanduser().resolve()
     manifest, cfg, int_model, tokenizer = load_artifact(path)
     state = float_state(cfg, int_model.params)
     about = {"path": str(path), "version": manifest["version"], "fingerprint": "sha256:" + fingerprint(manifest).hex(),
              "training_data": manifest.get("training_data", "")}
-    return WarmStart(cfg, tokenizer.to_json(), state, about)
+    match = None
+    if MATCH in manifest["files"]:  # its bytes were verified against the manifest by load_artifact
+        match = {"json": (path / MATCH).read_text(encoding="utf-8"), "about": manifest.get("match", {})}
+    return WarmStart(cfg, tokenizer.to_json(), state, about, match)
 
 
 def load_into(model, state: dict) -> None:

@@ -82,3 +82,33 @@ def test_init_from_refuses_what_is_not_an_artifact(tmp_path, capsys):
 
     assert main(["--config", str(REPO / "train" / "configs" / "finetune.yaml"), f"init_from={tmp_path}"]) == 2
     assert "init_from:" in capsys.readouterr().err
+
+
+def test_a_match_model_is_carried_into_the_adapted_artifact(tmp_path):
+    """Warm-starting from v2 (v1's network + a match model) keeps the match model: the new artifact ships the same
+    match.json, decodes exactly, and codes the records smaller than the same network without it."""
+    from nbmf.artifact import MATCH
+    from nbmf.codecs.neural import load_codec
+    from nbmf.data.corpus import iter_records
+    from nbmf.models import build_model
+    from nbmf.tokenizer import Tokenizer
+    from train.export import export_with_bench
+    from train.warmstart import load_into, load_warm_start
+
+    warm = load_warm_start(REPO / "models" / "v2")
+    assert warm.match is not None and load_warm_start(REPO / "models" / "v1").match is None
+    model = build_model(warm.cfg)
+    load_into(model, warm.state)
+    tok = Tokenizer.from_json(warm.tokenizer_json)
+    kw = dict(version="v1", rows=[], val_bpb=None)
+    with_match = tmp_path / "with"
+    export_with_bench(model, warm.cfg, tok, with_match, match=warm.match, **kw)
+    export_with_bench(model, warm.cfg, tok, tmp_path / "without", **kw)
+    assert (with_match / MATCH).read_bytes() == (REPO / "models" / "v2" / MATCH).read_bytes()
+    records = [r for _, r in zip(range(60), iter_records(REPO / "data" / "sample" / "val.jsonl"))]
+    items = [(r.raw, r.kind) for r in records]
+    codecs = [load_codec(d, threads=1) for d in (with_match, tmp_path / "without")]
+    bodies = [c.encode_many(items) for c in codecs]
+    jobs = [(b, k, len(raw)) for b, (raw, k) in zip(bodies[0], items)]
+    assert codecs[0].decode_many(jobs) == [raw for raw, _ in items]
+    assert sum(map(len, bodies[0])) < sum(map(len, bodies[1]))
