@@ -139,21 +139,10 @@ def read_match(path, manifest: dict):
     it ships none. The bytes parsed are the ones hashed; ArtifactError if they are not, or are not a match model."""
     from nbmf.runtime import match
 
-    want = manifest["files"].get(MATCH)
-    if want is None:
+    data = read_listed(path, manifest, MATCH, MAX_MATCH_BYTES)
+    if data is None:
         return None
-    f = Path(path) / MATCH
-    try:
-        if f.is_symlink() or not f.is_file() or f.stat().st_size > MAX_MATCH_BYTES:
-            raise ArtifactError(f"{f} is missing, not a regular file or larger than {MAX_MATCH_BYTES} bytes; "
-                                "restore the artifact from its source")
-        data = f.read_bytes()
-    except OSError as e:
-        raise ArtifactError(f"{f} cannot be read ({e}); restore the artifact from its source") from None
-    if "sha256:" + hashlib.sha256(data).hexdigest() != want:
-        raise ArtifactError(f"{f} is not the file the manifest lists (sha256 {want[:19]}...): it was modified or "
-                            "corrupted; refusing to load it")
-    return match.from_json(data, str(f))
+    return match.from_json(data, str(Path(path) / MATCH))
 
 
 def _manifest_problems(manifest) -> list[str]:
@@ -230,13 +219,19 @@ def fingerprint(manifest: dict) -> bytes:
 def read_dictionary(path, manifest: dict) -> bytes | None:
     """The fallback's zstd dictionary of the artifact at ``path`` (its verified ``manifest``), None when it ships
     none. The bytes returned are the ones hashed: ArtifactError if they are not what the manifest says."""
-    want = manifest["files"].get(DICTIONARY)
+    return read_listed(path, manifest, DICTIONARY, MAX_DICTIONARY_BYTES)
+
+
+def read_listed(path, manifest: dict, name: str, max_bytes: int) -> bytes | None:
+    """The bytes of optional file ``name`` of the artifact at ``path``, checked against the sha256 its verified
+    ``manifest`` lists (None when it lists none): a regular file of at most ``max_bytes``, else ArtifactError."""
+    want = manifest["files"].get(name)
     if want is None:
         return None
-    f = Path(path) / DICTIONARY
+    f = Path(path) / name
     try:
-        if f.is_symlink() or not f.is_file() or f.stat().st_size > MAX_DICTIONARY_BYTES:
-            raise ArtifactError(f"{f} is missing, not a regular file or larger than {MAX_DICTIONARY_BYTES} bytes; "
+        if f.is_symlink() or not f.is_file() or f.stat().st_size > max_bytes:
+            raise ArtifactError(f"{f} is missing, not a regular file or larger than {max_bytes} bytes; "
                                 "restore the artifact from its source")
         data = f.read_bytes()
     except OSError as e:

@@ -72,16 +72,23 @@ def _reencode(reg, part, fidelity: str, target: str, bad) -> list:
         return [(row, b, _same(check.payload, res.payload) and check.kind == res.kind)
                 for (row, res), b, check in zip(items, new, reg.decode_many(new))]
 
+    return one_by_one_on_failure(once, part, lambda item, e: bad(item[0], "encode_failed", e) or [])
+
+
+def one_by_one_on_failure(once, part: list, failed) -> list:
+    """``once(part)`` (one batch call: one model call); if it raises, ``once([item])`` for each item, so one item's
+    failure costs only that item: ``failed(item, exception)`` returns the results (a list, maybe empty) that take
+    the item's place. Nothing is written meanwhile: the callers write only what came back."""
     try:
         return once(part)
-    except Exception:  # which row failed is found below
+    except Exception:  # which item failed is found below
         pass
     out = []
     for item in part:
         try:
             out += once([item])
-        except Exception as e:  # this row's payload alone (the store is not touched here)
-            bad(item[0], "encode_failed", e)
+        except Exception as e:  # this item's payload alone
+            out += failed(item, e)
     return out
 
 

@@ -35,6 +35,7 @@ from nbmf import blob as blobfmt
 from nbmf.data import service
 from nbmf.errors import NBMFError
 from nbmf.extras import require
+from nbmf.migrate import one_by_one_on_failure
 from nbmf.payload import from_raw
 
 
@@ -191,16 +192,9 @@ def _encode(reg, part, target: str, fidelity: str, bad) -> list:
                 out.append(None)
         return out
 
-    try:
-        return once(part)
-    except Exception:  # which file failed is found below
-        pass
-    out = []
-    for item in part:
-        try:
-            out += once([item])
-        except Exception as e:  # this record's payload alone (nothing is written here)
-            bad(item[0], "encode_failed", f"{type(e).__name__} while encoding (details withheld: they may quote "
-                                          "the record); the file is not migrated")
-            out.append(None)
-    return out
+    def failed(item, e) -> list:
+        bad(item[0], "encode_failed", f"{type(e).__name__} while encoding (details withheld: they may quote the "
+                                      "record); the file is not migrated")
+        return [None]  # its place in ``part``: not written
+
+    return one_by_one_on_failure(once, part, failed)

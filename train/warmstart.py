@@ -191,16 +191,15 @@ def float_state(cfg: ModelConfig, p: dict[str, np.ndarray]) -> dict[str, np.ndar
 
 def load_warm_start(artifact_dir) -> WarmStart:
     """Read and verify a released artifact (nbmf.artifact.load_artifact) and invert its weights to float."""
-    from nbmf.artifact import MATCH, fingerprint, load_artifact
+    from nbmf.artifact import MATCH, MAX_MATCH_BYTES, fingerprint, load_artifact, read_listed
 
     path = Path(artifact_dir).expanduser().resolve()
     manifest, cfg, int_model, tokenizer = load_artifact(path)
     state = float_state(cfg, int_model.params)
     about = {"path": str(path), "version": manifest["version"], "fingerprint": "sha256:" + fingerprint(manifest).hex(),
              "training_data": manifest.get("training_data", "")}
-    match = None
-    if MATCH in manifest["files"]:  # its bytes were verified against the manifest by load_artifact
-        match = {"json": (path / MATCH).read_text(encoding="utf-8"), "about": manifest.get("match", {})}
+    data = read_listed(path, manifest, MATCH, MAX_MATCH_BYTES)  # the hashed bytes, None without a match model
+    match = None if data is None else {"json": data.decode("utf-8"), "about": manifest.get("match", {})}
     return WarmStart(cfg, tokenizer.to_json(), state, about, match)
 
 
