@@ -322,9 +322,10 @@ def load_artifact(path):
     return manifest, cfg, int_model, tokenizer
 
 
-def relabel(src, dest, version: str, metrics: dict | None = None) -> Path:
+def relabel(src, dest, version: str, metrics: dict | None = None, training: dict | None = None) -> Path:
     """Copy a verified artifact under another encoder version name (registration picks the next free vN),
-    with ``metrics`` (measured since the export, say) added to its manifest's.
+    with ``metrics`` (measured since the export, say) added to its manifest's, and ``training`` fields (where a
+    search found it, say) added to its training record.
 
     Only the manifest changes: the hashed files are copied byte for byte, so the model is the same one.
     ``dest`` is replaced; it may neither hold nor lie inside ``src``.
@@ -340,6 +341,8 @@ def relabel(src, dest, version: str, metrics: dict | None = None) -> Path:
     manifest = copy_verified(src, dest)
     manifest["version"], manifest["encoder_id"] = version, encoder_id
     manifest["metrics"] = {**manifest.get("metrics", {}), **(metrics or {})}
+    if training:
+        manifest["training"] = {**manifest.get("training", {}), **training}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     read_manifest(dest)
     return dest

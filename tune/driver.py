@@ -170,27 +170,23 @@ def choose(rows: list[dict]) -> dict | None:
     return best
 
 
-def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out_dir: Path, *, search: str,
-             data_hash: str = "", dictionary: bytes | None = None, dictionary_info: dict | None = None) -> dict:
-    """Export the winner and hand it to ``register_gated``: gated on the test split, registered as the registry's
-    next version if it passes."""
+def finalize(winner: dict, cfg: tcfg.TuneJobConfig, test_rows: list[Record], out_dir: Path, *, search: str) -> dict:
+    """Stage the winner's exported artifact (the one its trial wrote and the search measured: the training run's
+    manifest, decode window and bench figures) with the search's fields, and hand it to ``register_gated``: gated
+    on the test split, registered as the registry's next version if it passes."""
     from ray.train import Checkpoint
 
-    from nbmf.export import export_artifact
-    from train.export import model_from_checkpoint, provenance
+    from nbmf.artifact import relabel
+    from train.checkpoint import ARTIFACT
 
-    with Checkpoint(winner["checkpoint"]).as_directory() as d:
-        model, mcfg, tok, loaded = model_from_checkpoint(d)
-    training = {**provenance(loaded.config, loaded.state), "search": search, "trial": winner["trial"],
-                "params": winner["params"]}  # the one training schema (train.export), plus the search's fields
-    metrics = {"val_bits_per_byte": winner["val_bpb"], "search_ratio": winner["ratio"],
-               "search_decode_ms_p95": winner["decode_ms_p95"]}
     staged = out_dir / "winner" / "candidate"
     # labelled with the version free now (v1 for a remote registry); register_gated relabels it as the version it
     # is registered under
     label = "v1" if st.is_uri(cfg.registry.dir) else register.next_version(Path(cfg.registry.dir).resolve())
-    export_artifact(model, mcfg, tok, staged, version=label, metrics=metrics, data_hash=data_hash,
-                    training=training, dictionary=dictionary, dictionary_info=dictionary_info)
+    with Checkpoint(winner["checkpoint"]).as_directory() as d:
+        relabel(Path(d) / ARTIFACT, staged, label,
+                metrics={"search_ratio": winner["ratio"], "search_decode_ms_p95": winner["decode_ms_p95"]},
+                training={"search": search, "trial": winner["trial"], "params": winner["params"]})
     outcome = register_gated(staged, cfg.registry.dir, test_rows, cfg.gates.thresholds, staging=out_dir / "winner",
                              set_current=cfg.registry.set_current)
     return {"trial": winner["trial"], "staged": str(staged), **outcome}
@@ -292,8 +288,7 @@ def search_and_register(cfg: tcfg.TuneJobConfig, base: TrainJobConfig, name: str
         outcome = {"registered": False, "reason": "no finished trial was eligible: " + "; ".join(
             f"{r['trial']}: {r['note'] or r['status']}" for r in rows)}
     else:
-        outcome = finalize(winner, cfg, test_rows, out_dir, search=name, data_hash=prepared.data_hash,
-                           dictionary=prepared.dictionary, dictionary_info=prepared.dictionary_info)
+        outcome = finalize(winner, cfg, test_rows, out_dir, search=name)
     references = anchor_ratios(test_rows, prepared.dictionary)
     report = {"search": name, "seconds": round(time.time() - t0, 1), "config": to_dict(cfg),
               "latency_budget_ms": cfg.objective.latency_budget_ms, "trials": rows, "winner": winner and winner["trial"],

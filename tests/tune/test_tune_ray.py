@@ -49,6 +49,9 @@ def test_a_four_trial_search_registers_a_version(search):
     assert codec.name == "v1"
     manifest = json.loads((reg / "v1" / "manifest.json").read_text())
     assert manifest["training"]["trial"] == winner["trial"] and manifest["metrics"]["test_exact_rate"] == 1.0
+    # the trial's own export, as every training run writes it (train.export.provenance), plus the search's fields
+    assert manifest["training"]["commands"] and manifest["training"]["config"]["model"]["family"] == winner["family"]
+    assert manifest["metrics"]["search_ratio"] == winner["ratio"] and "ratio" in manifest["metrics"]
     assert all(g["passed"] for g in out["gates"])
 
     results = d / "s4"
