@@ -66,13 +66,32 @@ def measure_artifact(artifact_dir, rows: list[Record], repeats: int = 1) -> dict
     return best
 
 
+def anchor_codecs(dictionary: bytes | None) -> list:
+    """``nbmf bench``'s zstd-dict (with the run's dictionary) and brotli anchors: the reference values."""
+    from nbmf.bench import anchors
+
+    return [anchors.Zstd(19, dictionary), anchors.Brotli(11)] if dictionary else [anchors.Brotli(11)]
+
+
 def anchor_ratios(rows: list[Record], dictionary: bytes | None) -> dict[str, float]:
     """Compression ratio of the zstd-dict and brotli anchors (``nbmf bench``'s) on ``rows``: the reference values."""
-    from nbmf.bench import anchors
     from nbmf.bench.run import run_codec
 
-    codecs = [anchors.Zstd(19, dictionary), anchors.Brotli(11)] if dictionary else [anchors.Brotli(11)]
-    return {c.name: run_codec(c, rows, "lossless", None, _NoBar())["all"]["ratio"] for c in codecs if rows}
+    return {c.name: run_codec(c, rows, "lossless", None, _NoBar())["all"]["ratio"]
+            for c in anchor_codecs(dictionary) if rows}
+
+
+def bench_plot(artifact_dir, rows: list[Record], dictionary: bytes | None, path) -> dict[str, float]:
+    """``nbmf bench``'s plot (ratio by record size) of the artifact and the anchors on ``rows``, written to ``path``;
+    returns the anchors' ratios (what ``anchor_ratios`` gives), measured in the same pass."""
+    from nbmf.bench.report import write_plot
+    from nbmf.bench.run import RegistryVersion, run_codec
+
+    reg, version = registry_with(artifact_dir)
+    out = [run_codec(c, rows, "lossless", None, _NoBar())
+           for c in [RegistryVersion(reg, version), *anchor_codecs(dictionary)]]
+    write_plot({"fidelities": ["lossless"], "rows": out, "input": "bench records", "records": len(rows)}, path)
+    return {r["codec"]: r["all"]["ratio"] for r in out[1:]}
 
 
 def cpu_copy(model):

@@ -289,11 +289,15 @@ def train_loop_per_worker(config: dict) -> None:
                                        match=warm and warm.get("match")))
         by_type = bench.pop("by_type", None)
         if logger.run is not None and config.get("bench_rows"):  # rank 0 with W&B on: what a team compares
-            from train.export import anchor_ratios
+            from train.export import bench_plot
 
             if by_type:
                 logger.by_type("bench/by_type", by_type)
-            logger.references(anchor_ratios(config["bench_rows"], config.get("dictionary")), ours=bench.get("ratio"))
+            with tempfile.TemporaryDirectory(prefix="nbmf-plot-") as tmp:
+                png = Path(tmp) / "bench.png"
+                refs = bench_plot(out_dir, config["bench_rows"], config.get("dictionary"), png)
+                logger.image("bench/plot", png, caption="ratio by record size: this artifact and the anchors")
+            logger.references(refs, ours=bench.get("ratio"))
         logger.log_artifact(out_dir, name=f"codec-{config['run_name']}", metadata=bench)
         return {f"bench_{k}": v for k, v in bench.items()}
 

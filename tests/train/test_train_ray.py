@@ -96,7 +96,7 @@ def test_wandb_offline_files_hold_the_logged_metrics(trained):
     assert any(a["type"] == "model" for a in run["artifacts"])
     # what a team compares: per-type bench results and the anchors on the same bench records
     s = run["summary"]
-    assert s["bench/by_type/_type"] == "table-file"
+    assert s["bench/by_type/_type"] == "table-file" and s["bench/plot/_type"] == "image-file"
     assert s["reference/zstd-19-dict_ratio"] > 1 and s["reference/brotli-11_ratio"] > 1
     assert s["reference/vs_zstd-19-dict"] == pytest.approx(s["bench/ratio"] / s["reference/zstd-19-dict_ratio"])
 
