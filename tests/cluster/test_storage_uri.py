@@ -155,3 +155,19 @@ def test_storage_doctests():
     import doctest
 
     assert doctest.testmod(storage).failed == 0
+
+
+def test_a_remote_runs_driver_files_are_kept_in_its_storage(bucket, tmp_path):
+    """With remote storage the driver's local files (tokenizer, result.json, the artifact's copy) would vanish with
+    the job's working directory: they are copied to <storage>/<run>/driver. Local storage needs no copy."""
+    from train.driver import keep_driver_files, local_run_dir
+
+    local = tmp_path / "runs" / "r1"
+    (local / "artifact").mkdir(parents=True)
+    (local / "result.json").write_text('{"run": "r1"}')
+    (local / "artifact" / "manifest.json").write_text("{}")
+    dest = keep_driver_files(bucket, "r1", local)
+    assert dest == f"{bucket}/r1/driver"
+    assert storage.read_text(f"{dest}/result.json") == '{"run": "r1"}'
+    assert storage.exists(f"{dest}/artifact/manifest.json")
+    assert keep_driver_files(str(tmp_path), "r1", local) == "" and local_run_dir(str(tmp_path), "r1") == tmp_path / "r1"
