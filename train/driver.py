@@ -239,9 +239,10 @@ def copy_artifact(result, dest: Path) -> Path | None:
 
 
 def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, address: str = "",
-                 command: str = "") -> dict:
+                 command: str = "", warm=None) -> dict:
     """Train (or continue) the run ``name``; returns its summary (final metrics, artifact path). ``command``: the
-    command line recorded in the checkpoint and the artifact's manifest (``training.commands``)."""
+    command line recorded in the checkpoint and the artifact's manifest (``training.commands``); ``warm``:
+    ``init_from``'s WarmStart when the caller loaded it already (else loaded here)."""
     from nbmf.tokenizer import Tokenizer
 
     storage = storage_of(cfg)
@@ -253,7 +254,7 @@ def run_training(cfg: TrainJobConfig, *, name: str, resume: bool = False, addres
     if resume and not local.exists() and not st.is_uri(storage):
         raise SystemExit(f"nothing to resume: no run {name!r} in {storage}")
     prepared = prepare(cfg)
-    warm = warm_start_of(cfg)
+    warm = warm or warm_start_of(cfg)
     if warm is not None:
         cfg = apply_warm_start(cfg, warm)
         tok = Tokenizer.from_json(warm.tokenizer_json)
@@ -298,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    warm = None
     if cfg.init_from:
         from nbmf.errors import ArtifactError
 
         try:
-            warm_start_of(cfg)  # a bad artifact is refused before Ray starts
+            warm = warm_start_of(cfg)  # a bad artifact is refused before Ray starts; loaded once
         except ArtifactError as e:
             print(f"init_from: {e}", file=sys.stderr)
             return 2
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     command = " ".join(["python -m train", *(sys.argv[1:] if argv is None else argv)])
-    summary = run_training(cfg, name=name, resume=args.resume, address=args.address, command=command)
+    summary = run_training(cfg, name=name, resume=args.resume, address=args.address, command=command, warm=warm)
     import ray
 
     ray.shutdown()  # Ray forwards workers' output to this stdout asynchronously: none may follow the last line

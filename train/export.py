@@ -40,13 +40,12 @@ def registry_with(artifact_dir):
 
 
 def bench_artifact(artifact_dir, rows: list[Record]) -> dict:
-    """`nbmf bench`'s lossless result row ("all", "by_type", "gates", "fallbacks") for one artifact."""
+    """`nbmf bench`'s lossless result row ("all", "by_type", "gates", "fallbacks"; "_points": per record (raw,
+    stored) bytes, what its plot draws) for one artifact."""
     from nbmf.bench.run import RegistryVersion, run_codec
 
     reg, version = registry_with(artifact_dir)
-    row = run_codec(RegistryVersion(reg, version), rows, "lossless", None, _NoBar())
-    row.pop("_points", None)
-    return row
+    return run_codec(RegistryVersion(reg, version), rows, "lossless", None, _NoBar())
 
 
 def measure_artifact(artifact_dir, rows: list[Record], repeats: int = 1) -> dict:
@@ -60,7 +59,7 @@ def measure_artifact(artifact_dir, rows: list[Record], repeats: int = 1) -> dict
         row = bench_artifact(artifact_dir, rows)
         s = {k: row["all"][k] for k in BENCH_KEYS if k in row["all"]}
         s["fallbacks"] = row["fallbacks"]
-        s["by_type"] = row["by_type"]  # per record type (conversation, document, structured): sizes, same each pass
+        s["row"] = row  # the whole bench row (per type, per record points): sizes are the same each pass
         for k, v in s.items():
             best[k] = min(best[k], v) if k.endswith(("_p50", "_p95", "_p99")) and k in best else v
     return best
@@ -81,17 +80,17 @@ def anchor_ratios(rows: list[Record], dictionary: bytes | None) -> dict[str, flo
             for c in anchor_codecs(dictionary) if rows}
 
 
-def bench_plot(artifact_dir, rows: list[Record], dictionary: bytes | None, path) -> dict[str, float]:
-    """``nbmf bench``'s plot (ratio by record size) of the artifact and the anchors on ``rows``, written to ``path``;
-    returns the anchors' ratios (what ``anchor_ratios`` gives), measured in the same pass."""
+def bench_plot(row: dict, rows: list[Record], dictionary: bytes | None, path) -> dict[str, float]:
+    """``nbmf bench``'s plot (ratio by record size) of an artifact's bench ``row`` (``bench_artifact``'s, on
+    ``rows``) and the anchors on the same ``rows``, written to ``path``; returns the anchors' ratios (what
+    ``anchor_ratios`` gives), measured in the same pass."""
     from nbmf.bench.report import write_plot
-    from nbmf.bench.run import RegistryVersion, run_codec
+    from nbmf.bench.run import run_codec
 
-    reg, version = registry_with(artifact_dir)
-    out = [run_codec(c, rows, "lossless", None, _NoBar())
-           for c in [RegistryVersion(reg, version), *anchor_codecs(dictionary)]]
-    write_plot({"fidelities": ["lossless"], "rows": out, "input": "bench records", "records": len(rows)}, path)
-    return {r["codec"]: r["all"]["ratio"] for r in out[1:]}
+    anchors = [run_codec(c, rows, "lossless", None, _NoBar()) for c in anchor_codecs(dictionary)]
+    write_plot({"fidelities": ["lossless"], "rows": [row, *anchors], "input": "bench records",
+                "records": len(rows)}, path)
+    return {r["codec"]: r["all"]["ratio"] for r in anchors}
 
 
 def cpu_copy(model):
@@ -126,7 +125,7 @@ def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: lis
                       dictionary: bytes | None = None, dictionary_info: dict | None = None,
                       decode_window: int = 0, match: dict | None = None) -> dict:
     """Export ``model`` (with the fallback's ``dictionary``, nbmf.dictionary) to ``out_dir`` with bench numbers
-    measured on ``rows``; returns those numbers (plus ``by_type``, which the manifest leaves out). ``decode_window`` > 0: the artifact's attention window at decode
+    measured on ``rows``; returns those numbers (plus ``row``, the whole bench row, which the manifest leaves out). ``decode_window`` > 0: the artifact's attention window at decode
     (its manifest's ``context``), else the training context. ``match``: a warm start's match model
     (``train.warmstart.WarmStart.match``), attached to the new artifact (and measured with it)."""
     import dataclasses
@@ -152,11 +151,11 @@ def export_with_bench(model, cfg, tokenizer, out_dir, *, version: str, rows: lis
     if rows:
         with tempfile.TemporaryDirectory(prefix="nbmf-export-") as tmp:
             metrics.update(measure_artifact(write(Path(tmp) / version), rows, repeats=repeats))
-    by_type = metrics.pop("by_type", None)  # for the run's log; the manifest keeps the headline numbers
+    row = metrics.pop("row", None)  # for the run's log; the manifest keeps the headline numbers
     if out_dir.exists():
         shutil.rmtree(out_dir)
     write(out_dir)
-    return {**metrics, "by_type": by_type} if by_type else metrics
+    return {**metrics, "row": row} if row else metrics
 
 
 def model_from_checkpoint(ckpt_dir):

@@ -287,15 +287,14 @@ def train_loop_per_worker(config: dict) -> None:
                                        dictionary_info=config.get("dictionary_info"),
                                        decode_window=config.get("decode_window", 0),
                                        match=warm and warm.get("match")))
-        by_type = bench.pop("by_type", None)
-        if logger.run is not None and config.get("bench_rows"):  # rank 0 with W&B on: what a team compares
+        row = bench.pop("row", None)
+        if logger.run is not None and row is not None:  # rank 0 with W&B on: what a team compares
             from train.export import bench_plot
 
-            if by_type:
-                logger.by_type("bench/by_type", by_type)
+            logger.by_type("bench/by_type", row["by_type"])
             with tempfile.TemporaryDirectory(prefix="nbmf-plot-") as tmp:
                 png = Path(tmp) / "bench.png"
-                refs = bench_plot(out_dir, config["bench_rows"], config.get("dictionary"), png)
+                refs = bench_plot(row, config["bench_rows"], config.get("dictionary"), png)
                 logger.image("bench/plot", png, caption="ratio by record size: this artifact and the anchors")
             logger.references(refs, ours=bench.get("ratio"))
         logger.log_artifact(out_dir, name=f"codec-{config['run_name']}", metadata=bench)
