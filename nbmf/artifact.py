@@ -107,19 +107,20 @@ def attach_dictionary(path, dictionary: bytes, about: dict) -> dict:
     return read_manifest(path)
 
 
-def attach_match(path, match_json: bytes, about: dict, command: str | None = None) -> dict:
+def attach_match(path, match_json: bytes, about: dict, command: str | None = None, replace: bool = False) -> dict:
     """Add a match model (nbmf.runtime.match.to_json) to the artifact at ``path``: the file, its sha256 in the
     manifest's "files", ``about`` (how it was fitted, what it measured) under "match", and ``command`` (the one
     that made it) at the end of training.commands. Returns the new manifest.
 
     The match model changes the tables, so the artifact's fingerprint changes with it: attach it to a fresh copy
     registered as a new version (``relabel``), never to a registered one, whose blobs would no longer decode.
+    ``replace``: the copy's match model (taken from the version it was copied from) gives way to this one.
     """
     from nbmf.runtime import match
 
     path = Path(path)
     manifest = read_manifest(path)
-    if MATCH in manifest["files"]:
+    if MATCH in manifest["files"] and not replace:
         raise ArtifactError(f"{path} already ships a {MATCH}; a match model is never replaced: export a new version")
     if len(match_json) > MAX_MATCH_BYTES:
         raise ValueError(f"a match model is at most {MAX_MATCH_BYTES} bytes, not {len(match_json)}")

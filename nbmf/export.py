@@ -8,6 +8,11 @@ training saw. Imports torch: used by training/export only, never by decoding.
 
 fits the match model's hit table on training records with v1's own tables and registers v1's weights, tokenizer
 and dictionary with it as the next version (not made current: that is a decision made on measurements).
+
+    python -m nbmf.export temperature models/v2 --models models --eta 10 --min 8 --max 20
+
+registers v2's weights, tokenizer, dictionary and match model with an online per-record temperature (the match
+model's "temperature": nbmf.runtime.match) as the next version, reporting the bytes it saves on --check records.
 """
 from __future__ import annotations
 
@@ -205,8 +210,8 @@ def fit_match(codec, items, ks=(1, 2, 3, 4), table_bits: int = 12, max_len: int 
 
 
 def register_match_version(base, models_dir, m, about: dict, command: str) -> Path:
-    """Register ``base``'s weights, tokenizer and dictionary with match model ``m`` as the next version of
-    ``models_dir`` (nbmf.modeldir; CURRENT unchanged). Returns its directory."""
+    """Register ``base``'s weights, tokenizer and dictionary with match model ``m`` (in place of base's own, if it
+    ships one) as the next version of ``models_dir`` (nbmf.modeldir; CURRENT unchanged). Returns its directory."""
     from nbmf.artifact import attach_match, relabel
     from nbmf.modeldir import locked, next_version, register
     from nbmf.runtime import match
@@ -214,8 +219,47 @@ def register_match_version(base, models_dir, m, about: dict, command: str) -> Pa
     with locked(models_dir), tempfile.TemporaryDirectory() as tmp:
         version = next_version(models_dir)
         art = relabel(base, Path(tmp) / version, version)
-        attach_match(art, match.to_json(m), {**about, "base": Path(base).name}, command=command)
+        attach_match(art, match.to_json(m), {**about, "base": Path(base).name}, command=command, replace=True)
         return register(art, models_dir, version, make_current=False)
+
+
+def register_temperature(base, models_dir, eta: int, q_min: int, q_max: int, check: list[Path], command: str) -> Path:
+    """Register ``base`` with its match model given an online temperature (``match.with_temperature``) as the
+    next version; ``check`` files: every record's neural body under base and under the new tables (decoded back
+    and compared), bytes per file recorded in the manifest."""
+    from nbmf.artifact import read_manifest, read_match
+    from nbmf.codecs.neural import load_codec
+    from nbmf.data.corpus import iter_records
+    from nbmf.runtime import match
+    from nbmf.runtime.intmodel import IntModel
+
+    m = read_match(base, read_manifest(base))
+    if m is None:
+        raise SystemExit(f"{base} ships no match model; fit one first (python -m nbmf.export match)")
+    m = match.with_temperature(m, eta, q_min, q_max)
+    before = load_codec(base, threads=1)
+    after = load_codec(base, threads=1)
+    after.runtime = after.model = IntModel(after.cfg, after.model.params, match=m)
+    checked = {}
+    for path in check:
+        items = [(r.raw, r.kind) for r in iter_records(path)]
+        sizes = []
+        for codec in (before, after):
+            bodies = codec.encode_many(items)
+            back = codec.decode_many([(b, k, len(raw)) for (raw, k), b in zip(items, bodies) if b is not None])
+            if back != [raw for (raw, _), b in zip(items, bodies) if b is not None]:
+                raise SystemExit(f"a body of {path} did not decode back: nothing registered")
+            sizes.append(sum(len(b) for b in bodies if b is not None))
+        checked[str(path)] = {"records": len(items), "body_bytes_base": sizes[0], "body_bytes": sizes[1],
+                              "change": round(sizes[1] / sizes[0] - 1, 4)}
+        print(f"{path}: {len(items)} records, bodies {sizes[0]:,} -> {sizes[1]:,} bytes "
+              f"({sizes[1] / sizes[0] - 1:+.2%})", flush=True)
+    about = {**read_manifest(base).get("match", {}), "temperature": {"eta": eta, "min": q_min, "max": q_max},
+             "checked": checked}
+    about.pop("file", None)
+    dest = register_match_version(base, models_dir, m, about, command)
+    print(f"registered {dest} (temperature eta={eta}, tau in [{q_min}/16, {q_max}/16]); CURRENT unchanged")
+    return dest
 
 
 def main(argv=None) -> None:
@@ -230,10 +274,23 @@ def main(argv=None) -> None:
     mp.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4], help="hashed context lengths tried")
     mp.add_argument("--table-bits", type=int, default=12, help="per-record hash table: 2**bits positions")
     mp.add_argument("--max-len", type=int, default=255, help="longest match length counted")
+    tp = sub.add_parser("temperature", help="add an online per-record temperature to an artifact's match model "
+                        "and register it as a new version")
+    tp.add_argument("base", type=Path, help="an artifact that ships a match model (its weights, tokenizer, "
+                    "dictionary and hit table are reused)")
+    tp.add_argument("--models", type=Path, required=True, help="model directory to register the version in")
+    tp.add_argument("--eta", type=int, default=10, help="theta steps per 1/64 nat of gradient (2**16 = tau 1)")
+    tp.add_argument("--min", type=int, default=8, help="lowest tau, in 16ths")
+    tp.add_argument("--max", type=int, default=20, help="highest tau, in 16ths")
+    tp.add_argument("--check", nargs="*", default=[], help="corpus JSONL files: bodies with and without, per file")
     a = p.parse_args(argv)
     from nbmf.codecs.neural import load_codec
     from nbmf.data.corpus import iter_records
 
+    command = "python -m nbmf.export " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    if a.cmd == "temperature":
+        register_temperature(a.base, a.models, a.eta, a.min, a.max, [Path(x) for x in a.check], command)
+        return
     codec = load_codec(a.base, threads=1)
     records = list(iter_records(a.train))
     pick = np.linspace(0, len(records) - 1, min(a.records, len(records))).astype(int)
@@ -241,7 +298,6 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     m, about = fit_match(codec, items, tuple(a.k), a.table_bits, a.max_len)
     about["fit_seconds"] = round(time.perf_counter() - t)
-    command = "python -m nbmf.export " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     dest = register_match_version(a.base, a.models, m, about, command)
     print(f"registered {dest} (k={about['k']}, {about['events']:,} predictions, {about['hits']:,} hits); "
           "CURRENT unchanged")

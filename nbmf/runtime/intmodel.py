@@ -228,7 +228,7 @@ class IntModel:
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], match: match_model.Match | None = None):
         check_params(cfg, params)
         self.cfg = cfg
-        self.match = match_model.off() if match is None else match
+        self.match = match_model.with_luts(match_model.off() if match is None else match, params["head_lut"])
         self.n_attn, self.n_conv, self.n_rec = _counts(cfg)
         self.history = _history(cfg)
         # as stored (weights int8): the torch path and ``storable`` read these
@@ -299,9 +299,14 @@ class IntModel:
     def frequencies(self, sequence: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
         """Frequencies after each prefix of one record's input sequence: [len(sequence), vocab]. Given the
         record's ``targets`` (its token ids), the tables the coder uses: with the match model's boosts."""
-        out = self.step(self.new_state(1), sequence, np.zeros(len(sequence), np.int64))
-        if targets is not None:
-            match_model.apply(self.match.conf, self.match.hit, out, np.ascontiguousarray(targets, np.int64))
+        if targets is None:
+            return self.step(self.new_state(1), sequence, np.zeros(len(sequence), np.int64))
+        sequence = np.ascontiguousarray(sequence, np.int64)
+        out = np.empty((len(sequence), self.cfg.vocab_size), np.float64)
+        if len(sequence):
+            kernels.coded_tables(self.kernel_params, self.match, self.new_state(1),
+                                 self.new_work(min(len(sequence), kernels.CHUNK)), sequence,
+                                 np.ascontiguousarray(targets, np.int64), out)
         return out
 
     # -- coding ----------------------------------------------------------------------------------------------

@@ -344,12 +344,25 @@ def table(m, s, lut, acc, j, freq, blocks):
     reference counts. The lookups go 16 at a time through ``lookup16``; in the scalar tail the index is cast
     to unsigned, as it is known to be >= 0, so numba skips its negative-index wraparound.)
     """
+    return lookup_table(lut, freq, logits(m, s, acc, j, freq), blocks)
+
+
+@njit(nogil=True, cache=True)
+def logits(m, s, acc, j, freq):
+    """freq[v] = token v's logit in 1/64 nat (head products acc[j] requantized); returns the best."""
     vocab = freq.shape[0]
     best = np.int64(-(1 << 62))
     for v in range(vocab):  # logits in 1/64 nat
         lv = _requant(np.int64(acc[j, v]), m[v], s[v])
         freq[v] = lv
         best = max(best, lv)
+    return best
+
+
+@njit(nogil=True, cache=True)
+def lookup_table(lut, freq, best, blocks):
+    """Logits freq[v] (``logits``) -> frequencies lut[min(best - logit, last)] in place, their BLOCK sums; the total."""
+    vocab = freq.shape[0]
     last = lut.shape[0] - 1
     total = np.int64(0)
     for b in range(blocks.shape[0]):
@@ -394,6 +407,35 @@ def reset_slot(st, b):
 
 # -- coder loops ---------------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
+def neural_table(P, M, ms, r, acc, j, freq, blocks, gaps):
+    """Row j's neural table for record r: (total, best logit, sum of f_v * gap_v). Without a temperature
+    (M.temp[0] == 0) it is ``table`` and the other two are 0; with one, the gaps are looked up in the record's
+    tempered lut row (nbmf.runtime.match) and gaps[v] keeps each token's logit for ``after_token``."""
+    hm, hs = P.head.m[0], P.head.s[0]
+    if M.temp[0] == 0:
+        return table(hm, hs, P.head_lut, acc, j, freq, blocks), np.int64(0), np.int64(0)
+    lut = M.luts[match.level(M.temp, ms, r)]
+    best = logits(hm, hs, acc, j, freq)
+    gaps[:] = freq
+    total = lookup_table(lut, freq, best, blocks)
+    cap = lut.shape[0] - 1
+    e = np.int64(0)
+    for v in range(freq.shape[0]):  # f <= 2**20, gap <= cap < 2**18, vocab < 2**17: < 2**55
+        e += freq[v] * min(best - gaps[v], cap)
+    return total, best, e
+
+
+@njit(nogil=True, cache=True)
+def after_token(M, ms, r, s, y, best, e, total, gaps):
+    """Record r's adaptive state after token y was coded: the match model's (``s``: its prediction, or -1) and,
+    with a temperature, theta by the neural table's (total, best, e) of ``neural_table``."""
+    if s >= 0:
+        match.observe(M.conf, ms, r, s, y)
+    if M.temp[0] != 0:
+        match.temper(M.temp, ms, r, e, total, min(best - gaps[y], M.luts.shape[1] - 1))
+
+
+@njit(nogil=True, cache=True)
 def mix_match(conf, hit, ht, ms, r, x, base, t, freq, blocks, total):
     """The match model's boost (nbmf.runtime.match) on record r's table for its token t, its tokens so far being
     x[base : base + t]: returns (predicted token or -1, the new total). freq and its block sums change in place."""
@@ -421,8 +463,9 @@ def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, le
     n_words = np.zeros(n_rec, np.int64)
     slots = np.zeros(wk.r.shape[0], np.int64)
     es = np.zeros(4, np.uint64)
-    hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
-    ht, ms = np.zeros((1, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((1, 2), np.int64)
+    acc, freq, blocks = wk.acc, wk.freq, wk.blocks
+    gaps = np.zeros(freq.shape[0] * M.temp[0], np.int64)
+    ht, ms = np.zeros((1, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((1, match.MS_WIDTH), np.int64)
     for rec in range(n_rec):
         a, b = starts[rec], starts[rec + 1]
         if b == a:
@@ -436,15 +479,36 @@ def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, le
             m = min(wk.r.shape[0], b - c0)
             forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
             for j in range(m):
-                total = table(hm, hs, P.head_lut, acc, j, freq, blocks)
-                s, total = mix_match(M.conf, M.hit, ht, ms, 0, targets, a, c0 + j - a, freq, blocks, total)
+                tn, best, e = neural_table(P, M, ms, 0, acc, j, freq, blocks, gaps)
+                s, total = mix_match(M.conf, M.hit, ht, ms, 0, targets, a, c0 + j - a, freq, blocks, tn)
                 k, left, prob = coder.encode_with_table(es, freq, total, targets[c0 + j], out, k)
                 lefts[c0 + j] = left
                 probs[c0 + j] = prob
-                if s >= 0:
-                    match.observe(M.conf, ms, 0, s, targets[c0 + j])
+                after_token(M, ms, 0, s, targets[c0 + j], best, e, tn, gaps)
         n_words[rec] = coder.encoder_finish(es, out, k)
     return n_words
+
+
+@njit(nogil=True, cache=True)
+def coded_tables(P, M, st, wk, inputs, targets, out):
+    """out[t] = the table token targets[t] of one record is coded with (float64 holding exact integers), inputs
+    being [cond token, targets[:-1]]: ``encode_records``' steps without the coder (tests, cross-entropy)."""
+    acc, freq, blocks = wk.acc, wk.freq, wk.blocks
+    gaps = np.zeros(freq.shape[0] * M.temp[0], np.int64)
+    ht, ms = np.zeros((1, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((1, match.MS_WIDTH), np.int64)
+    slots = np.zeros(wk.r.shape[0], np.int64)
+    reset_slot(st, 0)
+    match.reset(ht, ms, 0)
+    n = targets.shape[0]
+    for c0 in range(0, n, wk.r.shape[0]):
+        m = min(wk.r.shape[0], n - c0)
+        forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
+        for j in range(m):
+            tn, best, e = neural_table(P, M, ms, 0, acc, j, freq, blocks, gaps)
+            s, _ = mix_match(M.conf, M.hit, ht, ms, 0, targets, 0, c0 + j, freq, blocks, tn)
+            for v in range(out.shape[1]):
+                out[c0 + j, v] = np.float64(freq[v])
+            after_token(M, ms, 0, s, targets[c0 + j], best, e, tn, gaps)
 
 
 @njit(nogil=True, cache=True)
@@ -454,7 +518,7 @@ def match_events(P, M, st, wk, inputs, targets, starts, length, f, total, hit):
     whether the prediction was the token. Arrays of room len(targets); returns the number of events."""
     slots = np.zeros(wk.r.shape[0], np.int64)
     hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
-    ht, ms = np.zeros((1, np.int64(1) << M.conf[2]), np.int32), np.zeros((1, 2), np.int64)
+    ht, ms = np.zeros((1, np.int64(1) << M.conf[2]), np.int32), np.zeros((1, match.MS_WIDTH), np.int64)
     n = 0
     for rec in range(starts.shape[0] - 1):
         a, b = starts[rec], starts[rec + 1]
@@ -510,16 +574,18 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
     it is damaged or forged). A failed record stops; the others go on. Slot r of st is record r.
     """
     n = first.shape[0]
-    hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
+    acc, freq, blocks = wk.acc, wk.freq, wk.blocks
     vocab = freq.shape[0]
+    gaps = np.zeros(vocab * M.temp[0], np.int64)
     ds = np.zeros((n, 4), np.uint64)
     remaining = lengths.copy()
     tokens = first.copy()
     active = np.empty(n, np.int64)
     n_active = 0
-    ht, ms = np.zeros((n, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((n, 2), np.int64)
+    ht, ms = np.zeros((n, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((n, match.MS_WIDTH), np.int64)
     for r in range(n):
         reset_slot(st, r)
+        match.reset(ht, ms, r)
         n_out[r] = 0
         status[r] = OK
         coder.decoder_init(ds[r], words, word_starts[r], word_starts[r + 1])
@@ -536,8 +602,8 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
             forward(P, st, step_tokens, active[j0 : j0 + m], m, wk)
             for j in range(m):
                 r = active[j0 + j]
-                total = table(hm, hs, P.head_lut, acc, j, freq, blocks)
-                s, total = mix_match(M.conf, M.hit, ht, ms, r, out, out_starts[r], n_out[r], freq, blocks, total)
+                tn, best, e = neural_table(P, M, ms, r, acc, j, freq, blocks, gaps)
+                s, total = mix_match(M.conf, M.hit, ht, ms, r, out, out_starts[r], n_out[r], freq, blocks, tn)
                 scale = coder.quant_scale(total, vocab)
                 q = coder.decoder_quantile(ds[r])
                 if q >= 1 << coder.PRECISION:
@@ -547,8 +613,7 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
                 sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
                 take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
                             remaining, status)
-                if s >= 0:
-                    match.observe(M.conf, ms, r, s, sym)
+                after_token(M, ms, r, s, sym, best, e, tn, gaps)
         kept = 0
         for j in range(n_active):
             if remaining[active[j]] > 0:

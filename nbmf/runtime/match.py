@@ -15,8 +15,18 @@ then only confirms what the model believes). Every quantity is an integer (bound
 from the tokens before t alone, by the same functions in encode (``kernels.encode_records``) and decode
 (``kernels.decode_records``): the table the decoder builds for token t is the encoder's, bit for bit.
 
-The artifact holds the model as ``match.json`` (nbmf.artifact): k, table_bits, max_len and the hit table; a
-``Match`` with ``conf[0] == 0`` is no match model (artifacts without one, such as v1: their tables are unchanged).
+Temperature (optional, v3 on): a per-record temperature tau on the neural table, learned online. Every table is
+built with tau = q / 16 (q in [min, max]) by looking token gaps up in a tempered copy of head_lut, row q:
+lut_q[g] = head_lut[min((g * q + 8) >> 4, last)] (``luts``: integers, built at load). After token y is coded,
+tau moves by online gradient descent on the token's code length: d log p_tau(y) / d tau = E_tau[gap] - gap_y
+(gaps below the best logit, in 1/64 nat, capped at the row's length), so theta += eta * (E // 1 - gap_y), theta
+= tau * 2**16 clamped to [min, max] * 2**12; q = round(theta / 2**12). A model surprised by a record (one from a
+source it never saw, say) flattens its tables; one that predicts well sharpens them. The match boost is mixed in
+after the tempered table, and the update uses the neural table alone.
+
+The artifact holds the model as ``match.json`` (nbmf.artifact): k, table_bits, max_len, the hit table and, when
+on, "temperature": {"eta", "min", "max"}; a ``Match`` with ``conf[0] == 0`` is no match model (artifacts without
+one, such as v1: their tables are unchanged); ``temp[0] == 0`` is no temperature (v2).
 """
 from __future__ import annotations
 
@@ -40,11 +50,18 @@ MAX_K = 8  # tokens hashed
 TABLE_BITS = (6, 16)  # per-record hash table: 2**bits int32 positions (16 KB at 12 bits)
 MAX_LEN = 1 << 10  # the longest length counted (each new match counts back at most this many tokens)
 FORMAT = "nbmf-match/1"
+TAU_BITS = 4  # tau = q / 16
+THETA_BITS = 16  # the record's tau, theta / 2**16, moves in steps of eta / 2**16 per 1/64 nat of gradient
+Q_RANGE = (4, 32)  # tau in [0.25, 2]: lut rows of at most head_lut's length * 4
+MAX_ETA = 1 << 10  # theta steps <= 2**10 * gap cap (<= 2**18): < 2**28
+MS_WIDTH = 3  # per-record state: followed position, match length, theta
 
 
 class Match(NamedTuple):
     conf: np.ndarray  # int64 [4]: on (0 or 1), k, table_bits, max_len
     hit: np.ndarray  # int64 [LEN_BUCKETS, PROB_BUCKETS]: calibrated hit probability * 2**15, in [0, HIT_MAX]
+    temp: np.ndarray  # int64 [4]: temperature on (0 or 1), eta, min q, max q
+    luts: np.ndarray  # int32 [max - min + 1, L]: head_lut tempered, row q - min (``with_luts``; [1, 1] when off)
 
 
 class MatchDeviceError(ArtifactError):
@@ -53,17 +70,39 @@ class MatchDeviceError(ArtifactError):
 
 def off() -> Match:
     """No match model: the neural tables as they are."""
-    return Match(np.zeros(4, np.int64), np.zeros((LEN_BUCKETS, PROB_BUCKETS), np.int64))
+    return Match(np.zeros(4, np.int64), np.zeros((LEN_BUCKETS, PROB_BUCKETS), np.int64), np.zeros(4, np.int64),
+                 np.ones((1, 1), np.int32))
 
 
-def make(k: int, table_bits: int, max_len: int, hit) -> Match:
-    """A match model from its parameters (checked: ``problems``)."""
+def make(k: int, table_bits: int, max_len: int, hit, temperature: dict | None = None) -> Match:
+    """A match model from its parameters (checked: ``problems``); ``temperature``: {"eta", "min", "max"} or None.
+    Its tables need the model's head_lut: ``with_luts``."""
     spec = {"format": FORMAT, "k": k, "table_bits": table_bits, "max_len": max_len,
             "hit": np.asarray(hit, np.int64).tolist()}
+    if temperature is not None:
+        spec["temperature"] = dict(temperature)
     bad = problems(spec)
     if bad:
         raise ValueError("; ".join(bad))
     return _from_spec(spec)
+
+
+def with_temperature(m: Match, eta: int, q_min: int, q_max: int) -> Match:
+    """``m`` with an online temperature (checked)."""
+    return make(int(m.conf[1]), int(m.conf[2]), int(m.conf[3]), m.hit, {"eta": eta, "min": q_min, "max": q_max})
+
+
+def with_luts(m: Match, head_lut: np.ndarray) -> Match:
+    """``m`` with its tempered head_lut rows: lut_q[g] = head_lut[min((g * q + 8) >> 4, last)], every row long
+    enough that its last entry is head_lut's last (so the kernels' clamp to a row's end is that row's own value)."""
+    if not m.temp[0]:
+        return m
+    lut = np.asarray(head_lut, np.int64)
+    last = lut.shape[0] - 1
+    q = np.arange(m.temp[2], m.temp[3] + 1, dtype=np.int64)[:, None]
+    g = np.arange(((last << TAU_BITS) + m.temp[2] - 1) // m.temp[2] + 1, dtype=np.int64)[None, :]
+    rows = lut[np.minimum((g * q + (1 << (TAU_BITS - 1))) >> TAU_BITS, last)]  # g * q < 2**18 * 2**5
+    return m._replace(luts=np.ascontiguousarray(rows.astype(np.int32)))
 
 
 def to_json(m: Match) -> bytes:
@@ -72,8 +111,11 @@ def to_json(m: Match) -> bytes:
     if not on:
         raise ValueError("no match model to write")
     rows = ",\n    ".join(json.dumps(row) for row in m.hit.tolist())
+    temp = ""
+    if m.temp[0]:
+        temp = f',\n  "temperature": {{"eta": {int(m.temp[1])}, "max": {int(m.temp[3])}, "min": {int(m.temp[2])}}}'
     return (f'{{\n  "format": "{FORMAT}",\n  "hit": [\n    {rows}\n  ],\n  "k": {k},\n  "max_len": {max_len},\n'
-            f'  "table_bits": {bits}\n}}\n').encode()
+            f'  "table_bits": {bits}{temp}\n}}\n').encode()
 
 
 def problems(spec) -> list[str]:
@@ -81,9 +123,14 @@ def problems(spec) -> list[str]:
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         return [f"it is not a {FORMAT} object"]
     want = {"format", "k", "table_bits", "max_len", "hit"}
-    if set(spec) != want:
-        return [f"it must hold exactly {sorted(want)}, got {sorted(spec)}"]
+    if not want <= set(spec) <= want | {"temperature"}:
+        return [f"it must hold exactly {sorted(want)} and optionally 'temperature', got {sorted(spec)}"]
     out = []
+    temp = spec.get("temperature", {"eta": 1, "min": 16, "max": 16})
+    if not (isinstance(temp, dict) and set(temp) == {"eta", "min", "max"} and all(type(v) is int for v in temp.values())):
+        out.append("temperature must be {\"eta\": int, \"min\": int, \"max\": int}")
+    elif not (1 <= temp["eta"] <= MAX_ETA and Q_RANGE[0] <= temp["min"] <= 16 <= temp["max"] <= Q_RANGE[1]):
+        out.append(f"temperature needs eta in [1, {MAX_ETA}] and {Q_RANGE[0]} <= min <= 16 <= max <= {Q_RANGE[1]}")
     ints = {name: spec[name] for name in ("k", "table_bits", "max_len")}
     for name, v in ints.items():
         if type(v) is not int:
@@ -107,7 +154,10 @@ def problems(spec) -> list[str]:
 
 def _from_spec(spec: dict) -> Match:
     conf = np.array([1, spec["k"], spec["table_bits"], spec["max_len"]], np.int64)
-    return Match(conf, np.array(spec["hit"], np.int64).reshape(LEN_BUCKETS, PROB_BUCKETS))
+    t = spec.get("temperature")
+    temp = np.array([1, t["eta"], t["min"], t["max"]] if t else [0, 0, 16, 16], np.int64)
+    return Match(conf, np.array(spec["hit"], np.int64).reshape(LEN_BUCKETS, PROB_BUCKETS), temp,
+                 np.ones((1, 1), np.int32))
 
 
 def from_json(data: bytes, where: str) -> Match:
@@ -124,9 +174,10 @@ def from_json(data: bytes, where: str) -> Match:
 
 def state(m: Match, slots: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-slot match state: (hash table int32 [slots, 2**bits] of positions + 1's successor, 0 = empty;
-    int64 [slots, 2]: followed position, length). Zero-width when the model is off. ``reset`` before a record."""
+    int64 [slots, MS_WIDTH]: followed position, length, theta). Zero-width table when the model is off. ``reset``
+    before a record."""
     width = 1 << int(m.conf[2]) if m.conf[0] else 0
-    return np.zeros((slots, width), np.int32), np.zeros((slots, 2), np.int64)
+    return np.zeros((slots, width), np.int32), np.zeros((slots, MS_WIDTH), np.int64)
 
 
 # -- kernels (called per token from nbmf.runtime.kernels) -------------------------------------------------
@@ -135,6 +186,25 @@ def reset(ht, ms, r):
     ht[r, :] = 0
     ms[r, 0] = 0
     ms[r, 1] = 0
+    ms[r, 2] = np.int64(1) << THETA_BITS  # tau = 1
+
+
+@njit(nogil=True, cache=True)
+def level(temp, ms, r):
+    """Record r's lut row: q - min, q = theta / 2**12 rounded, in [min, max]."""
+    q = (ms[r, 2] + (np.int64(1) << (THETA_BITS - TAU_BITS - 1))) >> (THETA_BITS - TAU_BITS)
+    return min(max(q, temp[2]), temp[3]) - temp[2]
+
+
+@njit(nogil=True, cache=True)
+def temper(temp, ms, r, expected_num, total, gap):
+    """After a token coded at ``gap`` below the best logit (1/64 nat, capped) in a table whose sum is ``total``
+    and whose sum of f_v * gap_v is ``expected_num`` (< 2**20 * 2**18 * 2**17 = 2**55): theta moves by
+    eta * (E[gap] - gap), clamped to [min, max] * 2**12."""
+    d = expected_num // total - gap  # |d| <= the gap cap < 2**18
+    theta = ms[r, 2] + temp[1] * d  # eta <= 2**10: |step| < 2**28
+    lo, hi = temp[2] << (THETA_BITS - TAU_BITS), temp[3] << (THETA_BITS - TAU_BITS)
+    ms[r, 2] = min(max(theta, lo), hi)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -209,24 +279,6 @@ def boost(hit, length, f, total):
     if num <= 0:
         return np.int64(0)
     return num // (HIT_ONE - q)  # <= num < 2**52
-
-
-@njit(nogil=True, cache=True)
-def apply(conf, hit, freqs, x):
-    """The match model over one record's neural tables: freqs [T, vocab] (float64 holding integers, as
-    ``IntModel.frequencies`` gives them) for its tokens x [T], boosted in place. The same steps as the coder loops."""
-    if conf[0] == 0:
-        return
-    ht = np.zeros((1, np.int64(1) << conf[2]), np.int32)
-    ms = np.zeros((1, 2), np.int64)
-    for t in range(x.shape[0]):
-        s = predict(conf, ht, ms, 0, x, 0, t)
-        if s >= 0:
-            total = np.int64(0)
-            for v in range(freqs.shape[1]):
-                total += np.int64(freqs[t, v])
-            freqs[t, s] += np.float64(boost(hit, ms[0, 1], np.int64(freqs[t, s]), total))  # < 2**53: exact
-            observe(conf, ms, 0, s, x[t])
 
 
 # -- fitting ----------------------------------------------------------------------------------------------
