@@ -198,16 +198,15 @@ def test_a_match_model_leaves_the_decode_bomb_bound_where_it_was(mcodec, v1codec
     assert [mcodec.max_length(n) for n in (1, 9, 64, 4096)] == [v1codec.max_length(n) for n in (1, 9, 64, 4096)]
 
 
-GOLDEN = ROOT / "tests" / "golden" / "match_v2"
-
-
-def test_the_released_match_version_writes_its_golden_blobs():
-    """tests/golden/match_v2 pins models/v2's bytes (NBMF_REGENERATE=1 rewrites it, on purpose only): every blob
-    decodes to its payload and v2 writes it again byte for byte."""
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_the_released_match_versions_write_their_golden_blobs(version):
+    """tests/golden/match_vN pins models/vN's bytes (v2: match model; v3: and its temperature; NBMF_REGENERATE=1
+    rewrites them, on purpose only): every blob decodes to its payload and vN writes it again byte for byte."""
     import os
 
     from helpers.golden import as_json, from_json, read_index, write_index
 
+    GOLDEN = ROOT / "tests" / "golden" / f"match_{version}"
     reg = Registry(ROOT / "models")
     if os.environ.get("NBMF_REGENERATE") == "1":
         payloads = [r.decode() for r in repetitive_records()] + [{"rows": [{"k": "value", "n": i % 3}
@@ -215,18 +214,18 @@ def test_the_released_match_version_writes_its_golden_blobs():
         payloads += [r["data"] for r in json.loads("[" + ",".join(VAL.read_text().splitlines()[:12]) + "]")]
         entries = []
         for i, payload in enumerate(payloads):
-            blob = reg.encode(payload, version="v2")
+            blob = reg.encode(payload, version=version)
             (GOLDEN / f"{i:02d}.nbmf").parent.mkdir(parents=True, exist_ok=True)
             (GOLDEN / f"{i:02d}.nbmf").write_bytes(blob)
             entries.append({"file": f"{i:02d}.nbmf", "fidelity": "lossless", "input": as_json(payload),
-                            "version": "v2"})
+                            "version": version})
         write_index(GOLDEN, entries)
     entries = read_index(GOLDEN)
     neural = 0
     for e in entries:
         blob = (GOLDEN / e["file"]).read_bytes()
         assert reg.decode(blob) == from_json(e["input"]), e["file"]
-        assert reg.encode(from_json(e["input"]), version="v2") == blob, e["file"]
+        assert reg.encode(from_json(e["input"]), version=version) == blob, e["file"]
         h = unpack(blob)[0]
-        neural += h.encoder_id == 2 and not h.fallback
+        neural += h.encoder_id == int(version[1:]) and not h.fallback
     assert len(entries) >= 15 and neural >= 12
