@@ -101,3 +101,23 @@ def cross_process(artifact, records_file, mode: str, batch: int, threads: int, l
     if p.returncode != 0:
         raise AssertionError(f"{mode} (batch {batch}, {threads} threads) failed:\n{p.stderr[-3000:]}")
     return p.stdout
+
+
+def forged_match(src, dest, edit):
+    """A copy of artifact ``src`` at ``dest`` whose match.json ``edit`` (bytes -> bytes) rewrites, with the
+    manifest's hash made to fit: what a hash cannot defend against, so the contents must be checked at load."""
+    import hashlib
+    import json
+    import shutil
+    from pathlib import Path
+
+    from nbmf.artifact import MANIFEST, MATCH
+
+    dest = Path(dest)
+    shutil.copytree(src, dest)
+    data = edit((dest / MATCH).read_bytes())
+    (dest / MATCH).write_bytes(data)
+    m = json.loads((dest / MANIFEST).read_text())
+    m["files"][MATCH] = "sha256:" + hashlib.sha256(data).hexdigest()
+    (dest / MANIFEST).write_text(json.dumps(m))
+    return dest

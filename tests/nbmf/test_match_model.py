@@ -2,7 +2,6 @@
 tampered or hostile match tables and bodies refused with typed errors."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.artifacts import sample_items
-from nbmf.artifact import MANIFEST, MATCH, attach_match, fingerprint, load_artifact, read_manifest
+from helpers.artifacts import forged_match, sample_items
+from nbmf.artifact import MATCH, attach_match, fingerprint, load_artifact, read_manifest
 from nbmf.blob import unpack
 from nbmf.codecs.neural import NeuralCodec, load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError, NBMFError
@@ -121,17 +120,6 @@ def test_round_trips_over_repeats_with_noise(mcodec, unit, times, noise):
     assert mcodec.decode_raw(body, 0, len(raw)) == raw
 
 
-def _forged(src: Path, dest: Path, edit) -> Path:
-    """A copy of the match artifact whose match.json ``edit`` rewrites, with the manifest's hash made to fit."""
-    shutil.copytree(src, dest)
-    data = edit((dest / MATCH).read_bytes())
-    (dest / MATCH).write_bytes(data)
-    m = json.loads((dest / MANIFEST).read_text())
-    m["files"][MATCH] = "sha256:" + hashlib.sha256(data).hexdigest()
-    (dest / MANIFEST).write_text(json.dumps(m))
-    return dest
-
-
 def test_a_tampered_match_table_is_refused_at_load(match_models_dir, tmp_path):
     bad = tmp_path / "v2"
     shutil.copytree(match_models_dir / "v2", bad)
@@ -151,7 +139,7 @@ def test_a_tampered_match_table_is_refused_at_load(match_models_dir, tmp_path):
 def test_a_rehashed_match_table_the_kernels_cannot_run_is_refused(match_models_dir, tmp_path, edit, why):
     """The hash is no defence against someone who rewrites the manifest: the table's contents are checked too."""
     with pytest.raises(ArtifactError, match=why):
-        load_codec(_forged(match_models_dir / "v2", tmp_path / "v2", edit))
+        load_codec(forged_match(match_models_dir / "v2", tmp_path / "v2", edit))
 
 
 def test_the_device_runtime_refuses_a_match_model(mcodec):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.artifacts import cross_process, sample_items
-from nbmf.artifact import MANIFEST, MATCH, fingerprint, read_manifest
+from helpers.artifacts import cross_process, forged_match, sample_items
+from nbmf.artifact import MATCH, fingerprint, read_manifest
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError
 from nbmf.runtime import match
@@ -131,16 +131,6 @@ def test_the_decode_bomb_bound_stays_v2s(tcodec, v2codec):
     assert [tcodec.max_length(n) for n in (1, 9, 64, 4096)] == [v2codec.max_length(n) for n in (1, 9, 64, 4096)]
 
 
-def _forged(src: Path, dest: Path, edit) -> Path:
-    shutil.copytree(src, dest)
-    data = edit((dest / MATCH).read_bytes())
-    (dest / MATCH).write_bytes(data)
-    m = json.loads((dest / MANIFEST).read_text())
-    m["files"][MATCH] = "sha256:" + hashlib.sha256(data).hexdigest()
-    (dest / MANIFEST).write_text(json.dumps(m))
-    return dest
-
-
 @pytest.mark.parametrize("edit,why", [
     (lambda d: d.replace(b'"eta": 10', b'"eta": 0'), "eta in"),
     (lambda d: d.replace(b'"eta": 10', b'"eta": 4096'), "eta in"),
@@ -152,7 +142,7 @@ def _forged(src: Path, dest: Path, edit) -> Path:
 ])
 def test_hostile_temperature_parameters_are_refused(models_dir, tmp_path, edit, why):
     with pytest.raises(ArtifactError, match=why):
-        load_codec(_forged(models_dir / "v3", tmp_path / "v3", edit))
+        load_codec(forged_match(models_dir / "v3", tmp_path / "v3", edit))
 
 
 def test_the_device_runtime_refuses_it(tcodec):
