@@ -17,6 +17,7 @@ model's "temperature": nbmf.runtime.match) as the next version, reporting the by
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import shlex
 import sys
@@ -233,13 +234,14 @@ def register_temperature(base, models_dir, eta: int, q_min: int, q_max: int, che
     from nbmf.runtime import match
     from nbmf.runtime.intmodel import IntModel
 
-    m = read_match(base, read_manifest(base))
+    manifest = read_manifest(base)
+    m = read_match(base, manifest)
     if m is None:
         raise SystemExit(f"{base} ships no match model; fit one first (python -m nbmf.export match)")
     m = match.with_temperature(m, eta, q_min, q_max)
     before = load_codec(base, threads=1)
-    after = load_codec(base, threads=1)
-    after.runtime = after.model = IntModel(after.cfg, after.model.params, match=m)
+    after = copy.copy(before)  # the same tokenizer and fallback; only the tables' integer model differs
+    after.runtime = after.model = IntModel(before.cfg, before.model.params, match=m)
     checked = {}
     for path in check:
         items = [(r.raw, r.kind) for r in iter_records(path)]
@@ -254,7 +256,7 @@ def register_temperature(base, models_dir, eta: int, q_min: int, q_max: int, che
                               "change": round(sizes[1] / sizes[0] - 1, 4)}
         print(f"{path}: {len(items)} records, bodies {sizes[0]:,} -> {sizes[1]:,} bytes "
               f"({sizes[1] / sizes[0] - 1:+.2%})", flush=True)
-    about = {**read_manifest(base).get("match", {}), "temperature": {"eta": eta, "min": q_min, "max": q_max},
+    about = {**manifest.get("match", {}), "temperature": {"eta": eta, "min": q_min, "max": q_max},
              "checked": checked}
     about.pop("file", None)
     dest = register_match_version(base, models_dir, m, about, command)
