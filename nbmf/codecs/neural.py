@@ -14,6 +14,7 @@ match model, nbmf.runtime.match: MatchDeviceError).
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,6 +103,7 @@ class NeuralCodec:
         self._max_piece = int(self._piece_len.max())
         self._pool: ThreadPoolExecutor | None = None  # made on first use with more than one group
         self._pool_size = 0
+        self._pool_lock = threading.Lock()  # callers on several threads (Serve) make or replace one pool
 
     def __repr__(self) -> str:
         return f"NeuralCodec({self.name}, {self.cfg.family}, d={self.cfg.d_model}, layers={self.cfg.n_layers})"
@@ -125,13 +127,15 @@ class NeuralCodec:
         groups = _groups(sizes, 1 if self.device else self.threads)  # a device batches all records itself
         if len(groups) <= 1:
             return fn(list(range(len(sizes))))
-        if self._pool_size != self.threads:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbmf-codec")
-            self._pool_size = self.threads
+        with self._pool_lock:
+            if self._pool_size != self.threads:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)  # its queued work still runs
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbmf-codec")
+                self._pool_size = self.threads
+            parts = self._pool.map(fn, groups)
         out: list = [None] * len(sizes)
-        for group, part in zip(groups, self._pool.map(fn, groups)):
+        for group, part in zip(groups, parts):
             for i, x in zip(group, part):
                 out[i] = x
         return out

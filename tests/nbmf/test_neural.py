@@ -126,6 +126,44 @@ def test_manifest_describes_the_artifact(codec):
     assert m["quantization"]["weights"].startswith("int8")
 
 
+def test_callers_on_many_threads_share_one_pool_and_get_their_bytes(codec, val_items, monkeypatch):
+    """Serve calls one codec from several threads: the first calls make one worker pool between them (a slow
+    constructor widens the window a second pool would be made in), and a caller that changes ``threads`` while
+    others code replaces it without failing their work."""
+    import copy
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nbmf.codecs import neural
+
+    made = []
+
+    class SlowPool(ThreadPoolExecutor):
+        def __init__(self, *a, **kw):
+            time.sleep(0.05)
+            made.append(self)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(neural, "ThreadPoolExecutor", SlowPool)
+    mine = copy.copy(codec)
+    mine.threads, mine._pool, mine._pool_size, mine._pool_lock = 2, None, 0, threading.Lock()
+    items = val_items[:8]
+    want = codec.encode_many(items)
+    with ThreadPoolExecutor(6) as callers:
+        got = list(callers.map(lambda _: mine.encode_many(items), range(6)))
+    assert got == [want] * 6 and len(made) == 1
+
+    def switch(i):
+        mine.threads = 2 + i % 2
+        return mine.encode_many(items)
+
+    with ThreadPoolExecutor(6) as callers:
+        assert list(callers.map(switch, range(12))) == [want] * 12
+    for pool in made:
+        pool.shutdown()
+
+
 @pytest.mark.parametrize("enc,dec", [((1, 1), (7, 2)), ((32, 2), (1, 1)), ((7, 2), (32, 1))])
 def test_blobs_decode_in_another_process_with_other_batch_and_threads(codec, enc, dec):
     from helpers.artifacts import cross_process
