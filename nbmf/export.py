@@ -276,6 +276,8 @@ def main(argv=None) -> None:
     mp.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4], help="hashed context lengths tried")
     mp.add_argument("--table-bits", type=int, default=12, help="per-record hash table: 2**bits positions")
     mp.add_argument("--max-len", type=int, default=255, help="longest match length counted")
+    mp.add_argument("--temperature", type=int, nargs=3, metavar=("ETA", "MIN", "MAX"),
+                    help="and give it an online temperature (as the temperature command's --eta --min --max)")
     tp = sub.add_parser("temperature", help="add an online per-record temperature to an artifact's match model "
                         "and register it as a new version")
     tp.add_argument("base", type=Path, help="an artifact that ships a match model (its weights, tokenizer, "
@@ -300,6 +302,11 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     m, about = fit_match(codec, items, tuple(a.k), a.table_bits, a.max_len)
     about["fit_seconds"] = round(time.perf_counter() - t)
+    if a.temperature:
+        from nbmf.runtime import match
+
+        m = match.with_temperature(m, *a.temperature)
+        about["temperature"] = dict(zip(("eta", "min", "max"), a.temperature))
     dest = register_match_version(a.base, a.models, m, about, command)
     print(f"registered {dest} (k={about['k']}, {about['events']:,} predictions, {about['hits']:,} hits); "
           "CURRENT unchanged")

@@ -69,6 +69,27 @@ def test_the_new_version_is_v2_with_a_temperature_and_v2_is_untouched(models_dir
         (models_dir / "v3" / MATCH).read_bytes()  # canonical
 
 
+def test_match_export_fits_the_hit_table_and_adds_the_temperature_in_one_version(tmp_path):
+    """``python -m nbmf.export match BASE --temperature ETA MIN MAX`` (how a retrained network gets both): one new
+    version whose hit table is fitted on its own tables and whose match model carries the temperature."""
+    from nbmf.export import main
+
+    shutil.copytree(V2, tmp_path / "v2")
+    (tmp_path / "CURRENT").write_text("v2\n")
+    train = ROOT / "data" / "sample" / "train.jsonl"
+    main(["match", str(tmp_path / "v2"), "--train", str(train), "--models", str(tmp_path), "--records", "60",
+          "--k", "1", "--temperature", "10", "8", "20"])
+    about = read_manifest(tmp_path / "v3")["match"]
+    assert about["temperature"] == {"eta": 10, "min": 8, "max": 20} and about["fit_records"] == 60
+    codec = load_codec(tmp_path / "v3", threads=1)
+    m, base = codec.model.match, load_codec(V2, threads=1).model.match
+    assert (m.temp == match.with_temperature(m, 10, 8, 20).temp).all() and m.temp[0] != 0 and base.temp[0] == 0
+    assert not np.array_equal(m.hit, base.hit)  # fitted on these records, not carried over from the base
+    items = sample_items(VAL, limit=12)
+    bodies = codec.encode_many(items)
+    assert codec.decode_many([(b, k, len(r)) for b, (r, k) in zip(bodies, items)]) == [r for r, _ in items]
+
+
 def test_lut_rows_are_head_lut_at_scaled_gaps(tcodec):
     m, lut = tcodec.model.match, np.asarray(tcodec.model.params["head_lut"], np.int64)
     assert m.luts.shape[0] == 20 - 8 + 1
