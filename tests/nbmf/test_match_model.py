@@ -186,10 +186,11 @@ def test_a_match_model_leaves_the_decode_bomb_bound_where_it_was(mcodec, v1codec
     assert [mcodec.max_length(n) for n in (1, 9, 64, 4096)] == [v1codec.max_length(n) for n in (1, 9, 64, 4096)]
 
 
-@pytest.mark.parametrize("version", ["v2", "v3"])
+@pytest.mark.parametrize("version", ["v2", "v3", "v4"])
 def test_the_released_match_versions_write_their_golden_blobs(version):
-    """tests/golden/match_vN pins models/vN's bytes (v2: match model; v3: and its temperature; NBMF_REGENERATE=1
-    rewrites them, on purpose only): every blob decodes to its payload and vN writes it again byte for byte."""
+    """tests/golden/match_vN pins models/vN's bytes (v2: match model; v3: and its temperature; v4: the longer-trained
+    network with both; NBMF_REGENERATE=1 rewrites them, on purpose only): every blob decodes to its payload and vN
+    writes it again byte for byte."""
     import os
 
     from helpers.golden import as_json, from_json, read_index, write_index
