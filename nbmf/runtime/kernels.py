@@ -465,7 +465,7 @@ def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, le
     es = np.zeros(4, np.uint64)
     acc, freq, blocks = wk.acc, wk.freq, wk.blocks
     gaps = np.zeros(freq.shape[0] * M.temp[0], np.int64)
-    ht, ms = np.zeros((1, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((1, match.MS_WIDTH), np.int64)
+    ht, ms = match.state(M.conf, 1)
     for rec in range(n_rec):
         a, b = starts[rec], starts[rec + 1]
         if b == a:
@@ -495,7 +495,7 @@ def coded_tables(P, M, st, wk, inputs, targets, out):
     being [cond token, targets[:-1]]: ``encode_records``' steps without the coder (tests, cross-entropy)."""
     acc, freq, blocks = wk.acc, wk.freq, wk.blocks
     gaps = np.zeros(freq.shape[0] * M.temp[0], np.int64)
-    ht, ms = np.zeros((1, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((1, match.MS_WIDTH), np.int64)
+    ht, ms = match.state(M.conf, 1)
     slots = np.zeros(wk.r.shape[0], np.int64)
     reset_slot(st, 0)
     match.reset(ht, ms, 0)
@@ -518,7 +518,7 @@ def match_events(P, M, st, wk, inputs, targets, starts, length, f, total, hit):
     whether the prediction was the token. Arrays of room len(targets); returns the number of events."""
     slots = np.zeros(wk.r.shape[0], np.int64)
     hm, hs, acc, freq, blocks = P.head.m[0], P.head.s[0], wk.acc, wk.freq, wk.blocks
-    ht, ms = np.zeros((1, np.int64(1) << M.conf[2]), np.int32), np.zeros((1, match.MS_WIDTH), np.int64)
+    ht, ms = match.state(M.conf, 1)
     n = 0
     for rec in range(starts.shape[0] - 1):
         a, b = starts[rec], starts[rec + 1]
@@ -582,7 +582,7 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
     tokens = first.copy()
     active = np.empty(n, np.int64)
     n_active = 0
-    ht, ms = np.zeros((n, (np.int64(1) << M.conf[2]) * M.conf[0]), np.int32), np.zeros((n, match.MS_WIDTH), np.int64)
+    ht, ms = match.state(M.conf, n)
     for r in range(n):
         reset_slot(st, r)
         match.reset(ht, ms, r)

@@ -172,12 +172,13 @@ def from_json(data: bytes, where: str) -> Match:
     return _from_spec(spec)
 
 
-def state(m: Match, slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-slot match state: (hash table int32 [slots, 2**bits] of positions + 1's successor, 0 = empty;
-    int64 [slots, MS_WIDTH]: followed position, length, theta). Zero-width table when the model is off. ``reset``
-    before a record."""
-    width = 1 << int(m.conf[2]) if m.conf[0] else 0
-    return np.zeros((slots, width), np.int32), np.zeros((slots, MS_WIDTH), np.int64)
+@njit(nogil=True, cache=True)
+def state(conf, slots):
+    """Per-slot match state of the model with ``conf``: (hash table int32 [slots, 2**bits] of positions + 1's
+    successor, 0 = empty; int64 [slots, MS_WIDTH]: followed position, length, theta). Zero-width table when the
+    model is off. ``reset`` before a record."""
+    return (np.zeros((slots, (np.int64(1) << conf[2]) * conf[0]), np.int32),
+            np.zeros((slots, MS_WIDTH), np.int64))
 
 
 # -- kernels (called per token from nbmf.runtime.kernels) -------------------------------------------------

@@ -139,7 +139,7 @@ def test_it_flattens_where_the_model_is_surprised_and_keeps_val_as_it_was(tcodec
 
 def test_theta_stays_in_its_range():
     temp = np.array([1, 1000, 8, 20], np.int64)
-    ht, ms = match.state(match.make(1, 6, 8, np.zeros((match.LEN_BUCKETS, match.PROB_BUCKETS), np.int64)), 1)
+    ht, ms = match.state(match.make(1, 6, 8, np.zeros((match.LEN_BUCKETS, match.PROB_BUCKETS), np.int64)).conf, 1)
     match.reset(ht, ms, 0)
     assert ms[0, 2] == 1 << 16 and match.level(temp, ms, 0) == 16 - 8
     match.temper(temp, ms, 0, 0, 1, 5000)  # a token far below the best: flatten, down to min
