@@ -10,6 +10,9 @@
       match.json           optional: the match model mixed into the neural tables (nbmf.runtime.match); part of the
                            model (its fingerprint covers it), so only a new version gets one (``attach_match``)
 
+The manifest's "body" names the layout the neural bodies are stored in (nbmf.runtime.coder.BODY_LAYOUTS; absent:
+1, as every artifact exported before layout 2 existed). New artifacts and new versions get the current layout.
+
 Loading verifies every hash before anything is used; nothing is unpickled. The bytes are not trusted for
 being hashed (anyone can recompute a hash): ``load_artifact`` also checks the manifest's fields and types, the
 weights' names, shapes, dtypes and value ranges (nbmf.runtime.intmodel.check_params) and the tokenizer, and
@@ -63,6 +66,8 @@ def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokeni
     dictionary with it, ``dictionary_info`` says how it was trained."""
     from safetensors.numpy import save_file
 
+    from nbmf.runtime import coder
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(int_model.storable(), str(out / WEIGHTS))
@@ -79,6 +84,7 @@ def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokeni
         "training": training,
         "metrics": metrics,
         "files": {name: sha256_file(out / name) for name in FILES},
+        "body": coder.BODY_LAYOUT,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if dictionary is not None:
@@ -114,9 +120,10 @@ def attach_match(path, match_json: bytes, about: dict, command: str | None = Non
 
     The match model changes the tables, so the artifact's fingerprint changes with it: attach it to a fresh copy
     registered as a new version (``relabel``), never to a registered one, whose blobs would no longer decode.
+    Being a new version, it is also written in the current body layout (``coder.BODY_LAYOUT``).
     ``replace``: the copy's match model (taken from the version it was copied from) gives way to this one.
     """
-    from nbmf.runtime import match
+    from nbmf.runtime import coder, match
 
     path = Path(path)
     manifest = read_manifest(path)
@@ -128,6 +135,7 @@ def attach_match(path, match_json: bytes, about: dict, command: str | None = Non
     (path / MATCH).write_bytes(match_json)
     manifest["files"][MATCH] = sha256_file(path / MATCH)
     manifest["match"] = {"file": MATCH, **about}
+    manifest["body"] = coder.BODY_LAYOUT
     if command:
         training = manifest.setdefault("training", {})
         training["commands"] = [*training.get("commands", []), command]
@@ -161,7 +169,18 @@ def _manifest_problems(manifest) -> list[str]:
     # outside the directory is read or copied
     problems += [f"the hash of {name} is {want!r}, not 'sha256:' and 64 hex digits" for name, want in files.items()
                  if name in FILES + OPTIONAL_FILES and not (isinstance(want, str) and _SHA256.fullmatch(want))]
+    if body_layout(manifest) is None:
+        problems.append(f"its body layout {manifest['body']!r:.40} is none this nbmf knows: upgrade nbmf")
     return problems
+
+
+def body_layout(manifest: dict) -> int | None:
+    """The layout the artifact's neural bodies are stored in (nbmf.runtime.coder): its manifest's "body", 1 when
+    it names none (exported before layout 2); None when it names one this code does not know."""
+    from nbmf.runtime.coder import BODY_LAYOUTS
+
+    layout = manifest.get("body", 1)
+    return layout if type(layout) is int and layout in BODY_LAYOUTS else None
 
 
 def read_manifest(path) -> dict:
@@ -206,14 +225,17 @@ def copy_verified(src, dest) -> dict:
 
 def fingerprint(manifest: dict) -> bytes:
     """The model's identity (32 bytes): sha256 of what determines its behaviour, the artifact format, the
-    architecture and the hashes of the weights, tokenizer and match model (when it ships one: an artifact without
-    keeps the fingerprint it always had), and nothing else (not the version name, not metrics: ``relabel`` keeps
-    it; not the fallback's dictionary, which has its own, nbmf.codecs.fallback).
+    architecture, the hashes of the weights, tokenizer and match model (when it ships one: an artifact without
+    keeps the fingerprint it always had) and the body layout (when it is not 1: likewise), and nothing else (not
+    the version name, not metrics: ``relabel`` keeps it; not the fallback's dictionary, which has its own,
+    nbmf.codecs.fallback).
     Format-v2 blobs of the neural codec bind their content checksum to it."""
     files = manifest.get("files")
     if isinstance(files, dict):
         files = {name: want for name, want in files.items() if name in MODEL_FILES}
     core = {"format": manifest.get("format"), "architecture": manifest.get("architecture"), "files": files}
+    if manifest.get("body", 1) != 1:
+        core["body"] = manifest["body"]
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
 
 
@@ -314,7 +336,7 @@ def load_artifact(path):
     params = _read_weights(path / WEIGHTS, cfg)
     match = read_match(path, manifest)
     try:
-        int_model = IntModel(cfg, params, match=match)
+        int_model = IntModel(cfg, params, match=match, body_layout=body_layout(manifest))
     except ArtifactError as e:  # check_params' problems name the array; say which file holds it
         raise ArtifactError(f"{path / WEIGHTS}: {e}") from None
     tokenizer = Tokenizer.load(path)

@@ -4,7 +4,8 @@ A record's raw bytes become BPE tokens; the model gives, token by token, an inte
 for the next token; the range coder spends about -log2 p bits on each. Decoding replays the model
 on the tokens it has decoded so far, so it needs the exact same tables: the integer runtime makes
 them bit-identical on every machine, batch shape and thread count. The body is the coder's
-32-bit words, little endian, with trailing zero bytes dropped (the decoder reads zeros past the end).
+32-bit words in the artifact's body layout (nbmf.runtime.coder: big endian and the shortest seal since layout 2),
+with trailing zero bytes dropped (the decoder reads zeros past the end).
 Encode runs each record's positions through the model in one pass; decode runs records in lockstep.
 Both split their records over ``threads`` worker threads (the kernels release the GIL); the bytes never
 depend on the split. With ``device`` set (a torch device such as "cuda"), encode and decode run batched on it
@@ -36,17 +37,6 @@ def default_threads() -> int:
 def default_device() -> str | None:
     """Torch device a codec runs on unless told: $NBMF_DEVICE (e.g. "cuda"), else None (numba on the CPU)."""
     return os.environ.get("NBMF_DEVICE") or None
-
-
-def words_of_body(body: bytes) -> np.ndarray:
-    """A body's 32-bit range-coder words (little-endian; the trailing zero bytes it dropped come back)."""
-    pad = -len(body) % 4
-    return np.frombuffer(bytes(body) + b"\0" * pad, dtype="<u4").astype(np.uint32)
-
-
-def body_of_words(words: np.ndarray) -> bytes:
-    """The coder's words as a body: little-endian, trailing zero bytes dropped (the decoder reads them as 0)."""
-    return words.astype("<u4").tobytes().rstrip(b"\0")
 
 
 def _groups(sizes: list[int], parts: int) -> list[list[int]]:
@@ -166,7 +156,7 @@ class NeuralCodec:
                 if len(ids[i]) == 0:
                     out.append(b"" if len(raws[i]) == 0 else None)
                     continue
-                body = body_of_words(words[k])
+                body = coder.body_of_words(words[k], self.model.body_layout)
                 if coder.stripped_words(len(words[k]), body) >= coder.BODY_SLACK:
                     body = None  # a decoder would read too far past it (coder.BODY_SLACK): ~2**-64 of records
                 elif verify and not (ok[k] and self.tokenizer.decode(ids[i]) == raws[i]):
@@ -194,7 +184,7 @@ class NeuralCodec:
                                        f"under {self.name} (at most {int(cap) * self._max_piece}): it is corrupted "
                                        "or forged")
         first = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
-        bodies = [words_of_body(body) for body, _, _ in items]
+        bodies = [coder.words_of_body(body, self.model.body_layout) for body, _, _ in items]
         lengths = np.array([int(length) for _, _, length in items], np.int64)
 
         def run(group: list[int]) -> list[bytes]:

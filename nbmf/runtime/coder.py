@@ -4,7 +4,8 @@ Released bodies were written by ``constriction`` 0.5 (``stream.queue.RangeEncode
 64-bit state, with ``stream.model.Categorical(perfect=False)``: a lazily quantized categorical at 24-bit
 precision). This module is the same code as integer arithmetic the runtime can call per token without
 leaving compiled code, so the model step, the tables and the coder run in one loop. constriction stays
-the reference: tests/nbmf/test_coder.py checks words and symbols against it on real and random tables.
+the reference: tests/nbmf/test_coder.py checks words and symbols against it on real and random tables. Body
+layout 2 (below) keeps every word but the seal, which it makes the shortest the decoder can read.
 
 The categorical model over n symbols with integer frequencies f (f_i >= 1, sum < 2**53):
     C_i = f_0 + ... + f_(i-1)                     (exact: every partial sum is an integer < 2**53)
@@ -95,18 +96,38 @@ def encode_symbol(st, left, prob, out, n_out):
 
 
 @njit(nogil=True, cache=True)
-def encoder_finish(st, out, n_out):
-    """Seal: the words that pin the final interval. Returns n_out (unchanged when nothing was coded)."""
+def _shortest_point(lower, rng):
+    """The point of [lower, lower + rng) (mod 2**64, a wrap being a carry) with the most trailing zero bits.
+    A multiple of 2**k lies in it when the distance from lower up to the next one, (-lower) mod 2**k, is below
+    rng; rng >= 2**32 after every step, so k = 32 always fits and the point's low word is 0."""
+    up = (_FULL - lower) + _ONE  # 2**64 - lower, wrapping to 0 when lower = 0 (k = 64: the point 0)
+    if up < rng:
+        return lower + up
+    for k in range(63, 32, -1):
+        gap = up & ((_ONE << np.uint64(k)) - _ONE)
+        if gap < rng:
+            return lower + gap
+    return lower + (up & _WORD_MASK)
+
+
+@njit(nogil=True, cache=True)
+def encoder_finish(st, out, n_out, shortest):
+    """Seal: the words that pin the final interval. Returns n_out (unchanged when nothing was coded).
+
+    ``shortest`` False (body layout 1): constriction's seal, the interval's first multiple of 2**32 as one word
+    and, when the interval's end shares that word, a zero word. True (layout 2): the interval's point with the
+    most trailing zero bits (``_shortest_point``), its high word only (its low word is 0). Both are read back by
+    the same decoder, which takes zeros past the end."""
     lower, rng = st[0], st[1]
     if rng == _FULL:
         return n_out
-    point = lower + (_RANGE_FLOOR - _ONE)
+    point = _shortest_point(lower, rng) if shortest else lower + (_RANGE_FLOOR - _ONE)
     if st[2] != 0:
         n_out = _flush_inverted(st, point < lower, out, n_out)
     point_word = point >> _W
     out[n_out] = np.uint32(point_word)
     n_out += 1
-    if ((lower + rng) >> _W) == point_word:
+    if not shortest and ((lower + rng) >> _W) == point_word:
         out[n_out] = np.uint32(0)
         n_out += 1
     return n_out
@@ -115,6 +136,33 @@ def encoder_finish(st, out, n_out):
 def max_words(n_symbols: int) -> int:
     """Words an encoding of n symbols can take: one per symbol (each renormalizes at most once) + the seal."""
     return n_symbols + 3
+
+
+# -- body layouts: a record's words as the bytes stored --------------------------------------------------------
+# 1 (versions v1-v4): the words little endian, constriction's seal. 2 (versions written since): the words big
+# endian, the shortest seal. Both drop the trailing zero bytes, which the decoder reads back as zeros; in layout 2
+# those are the low-order bytes of the seal, so a seal costs the bits that pin the final interval rounded up to
+# bytes (64 - log2(range) + 1 at most, ~2.5 bytes on average) instead of 4. The manifest names the layout (its
+# "body"; absent: 1), and the fingerprint covers it (nbmf.artifact).
+BODY_LAYOUTS = (1, 2)
+BODY_LAYOUT = 2  # what new versions are written with
+_WORD_ORDER = {1: "<u4", 2: ">u4"}
+
+
+def shortest_seal(layout: int) -> bool:
+    """Whether ``encoder_finish`` seals a body of this layout with the shortest seal."""
+    return layout >= 2
+
+
+def words_of_body(body: bytes, layout: int) -> np.ndarray:
+    """A body's 32-bit words (the trailing zero bytes it dropped come back)."""
+    pad = -len(body) % 4
+    return np.frombuffer(bytes(body) + b"\0" * pad, dtype=_WORD_ORDER[layout]).astype(np.uint32)
+
+
+def body_of_words(words: np.ndarray, layout: int) -> bytes:
+    """The coder's words as a body: trailing zero bytes dropped (the decoder reads them as 0)."""
+    return words.astype(_WORD_ORDER[layout]).tobytes().rstrip(b"\0")
 
 
 # -- how far a decoder may read, and how much a body can hold ------------------------------------------------
@@ -253,23 +301,12 @@ def encode_with_table(st, freq, total, s, out, n_out):
 
 
 @njit(nogil=True, cache=True)
-def code_tables(freqs, targets):
-    """Range-code targets[t] under frequency table freqs[t] (int64 [T, vocab], from any runtime): the words."""
-    st = np.zeros(4, np.uint64)
-    encoder_init(st)
-    out = np.zeros(targets.shape[0] + 3, np.uint32)  # max_words
-    k = 0
-    for t in range(targets.shape[0]):
-        k = encode_with_table(st, freqs[t], freqs[t].sum(), targets[t], out, k)[0]
-    return out[: encoder_finish(st, out, k)]
-
-
-@njit(nogil=True, cache=True)
-def code_prefix_sums(prefix, freq, total, targets, n, starts, words, word_starts, lefts, probs):
+def code_prefix_sums(prefix, freq, total, targets, n, starts, words, word_starts, lefts, probs, shortest):
     """Range-code records r = 0..: token t in [starts[r], starts[r+1]) is symbol targets[t] of n, whose table has
     C_s = prefix[t], f_s = freq[t] and sum total[t] (a device runtime computes just these three per token). Writes
     words at word_starts[r] (room for max_words each) and the intervals to lefts/probs, like
-    ``kernels.encode_records``; returns the number of words per record."""
+    ``kernels.encode_records``, sealed as ``shortest`` says (``encoder_finish``); returns the number of words per
+    record."""
     n_rec = starts.shape[0] - 1
     n_words = np.zeros(n_rec, np.int64)
     st = np.zeros(4, np.uint64)
@@ -284,5 +321,5 @@ def code_prefix_sums(prefix, freq, total, targets, n, starts, words, word_starts
             k = encode_symbol(st, left, prob, out, k)
             lefts[t] = left
             probs[t] = prob
-        n_words[rec] = encoder_finish(st, out, k)
+        n_words[rec] = encoder_finish(st, out, k, shortest)
     return n_words

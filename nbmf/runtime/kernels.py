@@ -451,13 +451,13 @@ def mix_match(conf, hit, ht, ms, r, x, base, t, freq, blocks, total):
 
 
 @njit(nogil=True, cache=True)
-def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, lefts, probs):
+def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, lefts, probs, shortest):
     """Range-code records r = 0..: inputs[starts[r]:starts[r+1]] is [cond token, ids[:-1]], targets the ids.
 
     Each record is one slot-0 pass in chunks of wk rows; the match model M (``match.Match``; off for artifacts
     without one) adjusts each table before the token is coded. Writes its words at word_starts[r] (room for
-    coder.max_words(n) each) and each token's coded interval to lefts/probs (for ``verify_records``);
-    returns the number of words per record.
+    coder.max_words(n) each), sealed as ``shortest`` says (``coder.encoder_finish``: the body layout), and each
+    token's coded interval to lefts/probs (for ``verify_records``); returns the number of words per record.
     """
     n_rec = starts.shape[0] - 1
     n_words = np.zeros(n_rec, np.int64)
@@ -485,7 +485,7 @@ def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, le
                 lefts[c0 + j] = left
                 probs[c0 + j] = prob
                 after_token(M, ms, 0, s, targets[c0 + j], best, e, tn, gaps)
-        n_words[rec] = coder.encoder_finish(es, out, k)
+        n_words[rec] = coder.encoder_finish(es, out, k, shortest)
     return n_words
 
 

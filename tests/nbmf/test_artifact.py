@@ -294,6 +294,21 @@ def test_a_manifest_that_does_not_describe_the_model_is_refused(tmp_path, edit):
         load_artifact(hostile_copy(V1, tmp_path / "v1", manifest=edit))
 
 
+@pytest.mark.parametrize("layout", [3, 0, -1, True, "2", 2.0, None, [2]])
+def test_a_body_layout_this_code_does_not_know_is_refused(tmp_path, layout):
+    with pytest.raises(ArtifactError, match="body layout .* upgrade nbmf"):
+        load_artifact(hostile_copy(V1, tmp_path / "v1", manifest=lambda m: m.__setitem__("body", layout)))
+
+
+def test_the_body_layout_is_part_of_the_identity():
+    """Artifacts exported before layout 2 name none: layout 1, the fingerprint they always had; layout 2 is
+    another identity (its blobs bind another checksum), and new artifacts are written in it."""
+    m = read_manifest(V1)
+    assert "body" not in m and artifact.body_layout(m) == 1 and load_artifact(V1)[2].body_layout == 1
+    assert artifact.fingerprint({**m, "body": 1}) == artifact.fingerprint(m) != artifact.fingerprint({**m, "body": 2})
+    assert IntModel(load_artifact(V1)[1], load_artifact(V1)[2].params).body_layout == 2  # never exported: current
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(d_model=0), "d_model must lie"), (dict(d_model=130), "multiple of n_heads"), (dict(n_heads=0), "n_heads"),
     (dict(vocab_size=True), "vocab_size must be an integer"), (dict(family="cnn", n_layers=20), "dilation"),

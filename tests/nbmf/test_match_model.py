@@ -17,7 +17,7 @@ from nbmf.blob import unpack
 from nbmf.codecs.neural import NeuralCodec, load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError, NBMFError
 from nbmf.registry import Registry
-from nbmf.runtime import match
+from nbmf.runtime import coder, match
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = ROOT / "models" / "v1"
@@ -64,6 +64,7 @@ def test_the_registered_version_is_v1_with_a_match_model(match_models_dir, mcode
     assert manifest["encoder_id"] == 2 and MATCH in manifest["files"] and manifest["match"]["file"] == MATCH
     assert {k: manifest["files"][k] for k in v1["files"]} == v1["files"]  # same weights, tokenizer, dictionary
     assert manifest["training"]["commands"][-1] == "test fixture"
+    assert "body" not in v1 and manifest["body"] == coder.BODY_LAYOUT  # a new version: the current body layout
     assert fingerprint(manifest) != fingerprint(v1)  # another model: its blobs bind another fingerprint
     assert mcodec.model.match.conf[0] == 1 and v1codec.model.match.conf[0] == 0
     assert (match_models_dir / "CURRENT").read_text().strip() == "v1"  # registering does not make it current

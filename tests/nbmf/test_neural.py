@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from helpers.artifacts import sample_items
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
+from nbmf.runtime import coder
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = os.environ.get("NBMF_TEST_DEVICE", "cpu")  # the torch device tests' device; on a GPU host: cuda
@@ -124,6 +125,24 @@ def test_manifest_describes_the_artifact(codec):
     assert m["architecture"]["family"] == "transformer"
     assert set(m["files"]) == {"weights.safetensors", "tokenizer.json"}
     assert m["quantization"]["weights"].startswith("int8")
+    assert m["body"] == coder.BODY_LAYOUT == codec.model.body_layout
+
+
+def test_a_layout_1_copy_writes_the_same_records_with_a_longer_seal(codec, val_items, tmp_path):
+    """The same model in body layout 1 (its manifest names none: little-endian words, constriction's seal) gives
+    every record back too, in bodies about 2 bytes longer each: layout 2's seal is the shortest."""
+    old = tmp_path / "v1"
+    shutil.copytree(codec.path, old)
+    m = json.loads((old / "manifest.json").read_text())
+    del m["body"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    codec1 = load_codec(old)
+    assert codec1.model.body_layout == 1 and codec1.fingerprint != codec.fingerprint
+    items = val_items[:40]
+    b1, b2 = codec1.encode_many(items), codec.encode_many(items)
+    for c, bodies in ((codec1, b1), (codec, b2)):
+        assert c.decode_many([(b, k, len(r)) for b, (r, k) in zip(bodies, items)]) == [r for r, _ in items]
+    assert sum(map(len, b1)) - sum(map(len, b2)) > len(items)
 
 
 def test_callers_on_many_threads_share_one_pool_and_get_their_bytes(codec, val_items, monkeypatch):
