@@ -142,7 +142,7 @@ def max_words(n_symbols: int) -> int:
 # 1 (versions v1-v4): the words little endian, constriction's seal. 2 (versions written since): the words big
 # endian, the shortest seal. Both drop the trailing zero bytes, which the decoder reads back as zeros; in layout 2
 # those are the low-order bytes of the seal, so a seal costs the bits that pin the final interval rounded up to
-# bytes (64 - log2(range) + 1 at most, ~2.5 bytes on average) instead of 4. The manifest names the layout (its
+# bytes (at most 64 - log2(range) + 1 bits; 2.3 bytes on val on average) instead of 4. The manifest names the layout (its
 # "body"; absent: 1), and the fingerprint covers it (nbmf.artifact).
 BODY_LAYOUTS = (1, 2)
 BODY_LAYOUT = 2  # what new versions are written with
