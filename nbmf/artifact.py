@@ -10,7 +10,7 @@
       match.json           optional: the match model mixed into the neural tables (nbmf.runtime.match); part of the
                            model (its fingerprint covers it), so only a new version gets one (``attach_match``)
 
-The manifest's "body" names the layout the neural bodies are stored in (nbmf.runtime.coder.BODY_LAYOUTS; absent:
+The manifest's "body" names the layout the neural bodies are stored in (nbmf.runtime.layouts.BODY_LAYOUTS; absent:
 1, as every artifact exported before layout 2 existed). New artifacts and new versions get the current layout.
 
 Loading verifies every hash before anything is used; nothing is unpickled. The bytes are not trusted for
@@ -66,7 +66,7 @@ def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokeni
     dictionary with it, ``dictionary_info`` says how it was trained."""
     from safetensors.numpy import save_file
 
-    from nbmf.runtime import coder
+    from nbmf.runtime import layouts
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def write_artifact(out_dir, *, version: str, cfg: ModelConfig, int_model, tokeni
         "training": training,
         "metrics": metrics,
         "files": {name: sha256_file(out / name) for name in FILES},
-        "body": coder.BODY_LAYOUT,
+        "body": layouts.BODY_LAYOUT,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if dictionary is not None:
@@ -120,10 +120,10 @@ def attach_match(path, match_json: bytes, about: dict, command: str | None = Non
 
     The match model changes the tables, so the artifact's fingerprint changes with it: attach it to a fresh copy
     registered as a new version (``relabel``), never to a registered one, whose blobs would no longer decode.
-    Being a new version, it is also written in the current body layout (``coder.BODY_LAYOUT``).
+    Being a new version, it is also written in the current body layout (``layouts.BODY_LAYOUT``).
     ``replace``: the copy's match model (taken from the version it was copied from) gives way to this one.
     """
-    from nbmf.runtime import coder, match
+    from nbmf.runtime import layouts, match
 
     path = Path(path)
     manifest = read_manifest(path)
@@ -135,7 +135,7 @@ def attach_match(path, match_json: bytes, about: dict, command: str | None = Non
     (path / MATCH).write_bytes(match_json)
     manifest["files"][MATCH] = sha256_file(path / MATCH)
     manifest["match"] = {"file": MATCH, **about}
-    manifest["body"] = coder.BODY_LAYOUT
+    manifest["body"] = layouts.BODY_LAYOUT
     if command:
         training = manifest.setdefault("training", {})
         training["commands"] = [*training.get("commands", []), command]
@@ -175,9 +175,9 @@ def _manifest_problems(manifest) -> list[str]:
 
 
 def body_layout(manifest: dict) -> int | None:
-    """The layout the artifact's neural bodies are stored in (nbmf.runtime.coder): its manifest's "body", 1 when
+    """The layout the artifact's neural bodies are stored in (nbmf.runtime.layouts): its manifest's "body", 1 when
     it names none (exported before layout 2); None when it names one this code does not know."""
-    from nbmf.runtime.coder import BODY_LAYOUTS
+    from nbmf.runtime.layouts import BODY_LAYOUTS
 
     layout = manifest.get("body", 1)
     return layout if type(layout) is int and layout in BODY_LAYOUTS else None

@@ -4,7 +4,7 @@ A record's raw bytes become BPE tokens; the model gives, token by token, an inte
 for the next token; the range coder spends about -log2 p bits on each. Decoding replays the model
 on the tokens it has decoded so far, so it needs the exact same tables: the integer runtime makes
 them bit-identical on every machine, batch shape and thread count. The body is the coder's
-32-bit words in the artifact's body layout (nbmf.runtime.coder: big endian and the shortest seal since layout 2),
+32-bit words in the artifact's body layout (nbmf.runtime.layouts: big endian and the shortest seal since layout 2),
 with trailing zero bytes dropped (the decoder reads zeros past the end).
 Encode runs each record's positions through the model in one pass; decode runs records in lockstep.
 Both split their records over ``threads`` worker threads (the kernels release the GIL); the bytes never
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nbmf.errors import CorruptBlobError
-from nbmf.runtime import coder, kernels, match
+from nbmf.runtime import coder, kernels, layouts, match
 
 
 def default_threads() -> int:
@@ -156,7 +156,7 @@ class NeuralCodec:
                 if len(ids[i]) == 0:
                     out.append(b"" if len(raws[i]) == 0 else None)
                     continue
-                body = coder.body_of_words(words[k], self.model.body_layout)
+                body = layouts.body_of_words(words[k], self.model.body_layout)
                 if coder.stripped_words(len(words[k]), body) >= coder.BODY_SLACK:
                     body = None  # a decoder would read too far past it (coder.BODY_SLACK): ~2**-64 of records
                 elif verify and not (ok[k] and self.tokenizer.decode(ids[i]) == raws[i]):
@@ -184,7 +184,7 @@ class NeuralCodec:
                                        f"under {self.name} (at most {int(cap) * self._max_piece}): it is corrupted "
                                        "or forged")
         first = np.array([self.cfg.special_token(int(kind), int(fidelity)) for _, kind, _ in items], np.int64)
-        bodies = [coder.words_of_body(body, self.model.body_layout) for body, _, _ in items]
+        bodies = [layouts.words_of_body(body, self.model.body_layout) for body, _, _ in items]
         lengths = np.array([int(length) for _, _, length in items], np.int64)
 
         def run(group: list[int]) -> list[bytes]:

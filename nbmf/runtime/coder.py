@@ -5,7 +5,7 @@ Released bodies were written by ``constriction`` 0.5 (``stream.queue.RangeEncode
 precision). This module is the same code as integer arithmetic the runtime can call per token without
 leaving compiled code, so the model step, the tables and the coder run in one loop. constriction stays
 the reference: tests/nbmf/test_coder.py checks words and symbols against it on real and random tables. Body
-layout 2 (below) keeps every word but the seal, which it makes the shortest the decoder can read.
+layout 2 (nbmf.runtime.layouts) keeps every word but the seal, which it makes the shortest the decoder can read.
 
 The categorical model over n symbols with integer frequencies f (f_i >= 1, sum < 2**53):
     C_i = f_0 + ... + f_(i-1)                     (exact: every partial sum is an integer < 2**53)
@@ -136,33 +136,6 @@ def encoder_finish(st, out, n_out, shortest):
 def max_words(n_symbols: int) -> int:
     """Words an encoding of n symbols can take: one per symbol (each renormalizes at most once) + the seal."""
     return n_symbols + 3
-
-
-# -- body layouts: a record's words as the bytes stored --------------------------------------------------------
-# 1 (versions v1-v4): the words little endian, constriction's seal. 2 (versions written since): the words big
-# endian, the shortest seal. Both drop the trailing zero bytes, which the decoder reads back as zeros; in layout 2
-# those are the low-order bytes of the seal, so a seal costs the bits that pin the final interval rounded up to
-# bytes (at most 64 - log2(range) + 1 bits; 2.3 bytes on val on average) instead of 4. The manifest names the layout (its
-# "body"; absent: 1), and the fingerprint covers it (nbmf.artifact).
-BODY_LAYOUTS = (1, 2)
-BODY_LAYOUT = 2  # what new versions are written with
-_WORD_ORDER = {1: "<u4", 2: ">u4"}
-
-
-def shortest_seal(layout: int) -> bool:
-    """Whether ``encoder_finish`` seals a body of this layout with the shortest seal."""
-    return layout >= 2
-
-
-def words_of_body(body: bytes, layout: int) -> np.ndarray:
-    """A body's 32-bit words (the trailing zero bytes it dropped come back)."""
-    pad = -len(body) % 4
-    return np.frombuffer(bytes(body) + b"\0" * pad, dtype=_WORD_ORDER[layout]).astype(np.uint32)
-
-
-def body_of_words(words: np.ndarray, layout: int) -> bytes:
-    """The coder's words as a body: trailing zero bytes dropped (the decoder reads them as 0)."""
-    return words.astype(_WORD_ORDER[layout]).tobytes().rstrip(b"\0")
 
 
 # -- how far a decoder may read, and how much a body can hold ------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 
 from nbmf.errors import ArtifactError
 from nbmf.models.config import GATE_UNITS, ModelConfig
-from nbmf.runtime import coder, kernels
+from nbmf.runtime import coder, kernels, layouts
 from nbmf.runtime import match as match_model
 from nbmf.runtime.gemm import KG, OB, narrow_width, pack, padded
 from nbmf.runtime.lookup import BYTES
@@ -224,13 +224,13 @@ def _cat(arrays: list[np.ndarray]) -> np.ndarray:
 class IntModel:
     """The integer model an artifact describes: its weights and, when it ships one, its match model
     (nbmf.runtime.match; ``match=None``: none, the neural tables as they are), and the body layout its words are
-    stored in (``coder.BODY_LAYOUTS``: how ``encode`` seals them)."""
+    stored in (``layouts.BODY_LAYOUTS``: how ``encode`` seals them)."""
 
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], match: match_model.Match | None = None,
-                 body_layout: int = coder.BODY_LAYOUT):
+                 body_layout: int = layouts.BODY_LAYOUT):
         check_params(cfg, params)
-        if body_layout not in coder.BODY_LAYOUTS:
-            raise ValueError(f"body layout {body_layout!r} is none of {coder.BODY_LAYOUTS}")
+        if body_layout not in layouts.BODY_LAYOUTS:
+            raise ValueError(f"body layout {body_layout!r} is none of {layouts.BODY_LAYOUTS}")
         self.cfg = cfg
         self.body_layout = body_layout
         self.match = match_model.with_luts(match_model.off() if match is None else match, params["head_lut"])
@@ -326,7 +326,7 @@ class IntModel:
         probs = np.zeros(int(starts[-1]), np.int64)
         state, work = self._scratch("encode", 1, kernels.CHUNK)
         n_words = kernels.encode_records(self.kernel_params, self.match, state, work, _cat(inputs), _cat(targets),
-                                         starts, words, word_starts, lefts, probs, coder.shortest_seal(self.body_layout))
+                                         starts, words, word_starts, lefts, probs, layouts.shortest_seal(self.body_layout))
         ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
         return [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))], ok
 

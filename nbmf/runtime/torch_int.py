@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from nbmf.runtime import coder, kernels
+from nbmf.runtime import coder, kernels, layouts
 from nbmf.runtime.intmodel import IntModel, decode_buffers
 from nbmf.runtime.match import MatchDeviceError
 
@@ -278,7 +278,7 @@ class TorchIntModel:
         lefts, probs = np.zeros(int(starts[-1]), np.int64), np.zeros(int(starts[-1]), np.int64)
         tgt = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
         n_words = coder.code_prefix_sums(prefix, freq, total, tgt, self.vocab, starts, words, word_starts,
-                                         lefts, probs, coder.shortest_seal(self.model.body_layout))
+                                         lefts, probs, layouts.shortest_seal(self.model.body_layout))
         ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
         return [words[word_starts[r] : word_starts[r] + n_words[r]] for r in range(len(inputs))], ok
 

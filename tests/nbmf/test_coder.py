@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from nbmf.runtime import coder
+from nbmf.runtime import coder, layouts
 
 constriction = pytest.importorskip("constriction")
 FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -94,7 +94,7 @@ def test_garbage_gets_constrictions_verdict():
 
 
 def _decodes_to(freqs, body: bytes, layout: int, symbols) -> bool:
-    back, err = _decode(freqs, coder.words_of_body(body, layout), 64)
+    back, err = _decode(freqs, layouts.words_of_body(body, layout), 64)
     return err == -1 and np.array_equal(back, symbols)
 
 
@@ -111,10 +111,10 @@ def test_layout_2_bodies_decode_and_are_the_shortest(mode, vocab):
         n = int(rng.integers(1, 300))
         freqs = _tables(rng, mode, n, vocab)
         symbols = np.where(rng.random(n) < 0.8, freqs.argmax(axis=1), rng.integers(0, vocab, n)).astype(np.int64)
-        body = coder.body_of_words(_encode(freqs, symbols, True), 2)
+        body = layouts.body_of_words(_encode(freqs, symbols, True), 2)
         assert _decodes_to(freqs, body, 2, symbols)
         assert not _decodes_to(freqs, body[:-1], 2, symbols)
-        old = coder.body_of_words(_encode(freqs, symbols, False), 1)
+        old = layouts.body_of_words(_encode(freqs, symbols, False), 1)
         assert _decodes_to(freqs, old, 1, symbols)
         saved.append(len(old) - len(body))
     assert np.mean(saved) > 1  # layout 1's seal is a whole word; layout 2's ~2.5 bytes on average

@@ -16,7 +16,7 @@ from nbmf.artifact import WEIGHTS, sha256_file
 from nbmf.errors import CorruptBlobError
 from nbmf.modeldir import MANIFEST
 from nbmf.registry import Registry, default_model_dir
-from nbmf.runtime import coder, kernels
+from nbmf.runtime import coder, kernels, layouts
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_the_decoder_stops_a_few_words_past_a_forged_body(codec, seed):
     body = np.random.default_rng(seed).integers(0, 256, 12, dtype=np.uint8).tobytes()
     length = codec.max_length(len(body))
     first = np.array([codec.cfg.special_token(0, 0)], np.int64)
-    tokens, status = codec.model.decode(first, [coder.words_of_body(body, codec.model.body_layout)], np.array([length]), codec._piece_len,
+    tokens, status = codec.model.decode(first, [layouts.words_of_body(body, codec.model.body_layout)], np.array([length]), codec._piece_len,
                                         np.array([codec.max_tokens(len(body))]))
     assert status[0] in (kernels.PAST_BODY, kernels.BAD_QUANTILE)
     assert len(tokens[0]) <= codec.max_tokens(len(body))
@@ -79,7 +79,7 @@ def test_honest_bodies_fit_the_bound(codec, honest):
         h, body = blobfmt.unpack(blob)
         if h.encoder_id:
             assert h.original_length <= codec.max_length(len(body))
-            assert coder.stripped_words(len(coder.words_of_body(body, codec.model.body_layout)) + 2, body) <= 2
+            assert coder.stripped_words(len(layouts.words_of_body(body, codec.model.body_layout)) + 2, body) <= 2
 
 
 def test_another_model_under_the_same_name_is_an_error_not_wrong_data(tmp_path, reg, honest):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from helpers.artifacts import sample_items
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
-from nbmf.runtime import coder
+from nbmf.runtime import layouts
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = os.environ.get("NBMF_TEST_DEVICE", "cpu")  # the torch device tests' device; on a GPU host: cuda
@@ -125,7 +125,7 @@ def test_manifest_describes_the_artifact(codec):
     assert m["architecture"]["family"] == "transformer"
     assert set(m["files"]) == {"weights.safetensors", "tokenizer.json"}
     assert m["quantization"]["weights"].startswith("int8")
-    assert m["body"] == coder.BODY_LAYOUT == codec.model.body_layout
+    assert m["body"] == layouts.BODY_LAYOUT == codec.model.body_layout
 
 
 def test_a_layout_1_copy_writes_the_same_records_with_a_longer_seal(codec, val_items, tmp_path):
