@@ -42,7 +42,7 @@ def test_lookup_order(tmp_path, monkeypatch):
 def test_the_packaged_registry_is_the_released_one():
     """nbmf/released (package data) holds what models/ holds: the same CURRENT and versions."""
     assert modeldir.PACKAGED.is_dir()
-    assert modeldir.current(modeldir.PACKAGED) == modeldir.current(ROOT / "models") == "v4"
+    assert modeldir.current(modeldir.PACKAGED) == modeldir.current(ROOT / "models") == "v5"
     assert modeldir.versions(modeldir.PACKAGED) == modeldir.versions(ROOT / "models")
 
 
@@ -119,5 +119,5 @@ def test_the_wheel_ships_the_model_and_encodes_with_it_outside_the_repository(tm
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     version, decoded = r.stdout.splitlines()
-    assert version == "v4"  # the released CURRENT (v4: the longer-trained network, its match model, a temperature)
+    assert version == "v5"  # the released CURRENT (v5: v4 trained on, its match model refitted, body layout 2)
     assert decoded == repr(nbmf.decode((golden / first["file"]).read_bytes()))

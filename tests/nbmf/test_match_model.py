@@ -17,7 +17,7 @@ from nbmf.blob import unpack
 from nbmf.codecs.neural import NeuralCodec, load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError, NBMFError
 from nbmf.registry import Registry
-from nbmf.runtime import coder, match
+from nbmf.runtime import layouts, match
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = ROOT / "models" / "v1"
@@ -64,7 +64,7 @@ def test_the_registered_version_is_v1_with_a_match_model(match_models_dir, mcode
     assert manifest["encoder_id"] == 2 and MATCH in manifest["files"] and manifest["match"]["file"] == MATCH
     assert {k: manifest["files"][k] for k in v1["files"]} == v1["files"]  # same weights, tokenizer, dictionary
     assert manifest["training"]["commands"][-1] == "test fixture"
-    assert "body" not in v1 and manifest["body"] == coder.BODY_LAYOUT  # a new version: the current body layout
+    assert "body" not in v1 and manifest["body"] == layouts.BODY_LAYOUT  # a new version: the current body layout
     assert fingerprint(manifest) != fingerprint(v1)  # another model: its blobs bind another fingerprint
     assert mcodec.model.match.conf[0] == 1 and v1codec.model.match.conf[0] == 0
     assert (match_models_dir / "CURRENT").read_text().strip() == "v1"  # registering does not make it current
@@ -187,11 +187,11 @@ def test_a_match_model_leaves_the_decode_bomb_bound_where_it_was(mcodec, v1codec
     assert [mcodec.max_length(n) for n in (1, 9, 64, 4096)] == [v1codec.max_length(n) for n in (1, 9, 64, 4096)]
 
 
-@pytest.mark.parametrize("version", ["v2", "v3", "v4"])
+@pytest.mark.parametrize("version", ["v2", "v3", "v4", "v5"])
 def test_the_released_match_versions_write_their_golden_blobs(version):
     """tests/golden/match_vN pins models/vN's bytes (v2: match model; v3: and its temperature; v4: the longer-trained
-    network with both; NBMF_REGENERATE=1 rewrites them, on purpose only): every blob decodes to its payload and vN
-    writes it again byte for byte."""
+    network with both; v5: trained longer still, body layout 2; NBMF_REGENERATE=1 rewrites them, on purpose only):
+    every blob decodes to its payload and vN writes it again byte for byte."""
     import os
 
     from helpers.golden import as_json, from_json, read_index, write_index
