@@ -234,7 +234,7 @@ def fingerprint(manifest: dict) -> bytes:
     if isinstance(files, dict):
         files = {name: want for name, want in files.items() if name in MODEL_FILES}
     core = {"format": manifest.get("format"), "architecture": manifest.get("architecture"), "files": files}
-    if manifest.get("body", 1) != 1:
+    if body_layout(manifest) != 1:
         core["body"] = manifest["body"]
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
 
