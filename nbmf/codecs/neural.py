@@ -9,14 +9,12 @@ with trailing zero bytes dropped (the decoder reads zeros past the end).
 Encode runs each record's positions through the model in one pass; decode runs records in lockstep.
 Both split their records over ``threads`` worker threads (the kernels release the GIL); the bytes never
 depend on the split. With ``device`` set (a torch device such as "cuda"), encode and decode run batched on it
-through ``nbmf.runtime.torch_int`` instead: the same bytes, for bulk work on a GPU host (not for an artifact with a
-match model, nbmf.runtime.match: MatchDeviceError).
+through ``nbmf.runtime.torch_int`` instead: the same bytes, for bulk work on a GPU host.
 """
 from __future__ import annotations
 
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -236,19 +234,11 @@ def load_codec(path, threads: int | None = None, device: str | None = None) -> N
 
     ``threads``: worker threads for encode_many/decode_many (default: ``default_threads()``); ``device``: a torch
     device to run them on instead, batched (default: ``default_device()``, so None: the CPU kernels).
-
-    A device named here is a demand: an artifact the device runtime cannot run (a match model) raises
-    MatchDeviceError. ``$NBMF_DEVICE`` is a preference for every version a process loads: such an artifact runs
-    on the CPU kernels (same bytes; a warning once per version), so a GPU replica or bulk job still serves it.
     """
     from nbmf.artifact import load_artifact
 
     manifest, cfg, int_model, tokenizer = load_artifact(path)
     if device is None:
         device = default_device()
-        if device is not None and int_model.match.conf[0]:
-            warnings.warn(f"nbmf: {manifest['version']} ships a match model, which the {device} runtime does not "
-                          "run: it runs on the CPU kernels (same bytes)", RuntimeWarning, stacklevel=2)
-            device = None
     return NeuralCodec(manifest["version"], cfg, int_model, tokenizer, manifest=manifest, path=Path(path),
                        threads=threads, device=device)

@@ -659,6 +659,73 @@ def take_found(rows, q, sym, prefix, freq, total, n, ds, words, word_starts, pie
     return wrong
 
 
+# -- what a device runtime (nbmf.runtime.torch_int) leaves to the host: the match model's per-record recursion --
+# A device computes the neural table of every row; the match model and the temperature are a short sequential
+# recursion per record over a few integers, run here with the same functions as encode_records/decode_records.
+@njit(nogil=True, cache=True)
+def match_predictions(M, targets, starts, pred, length):
+    """Encode: pred[t] = the match model's prediction for token t (or -1) and length[t] its match length, for
+    records r = 0.. with tokens targets[starts[r]:starts[r+1]]. They depend on the tokens alone (``match.predict``
+    and ``match.observe``), not on any table, so a device can look the predicted tokens up in its tables."""
+    ht, ms = match.state(M.conf, 1)
+    for rec in range(starts.shape[0] - 1):
+        a = starts[rec]
+        match.reset(ht, ms, 0)
+        for t in range(a, starts[rec + 1]):
+            s = match.predict(M.conf, ht, ms, 0, targets, a, t - a) if M.conf[0] else np.int64(-1)
+            pred[t] = s
+            length[t] = ms[0, 1]
+            if s >= 0:
+                match.observe(M.conf, ms, 0, s, targets[t])
+
+
+@njit(nogil=True, cache=True)
+def matched_intervals(M, starts, targets, pred, length, total, expect, prefix, freq, f_pred, gap, out_prefix,
+                      out_freq, out_total):
+    """Encode: each token's coded (C_y, f_y, table sum) from a device's neural tables at every temperature level l
+    ([tokens, levels]: the table's sum, its sum of f_v * gap_v, C and f of the token y, f of the predicted token)
+    and the token's gap below the best logit (capped): record by record, the level is the record's temperature
+    before the token (``match.level``), the match boost is mixed in (``mix_match``'s arithmetic) and the temperature
+    moves (``after_token``), so the result is the interval ``encode_records`` codes."""
+    ms = np.zeros((1, match.MS_WIDTH), np.int64)
+    for rec in range(starts.shape[0] - 1):
+        ms[0, 2] = np.int64(1) << match.THETA_BITS
+        for t in range(starts[rec], starts[rec + 1]):
+            lv = match.level(M.temp, ms, 0) if M.temp[0] else 0
+            tn, s, y = total[t, lv], pred[t], targets[t]
+            b = match.boost(M.hit, length[t], f_pred[t, lv], tn) if s >= 0 else np.int64(0)  # tn + b < 2**53
+            out_prefix[t] = prefix[t, lv] + (b if 0 <= s < y else 0)
+            out_freq[t] = freq[t, lv] + (b if s == y else 0)
+            out_total[t] = tn + b
+            if M.temp[0]:
+                match.temper(M.temp, ms, 0, expect[t, lv], tn, gap[t])
+
+
+@njit(nogil=True, cache=True)
+def match_before_step(M, ht, ms, slots, rows, out, out_starts, n_out, lv, pred, lb):
+    """Decode: before a device step, record rows[j] (its match state in slot slots[j] of ht, ms) gets its
+    temperature level lv[j], its match prediction pred[j] (or -1; ``match.predict`` over its tokens so far in out)
+    and the prediction's length bucket lb[j]."""
+    for j in range(rows.shape[0]):
+        b, r = slots[j], rows[j]
+        lv[j] = match.level(M.temp, ms, b) if M.temp[0] else 0
+        s = match.predict(M.conf, ht, ms, b, out, out_starts[r], n_out[r]) if M.conf[0] else np.int64(-1)
+        pred[j] = s
+        lb[j] = match.len_bucket(ms[b, 1]) if s >= 0 else 0
+
+
+@njit(nogil=True, cache=True)
+def match_after_step(M, ms, slots, pred, sym, expect, total, gap):
+    """Decode: after the record in slot slots[j] decoded sym[j] from a table whose neural sum was total[j] (sum of
+    f_v * gap_v: expect[j]; the symbol's gap: gap[j]), its match and temperature state move on (``after_token``)."""
+    for j in range(slots.shape[0]):
+        b = slots[j]
+        if pred[j] >= 0:
+            match.observe(M.conf, ms, b, pred[j], sym[j])
+        if M.temp[0]:
+            match.temper(M.temp, ms, b, expect[j], total[j], gap[j])
+
+
 @njit(nogil=True, cache=True)
 def verify_records(words, word_starts, n_words, starts, lefts, probs):
     """True per record when its words decode back to the coded intervals (so to its tokens: cdf is strictly

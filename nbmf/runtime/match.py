@@ -64,10 +64,6 @@ class Match(NamedTuple):
     luts: np.ndarray  # int32 [max - min + 1, L]: head_lut tempered, row q - min (``with_luts``; [1, 1] when off)
 
 
-class MatchDeviceError(ArtifactError):
-    """The artifact has a match model, which the torch device runtime does not run: decode it on the CPU."""
-
-
 def off() -> Match:
     """No match model: the neural tables as they are."""
     return Match(np.zeros(4, np.int64), np.zeros((LEN_BUCKETS, PROB_BUCKETS), np.int64), np.zeros(4, np.int64),

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from nbmf.runtime import coder, kernels, layouts
+from nbmf.runtime import match as match_model
 from nbmf.runtime.intmodel import IntModel, decode_buffers
-from nbmf.runtime.match import MatchDeviceError
 
 ATTN, CONV, RECURRENT = kernels.ATTN, kernels.CONV, kernels.RECURRENT
 _BIG = 1 << 62  # below every score a valid key can have
@@ -41,9 +41,6 @@ class TorchIntModel:
 
     def __init__(self, model: IntModel, device: str = "cpu", tokens: int | None = None, slots: int | None = None,
                  host_threads: int = 0):
-        if model.match.conf[0]:
-            raise MatchDeviceError("this artifact ships a match model (match.json), which the torch device runtime "
-                                   "does not run; encode and decode it on the CPU (device=None, the numba kernels)")
         import torch
 
         self.torch, self.device, self.cfg, self.model = torch, torch.device(device), model.cfg, model
@@ -61,6 +58,10 @@ class TorchIntModel:
         self.dilation = [int(x) for x in model.params["dilation"]]
         self.host_threads = int(host_threads)
         self.graphs = True  # CUDA: replay decode steps as CUDA graphs (False: launch each kernel, to compare)
+        m = model.match  # the match model (nbmf.runtime.match), when the artifact ships one: its tables by level
+        self.matched = bool(m.conf[0])
+        self.luts = torch.as_tensor(m.luts if m.temp[0] else model.params["head_lut"][None], device=self.device).long()
+        self.hit = torch.as_tensor(m.hit, device=self.device)
 
     # -- shared arithmetic (each line as kernels.py writes it) ------------------------------------------------
     def _requant(self, acc, m, s):
@@ -95,11 +96,33 @@ class TorchIntModel:
         g = p["act_lut"][layer][a + 127]
         return r + self._requant(self._matvec(self.f64["w2"][layer], g), p["w2_m"][layer], p["w2_s"][layer])
 
-    def _table(self, r):
-        """Frequency tables [..., vocab] int64 after the final norm and the output layer."""
+    def _logits(self, r):
+        """Logits [..., vocab] int64 (1/64 nat) after the final norm and the output layer."""
         p = self.p
-        lv = self._requant(self._matvec(self.f64["wh"], self._norm(r)), p["wh_m"], p["wh_s"])
-        return self._lookup_max(lv, p["head_lut"])
+        return self._requant(self._matvec(self.f64["wh"], self._norm(r)), p["wh_m"], p["wh_s"])
+
+    def _table(self, r):
+        """Frequency tables [..., vocab] int64: the logits through head_lut."""
+        return self._lookup_max(self._logits(r), self.p["head_lut"])
+
+    def _gaps(self, lv):
+        """Each logit's distance below its row's best, capped at the level tables' last entry (their index)."""
+        g = lv.max(-1, keepdim=True).values - lv
+        return g.clamp(max=self.luts.shape[1] - 1)
+
+    def _boost(self, f, total, s, lb):
+        """``match.boost`` on rows: B >= 0 for predicted tokens s (0 where s < 0) with neural f_s = f and sum
+        total, match length bucket lb. Integers as match.py writes them (bounds there)."""
+        torch, one = self.torch, match_model.HIT_ONE
+        u = (f << match_model.HIT_BITS) // total
+
+        def bit_length(v):  # v <= 2**15
+            return (v[:, None] >= (1 << torch.arange(17, device=self.device))[None, :]).sum(-1)
+
+        pb = torch.where(u < one // 2, bit_length(u), (30 - bit_length(one - u)).clamp(max=match_model.PROB_BUCKETS - 1))
+        q = self.hit[lb, pb]
+        num = q * total - (f << match_model.HIT_BITS)
+        return torch.where((num > 0) & (s >= 0), num.clamp_min(0) // (one - q), torch.zeros_like(num))
 
     def _attend(self, sc, valid, weigh):
         """Scores sc [..., keys] (distance penalty applied) -> int8 outputs [..., d_head]; ``weigh(e)`` gives the
@@ -121,11 +144,12 @@ class TorchIntModel:
         """One token for each record ``slots[j]`` (distinct slots): frequency tables [len(tokens), vocab] int64."""
         torch = self.torch
         every = np.array_equal(np.asarray(slots), np.arange(state["pos"].shape[0]))  # all slots: no gathers
-        return self._step(state, torch.as_tensor(np.asarray(tokens), device=self.device).long(),
-                          torch.as_tensor(np.asarray(slots), device=self.device).long(), every)
+        lv = self._step(state, torch.as_tensor(np.asarray(tokens), device=self.device).long(),
+                        torch.as_tensor(np.asarray(slots), device=self.device).long(), every)
+        return self._lookup_max(lv, self.p["head_lut"])
 
     def _step(self, state: dict, tokens, b, every: bool, fresh=None):
-        """``step`` on device tensors. ``fresh`` (0/1 per row): rows whose record starts here, as in a new state.
+        """``step`` on device tensors, up to the logits. ``fresh`` (0/1 per row): rows whose record starts here, as in a new state.
         Only the position and the recurrent state need resetting for it: every other read of a slot is of
         entries this record wrote (attention keys at ring slots <= pos, conv history at positions >= 0; other
         entries are masked, and a masked weight of 0 times a stale finite value adds 0)."""
@@ -169,7 +193,7 @@ class TorchIntModel:
                 y = self._clamp8((s + 128) >> 8)
             r = self._mlp(r, layer, y)
         state["pos"][b] = pos + 1
-        return self._table(r)
+        return self._logits(r)
 
     def _gates(self, i, h):
         p, d = self.p, self.cfg.d_model
@@ -246,37 +270,66 @@ class TorchIntModel:
         fs = f.gather(1, targets[:, None])[:, 0]
         return c.gather(1, targets[:, None])[:, 0] - fs, fs, c[:, -1]
 
+    def _level_stats(self, r, targets, pred):
+        """With a match model: what ``kernels.matched_intervals`` needs of each position's neural table at every
+        temperature level l: [N, levels] sum, sum of f_v * gap_v, C_y, f_y, f of the predicted token (pred; -1:
+        none, any entry), and [N] the target's capped gap. f <= 2**20, gap < 2**18, vocab < 2**17: < 2**55."""
+        g = self._gaps(self._logits(r))
+        y, sp = targets[:, None], pred.clamp_min(0)[:, None]
+        out = [[] for _ in range(5)]
+        for lut in self.luts:
+            f = lut[g]
+            c = f.cumsum(-1)
+            fy = f.gather(1, y)[:, 0]
+            for k, v in enumerate((c[:, -1], (f * g).sum(-1), c.gather(1, y)[:, 0] - fy, fy, f.gather(1, sp)[:, 0])):
+                out[k].append(v)
+        return (*(self.torch.stack(v, 1) for v in out), g.gather(1, y)[:, 0])
+
     def encode(self, inputs: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-        """``IntModel.encode`` on the device: words per record and the verify flag, the same bits."""
+        """``IntModel.encode`` on the device: words per record and the verify flag, the same bits. With a match
+        model the device gives every position's table at each temperature level and the host runs the per-record
+        recursion (``kernels.matched_intervals``)."""
         torch, w = self.torch, self.window
         lengths = np.array([len(x) for x in inputs], np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        prefix, freq, total = (np.zeros(int(starts[-1]), np.int64) for _ in range(3))
+        n_tok, levels = int(starts[-1]), self.luts.shape[0]
+        tgt = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
+        pred, length = np.full(n_tok, -1, np.int64), np.zeros(n_tok, np.int64)
+        if self.matched:
+            kernels.match_predictions(self.model.match, tgt, starts, pred, length)
+            got = [np.zeros((n_tok, levels), np.int64) for _ in range(5)] + [np.zeros(n_tok, np.int64)]
+        else:
+            got = [np.zeros(n_tok, np.int64) for _ in range(3)]
         order = [int(r) for r in np.argsort(-lengths, kind="stable") if lengths[r] > 0]
         k = 0
         while k < len(order):  # passes of records of similar length (longest first), within the token budget
             t_len = -(-int(lengths[order[k]]) // w) * w
             group = order[k : k + max(1, self.tokens // t_len)]
             k += len(group)
-            x = np.zeros((len(group), t_len), np.int64)
-            y = np.zeros((len(group), t_len), np.int64)
+            x, y, sp = (np.zeros((len(group), t_len), np.int64) for _ in range(3))
             for j, rec in enumerate(group):
                 x[j, : lengths[rec]] = inputs[rec]
                 y[j, : lengths[rec]] = targets[rec]
+                sp[j, : lengths[rec]] = pred[starts[rec] : starts[rec + 1]]
             keep = torch.as_tensor(np.arange(t_len)[None, :] < lengths[group][:, None], device=self.device)
             r = self.forward(torch.as_tensor(x, device=self.device))[keep]
-            yy = torch.as_tensor(y, device=self.device)[keep]
-            rows = max(1, self.tokens // 8)  # the output layer's [rows, vocab] tables, a slice at a time
-            got = [torch.cat(z).cpu().numpy() for z in zip(*(self._intervals(r[a : a + rows], yy[a : a + rows])
-                                                               for a in range(0, len(r), rows)))]
+            yy, ss = (torch.as_tensor(z, device=self.device)[keep] for z in (y, sp))
+            rows = max(1, self.tokens // (8 * levels))  # the output layer's [rows, vocab] tables, a slice at a time
+            parts = (self._level_stats(r[a : a + rows], yy[a : a + rows], ss[a : a + rows]) if self.matched
+                     else self._intervals(r[a : a + rows], yy[a : a + rows]) for a in range(0, len(r), rows))
+            here = [torch.cat(z).cpu().numpy() for z in zip(*parts)]
             at = np.concatenate([[0], np.cumsum(lengths[group])])
             for j, rec in enumerate(group):
-                for dst, src in zip((prefix, freq, total), got):
+                for dst, src in zip(got, here):
                     dst[starts[rec] : starts[rec + 1]] = src[at[j] : at[j + 1]]
+        if self.matched:
+            prefix, freq, total = (np.zeros(n_tok, np.int64) for _ in range(3))
+            kernels.matched_intervals(self.model.match, starts, tgt, pred, length, *got, prefix, freq, total)
+        else:
+            prefix, freq, total = got
         word_starts = np.concatenate([[0], np.cumsum([coder.max_words(n) for n in lengths])]).astype(np.int64)
         words = np.zeros(int(word_starts[-1]), np.uint32)
-        lefts, probs = np.zeros(int(starts[-1]), np.int64), np.zeros(int(starts[-1]), np.int64)
-        tgt = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
+        lefts, probs = np.zeros(n_tok, np.int64), np.zeros(n_tok, np.int64)
         n_words = coder.code_prefix_sums(prefix, freq, total, tgt, self.vocab, starts, words, word_starts,
                                          lefts, probs, layouts.shortest_seal(self.model.body_layout))
         ok = kernels.verify_records(words, word_starts, n_words, starts, lefts, probs)
@@ -304,30 +357,50 @@ class TorchIntModel:
         s = (j * blk + k)[:, 0].clamp(max=n - 1)
         return torch.stack([s, c.gather(1, k)[:, 0], fb.gather(1, k)[:, 0], total])
 
+    def _decide(self, lv, q, level=None, pred=None, lb=None):
+        """One step's tables from its logits, searched at the quantiles q: [4, n] (symbol, C, f, sum) or, with a
+        match model, [7, n] adding the neural sum, sum of f_v * gap_v and the symbol's gap (``kernels.
+        match_after_step``). Each row's table is at its record's temperature level, with the boost of its
+        predicted token pred (length bucket lb), as ``kernels.neural_table`` and ``mix_match`` build it."""
+        if not self.matched:
+            return self._search(self._lookup_max(lv, self.p["head_lut"]), q)
+        g = self._gaps(lv)
+        f = self.luts[level[:, None], g]
+        total = f.sum(-1)
+        sp = pred.clamp_min(0)[:, None]
+        b = self._boost(f.gather(1, sp)[:, 0], total, pred, lb)
+        found = self._search(f.scatter_add(1, sp, b[:, None]), q)
+        return self.torch.cat([found, self.torch.stack([total, (f * g).sum(-1), g.gather(1, found[0][:, None])[:, 0]])])
+
     def _stepper(self, state: dict, n_slots: int):
-        """fn(tokens, q, fresh) -> [4, n_slots] int64 on the host: one step of every slot (``_step``), then the
-        table search at the quantiles q (``_search``). On CUDA the step is recorded once as a CUDA graph and
-        replayed: a step is ~150 small kernels, and launching them one by one from Python costs more than running
-        them. Its inputs are copied into the graph's own tensors, and nothing else writes ``state`` meanwhile."""
+        """fn(tokens, q, fresh[, level, pred, lb]) -> [4 or 7, n_slots] int64 on the host: one step of every slot
+        (``_step``), then its tables searched at the quantiles q (``_decide``). On CUDA the step is recorded once as
+        a CUDA graph and replayed: a step is ~150 small kernels, and launching them one by one from Python costs
+        more than running them. Its inputs are copied into the graph's own tensors, and nothing else writes
+        ``state`` meanwhile."""
         torch = self.torch
         every = torch.arange(n_slots, device=self.device)
+        n_in, n_out = (6, 7) if self.matched else (3, 4)
+
+        def step(tokens, q, fresh, *match_in):
+            return self._decide(self._step(state, tokens, every, True, fresh), q, *match_in)
+
         if self.device.type != "cuda" or not self.graphs:
-            def eager(tokens, q, fresh):
-                tokens, q, fresh = (torch.as_tensor(x, device=self.device) for x in (tokens, q, fresh))
-                return self._search(self._step(state, tokens, every, True, fresh), q).cpu().numpy()
+            def eager(*arrays):
+                return step(*(torch.as_tensor(x, device=self.device) for x in arrays)).cpu().numpy()
 
             return eager
-        ins = [torch.zeros(n_slots, dtype=torch.int64, device=self.device) for _ in range(3)]  # tokens, q, fresh
-        host = [torch.zeros(n, dtype=torch.int64).pin_memory() for n in (n_slots,) * 3 + (4 * n_slots,)]
+        ins = [torch.zeros(n_slots, dtype=torch.int64, device=self.device) for _ in range(n_in)]
+        host = [torch.zeros(n, dtype=torch.int64).pin_memory() for n in (n_slots,) * n_in + (n_out * n_slots,)]
         kept = {k: v.clone() for k, v in state.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # a warm-up outside the capture (allocations, library handles)
-            self._search(self._step(state, ins[0], every, True, ins[2]), ins[1])
+            step(*ins)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._search(self._step(state, ins[0], every, True, ins[2]), ins[1]).reshape(-1)
+            out = step(*ins).reshape(-1)
         for k, v in kept.items():  # undo the warm-up's step
             state[k].copy_(v)
 
@@ -336,9 +409,9 @@ class TorchIntModel:
                 h.numpy()[:] = a
                 x.copy_(h, non_blocking=True)
             graph.replay()
-            host[3].copy_(out, non_blocking=True)
+            host[-1].copy_(out, non_blocking=True)
             torch.cuda.current_stream().synchronize()
-            return host[3].numpy().reshape(4, n_slots)
+            return host[-1].numpy().reshape(n_out, n_slots)
 
         return run
 
@@ -382,10 +455,11 @@ class TorchIntModel:
 
     def _device_decode(self, queue, take, width, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
                        remaining, status):
-        torch = self.torch
+        torch, m = self.torch, self.model.match
         record = np.full(width, -1, np.int64)  # slot -> record decoding in it
         state = self.new_state(width) if width else None
         run = self._stepper(state, width) if width else None
+        ht, ms = match_model.state(m.conf, width)  # the match model's state per slot (the host's part of a step)
         while True:
             fresh = np.zeros(len(record), np.int64)
             for j in np.flatnonzero(record < 0):
@@ -394,6 +468,7 @@ class TorchIntModel:
                 except IndexError:  # empty
                     break
                 fresh[j] = 1
+                match_model.reset(ht, ms, j)
             slots = np.flatnonzero(record >= 0)
             if len(slots) == 0:
                 break
@@ -402,19 +477,26 @@ class TorchIntModel:
                 keep = np.concatenate([slots, np.flatnonzero(record < 0)])[:width]
                 at = torch.as_tensor(keep, device=self.device)
                 state = {name: (v[at] if name == "pos" else v[:, at]).clone() for name, v in state.items()}
-                record, fresh = record[keep], fresh[keep]
+                record, fresh, ht, ms = record[keep], fresh[keep], ht[keep], ms[keep]
                 slots = np.arange(len(slots))
                 run = self._stepper(state, width)
             rows = record[slots]
             q = np.empty(len(rows), np.int64)
             kernels.quantiles(ds, rows, q)
-            slot_tokens, slot_q = np.zeros(width, np.int64), np.zeros(width, np.int64)
-            slot_tokens[slots], slot_q[slots] = tokens[rows], q
-            s, c, fs, tot = run(slot_tokens, slot_q, fresh)[:, slots]
+            ins = [np.zeros(width, np.int64) for _ in range(6 if self.matched else 3)]  # tokens, q, fresh[, match]
+            ins[0][slots], ins[1][slots], ins[2][:] = tokens[rows], q, fresh
+            if self.matched:
+                lv, pred, lb = (np.zeros(len(rows), np.int64) for _ in range(3))
+                kernels.match_before_step(m, ht, ms, slots, rows, out, out_starts, n_out, lv, pred, lb)
+                ins[3][slots], ins[4][slots], ins[5][slots] = lv, pred, lb
+            got = run(*ins)[:, slots]
+            s, c, fs, tot = got[:4]
             if kernels.take_found(rows, q, s, c, fs, tot, self.vocab, ds, words, word_starts, piece_len, out,
                                   out_starts, n_out, tokens, remaining, status):
                 raise RuntimeError(f"{self.device} tables disagree with the coder's arithmetic: its floating point "
                                    "is not IEEE; decode on the CPU")
+            if self.matched:
+                kernels.match_after_step(m, ms, slots, pred, s, got[5], got[4], got[6])
             record[slots[remaining[rows] <= 0]] = -1
 
     def _host_decode(self, queue, first, bodies, lengths, piece_len, max_tokens, out, out_starts, n_out, status):

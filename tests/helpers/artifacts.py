@@ -5,8 +5,10 @@ the real export path, so tests exercise exactly what production runs, only small
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from nbmf.codecs.neural import load_codec
 from nbmf.data.corpus import iter_records, read_corpus
 
 SAMPLE_TRAIN = Path(__file__).resolve().parents[2] / "data" / "sample" / "train.jsonl"
@@ -121,3 +123,42 @@ def forged_match(src, dest, edit):
     m["files"][MATCH] = "sha256:" + hashlib.sha256(data).hexdigest()
     (dest / MANIFEST).write_text(json.dumps(m))
     return dest
+
+
+DEVICE = os.environ.get("NBMF_TEST_DEVICE", "cpu")  # the torch device tests' device; on a GPU host: cuda
+
+
+def assert_device_matches_kernel(codec, items, tokens: int = 300, slots: int = 3, host_threads: int = 0) -> None:
+    """The codec's artifact on a torch device (CPU unless $NBMF_TEST_DEVICE: the code a GPU runs), with a small
+    token budget (several encode passes) and few decode slots (refills, then narrowing): its bodies are the CPU
+    kernel's byte for byte and decode back both ways; damaged bodies (a flipped bit, cut, padded) give the kernel's
+    tokens and status per record."""
+    import numpy as np
+
+    from nbmf.runtime.torch_int import TorchIntModel
+
+    dev = load_codec(codec.path, device=DEVICE, threads=1)
+    dev.runtime.tokens, dev.runtime.slots, dev.runtime.host_threads = tokens, slots, host_threads
+    bodies = codec.encode_many(items)
+    assert dev.encode_many(items) == bodies
+    jobs = [(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)]
+    raws = [raw for raw, _ in items]
+    assert dev.decode_many(jobs) == raws and codec.decode_many(jobs) == raws
+    rng = np.random.default_rng(1)
+    damaged = []
+    for k, body in enumerate(bodies):
+        b = bytearray(body)
+        if k % 3 == 0 and b:
+            b[rng.integers(len(b))] ^= 1 << int(rng.integers(8))
+        elif k % 3 == 1:
+            b = b[: len(b) // 2]
+        else:
+            b += bytes(rng.integers(0, 256, 9, dtype=np.uint8))
+        damaged.append(np.frombuffer(bytes(b) + b"\0" * (-len(b) % 4), "<u4").astype(np.uint32))
+    first = np.array([codec.cfg.special_token(int(kind), 0) for _, kind in items])
+    lengths = np.array([len(raw) + 5 for raw in raws])
+    want_tokens, want_status = codec.model.decode(first, damaged, lengths, codec._piece_len)
+    got_tokens, got_status = TorchIntModel(codec.model, DEVICE, slots=slots, host_threads=host_threads).decode(
+        first, damaged, lengths, codec._piece_len)
+    assert np.array_equal(got_status, want_status) and (want_status != 0).sum() >= len(items) // 3
+    assert all(np.array_equal(a, b) for a, b in zip(got_tokens, want_tokens))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.artifacts import forged_match, sample_items
+from helpers.artifacts import assert_device_matches_kernel, forged_match, sample_items
 from nbmf.artifact import MATCH, attach_match, fingerprint, load_artifact, read_manifest
 from nbmf.blob import unpack
 from nbmf.codecs.neural import NeuralCodec, load_codec
@@ -143,23 +143,20 @@ def test_a_rehashed_match_table_the_kernels_cannot_run_is_refused(match_models_d
         load_codec(forged_match(match_models_dir / "v2", tmp_path / "v2", edit))
 
 
-def test_the_device_runtime_refuses_a_match_model(mcodec):
-    from nbmf.runtime.torch_int import TorchIntModel
+@pytest.mark.parametrize("host_threads", [0, 2])
+def test_the_device_runtime_runs_a_match_model_with_the_kernel_bytes(mcodec, host_threads):
+    """The torch path (what a GPU runs): the device computes each table, the host the match model's recursion
+    (kernels.match_predictions/matched_intervals, match_before_step/match_after_step): the kernel's bytes."""
+    pytest.importorskip("torch")
+    items = [(raw, 1) for raw in repetitive_records()] + sample_items(VAL, limit=8)
+    assert_device_matches_kernel(mcodec, items, host_threads=host_threads)
 
-    with pytest.raises(match.MatchDeviceError, match="on the CPU"):
-        TorchIntModel(mcodec.model, "cpu")
 
-
-def test_a_device_from_the_environment_runs_a_match_model_on_the_cpu_kernels(match_models_dir, monkeypatch):
-    """$NBMF_DEVICE is a preference for every version a process loads (a GPU replica still serves v2, same
-    bytes); a device named by the caller is a demand."""
+def test_a_device_from_the_environment_runs_a_match_model(match_models_dir, monkeypatch):
     pytest.importorskip("torch")
     monkeypatch.setenv("NBMF_DEVICE", "cpu")
-    with pytest.warns(RuntimeWarning, match="runs on the CPU kernels"):
-        codec = load_codec(match_models_dir / "v2")
-    assert codec.device is None and codec.runtime is codec.model
-    with pytest.raises(match.MatchDeviceError):
-        load_codec(match_models_dir / "v2", device="cpu")
+    codec = load_codec(match_models_dir / "v2")
+    assert codec.device == "cpu" and codec.runtime is not codec.model
 
 
 def test_hostile_bodies_give_typed_errors_never_wrong_payloads(match_models_dir):

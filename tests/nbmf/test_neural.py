@@ -13,13 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.artifacts import sample_items
+from helpers.artifacts import DEVICE, assert_device_matches_kernel, sample_items
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError, CorruptBlobError
 from nbmf.runtime import layouts
 
 ROOT = Path(__file__).resolve().parents[2]
-DEVICE = os.environ.get("NBMF_TEST_DEVICE", "cpu")  # the torch device tests' device; on a GPU host: cuda
 VAL = ROOT / "data" / "sample" / "val.jsonl"
 
 
@@ -226,43 +225,13 @@ def _device_codec(codec, tokens: int, slots: int):
     return dev
 
 
-def test_device_runtime_writes_and_reads_the_kernel_bytes(family_codec, val_items):
-    items = sorted(val_items, key=lambda x: len(x[0]))[::5][:10] + [(b"", val_items[0][1])]
-    dev = _device_codec(family_codec, tokens=300, slots=3)
-    bodies = family_codec.encode_many(items)
-    assert dev.encode_many(items) == bodies
-    assert max(len(family_codec.tokenizer.encode(raw)) for raw, _ in items) > 300  # a record longer than a pass
-    jobs = [(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)]
-    assert dev.decode_many(jobs) == [raw for raw, _ in items]
-    assert dev.decode_many(jobs[:1]) == [items[0][0]]
-
-
 @pytest.mark.parametrize("host_threads", [0, 2])
-def test_device_decode_stops_damaged_bodies_as_the_kernel_does(family_codec, val_items, host_threads):
-    """Flipped, cut and padded bodies: each record's tokens and status equal the kernel's, record by record."""
-    from nbmf.runtime.torch_int import TorchIntModel
-
+def test_device_runtime_writes_and_reads_the_kernel_bytes(family_codec, val_items, host_threads):
+    """Every family on the torch path: the kernel's bodies, both ways; damaged bodies stop as the kernel stops them."""
     pytest.importorskip("torch")
-    items = val_items[:8]
-    c = family_codec
-    rng = np.random.default_rng(1)
-    bodies = []
-    for k, body in enumerate(c.encode_many(items)):
-        b = bytearray(body)
-        if k % 3 == 0:
-            b[rng.integers(len(b))] ^= 1 << int(rng.integers(8))
-        elif k % 3 == 1:
-            b = b[: len(b) // 2]
-        else:
-            b += bytes(rng.integers(0, 256, 9, dtype=np.uint8))
-        bodies.append(np.frombuffer(bytes(b) + b"\0" * (-len(b) % 4), "<u4").astype(np.uint32))
-    first = np.array([c.cfg.special_token(int(kind), 0) for _, kind in items])
-    lengths = np.array([len(raw) + 5 for raw, _ in items])
-    want_tokens, want_status = c.model.decode(first, bodies, lengths, c._piece_len)
-    tm = TorchIntModel(c.model, DEVICE, slots=3, host_threads=host_threads)
-    got_tokens, got_status = tm.decode(first, bodies, lengths, c._piece_len)
-    assert (want_status != 0).sum() >= len(items) // 2 and np.array_equal(got_status, want_status)
-    assert all(np.array_equal(a, b) for a, b in zip(got_tokens, want_tokens))
+    items = sorted(val_items, key=lambda x: len(x[0]))[::5][:10] + [(b"", val_items[0][1])]
+    assert max(len(family_codec.tokenizer.encode(raw)) for raw, _ in items) > 300  # a record longer than a pass
+    assert_device_matches_kernel(family_codec, items, host_threads=host_threads)
 
 
 def test_device_search_that_disagrees_with_the_coder_is_refused(val_items, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.artifacts import cross_process, forged_match, sample_items
+from helpers.artifacts import assert_device_matches_kernel, cross_process, forged_match, sample_items
 from nbmf.artifact import MATCH, fingerprint, read_manifest
 from nbmf.codecs.neural import load_codec
 from nbmf.errors import ArtifactError
@@ -166,12 +166,11 @@ def test_hostile_temperature_parameters_are_refused(models_dir, tmp_path, edit, 
         load_codec(forged_match(models_dir / "v3", tmp_path / "v3", edit))
 
 
-def test_the_device_runtime_refuses_it(tcodec):
+def test_the_device_runtime_runs_it_with_the_kernel_bytes(tcodec):
+    """Each record's temperature level picks the device's table; the host moves it (kernels.matched_intervals,
+    match_after_step): the kernel's bytes, through refills and narrowing."""
     pytest.importorskip("torch")
-    from nbmf.runtime.torch_int import TorchIntModel
-
-    with pytest.raises(match.MatchDeviceError):
-        TorchIntModel(tcodec.model, "cpu")
+    assert_device_matches_kernel(tcodec, sample_items(VAL, limit=10) + [(r, 0) for r in surprising_records()])
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "v3").exists(), reason="models/v3 not registered")
