@@ -429,10 +429,17 @@ def neural_table(P, M, ms, r, acc, j, freq, blocks, gaps):
 def after_token(M, ms, r, s, y, best, e, total, gaps):
     """Record r's adaptive state after token y was coded: the match model's (``s``: its prediction, or -1) and,
     with a temperature, theta by the neural table's (total, best, e) of ``neural_table``."""
+    after_gap(M, ms, r, s, y, e, total, min(best - gaps[y], M.luts.shape[1] - 1) if M.temp[0] != 0 else 0)
+
+
+@njit(nogil=True, cache=True)
+def after_gap(M, ms, r, s, y, e, total, gap):
+    """``after_token`` given token y's gap below the best logit, capped at the lut rows' last entry (a device
+    runtime's tables give it)."""
     if s >= 0:
         match.observe(M.conf, ms, r, s, y)
     if M.temp[0] != 0:
-        match.temper(M.temp, ms, r, e, total, min(best - gaps[y], M.luts.shape[1] - 1))
+        match.temper(M.temp, ms, r, e, total, gap)
 
 
 @njit(nogil=True, cache=True)
@@ -686,10 +693,10 @@ def matched_intervals(M, starts, targets, pred, length, total, expect, prefix, f
     ([tokens, levels]: the table's sum, its sum of f_v * gap_v, C and f of the token y, f of the predicted token)
     and the token's gap below the best logit (capped): record by record, the level is the record's temperature
     before the token (``match.level``), the match boost is mixed in (``mix_match``'s arithmetic) and the temperature
-    moves (``after_token``), so the result is the interval ``encode_records`` codes."""
-    ms = np.zeros((1, match.MS_WIDTH), np.int64)
+    moves (``after_gap``), so the result is the interval ``encode_records`` codes."""
+    ht, ms = match.state(M.conf, 1)
     for rec in range(starts.shape[0] - 1):
-        ms[0, 2] = np.int64(1) << match.THETA_BITS
+        match.reset(ht, ms, 0)
         for t in range(starts[rec], starts[rec + 1]):
             lv = match.level(M.temp, ms, 0) if M.temp[0] else 0
             tn, s, y = total[t, lv], pred[t], targets[t]
@@ -697,8 +704,7 @@ def matched_intervals(M, starts, targets, pred, length, total, expect, prefix, f
             out_prefix[t] = prefix[t, lv] + (b if 0 <= s < y else 0)
             out_freq[t] = freq[t, lv] + (b if s == y else 0)
             out_total[t] = tn + b
-            if M.temp[0]:
-                match.temper(M.temp, ms, 0, expect[t, lv], tn, gap[t])
+            after_gap(M, ms, 0, -1, y, expect[t, lv], tn, gap[t])  # (the match state moved in match_predictions)
 
 
 @njit(nogil=True, cache=True)
@@ -717,13 +723,9 @@ def match_before_step(M, ht, ms, slots, rows, out, out_starts, n_out, lv, pred, 
 @njit(nogil=True, cache=True)
 def match_after_step(M, ms, slots, pred, sym, expect, total, gap):
     """Decode: after the record in slot slots[j] decoded sym[j] from a table whose neural sum was total[j] (sum of
-    f_v * gap_v: expect[j]; the symbol's gap: gap[j]), its match and temperature state move on (``after_token``)."""
+    f_v * gap_v: expect[j]; the symbol's gap: gap[j]), its match and temperature state move on (``after_gap``)."""
     for j in range(slots.shape[0]):
-        b = slots[j]
-        if pred[j] >= 0:
-            match.observe(M.conf, ms, b, pred[j], sym[j])
-        if M.temp[0]:
-            match.temper(M.temp, ms, b, expect[j], total[j], gap[j])
+        after_gap(M, ms, slots[j], pred[j], sym[j], expect[j], total[j], gap[j])
 
 
 @njit(nogil=True, cache=True)

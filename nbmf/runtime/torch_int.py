@@ -294,8 +294,8 @@ class TorchIntModel:
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         n_tok, levels = int(starts[-1]), self.luts.shape[0]
         tgt = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
-        pred, length = np.full(n_tok, -1, np.int64), np.zeros(n_tok, np.int64)
         if self.matched:
+            pred, length = np.zeros(n_tok, np.int64), np.zeros(n_tok, np.int64)
             kernels.match_predictions(self.model.match, tgt, starts, pred, length)
             got = [np.zeros((n_tok, levels), np.int64) for _ in range(5)] + [np.zeros(n_tok, np.int64)]
         else:
@@ -306,17 +306,21 @@ class TorchIntModel:
             t_len = -(-int(lengths[order[k]]) // w) * w
             group = order[k : k + max(1, self.tokens // t_len)]
             k += len(group)
-            x, y, sp = (np.zeros((len(group), t_len), np.int64) for _ in range(3))
+            x, y = np.zeros((len(group), t_len), np.int64), np.zeros((len(group), t_len), np.int64)
             for j, rec in enumerate(group):
                 x[j, : lengths[rec]] = inputs[rec]
                 y[j, : lengths[rec]] = targets[rec]
-                sp[j, : lengths[rec]] = pred[starts[rec] : starts[rec + 1]]
             keep = torch.as_tensor(np.arange(t_len)[None, :] < lengths[group][:, None], device=self.device)
             r = self.forward(torch.as_tensor(x, device=self.device))[keep]
-            yy, ss = (torch.as_tensor(z, device=self.device)[keep] for z in (y, sp))
+            yy = torch.as_tensor(y, device=self.device)[keep]
             rows = max(1, self.tokens // (8 * levels))  # the output layer's [rows, vocab] tables, a slice at a time
-            parts = (self._level_stats(r[a : a + rows], yy[a : a + rows], ss[a : a + rows]) if self.matched
-                     else self._intervals(r[a : a + rows], yy[a : a + rows]) for a in range(0, len(r), rows))
+            if self.matched:  # (kept is row-major over group records, as the concatenation of their predictions)
+                ss = torch.as_tensor(np.concatenate([pred[starts[rec] : starts[rec + 1]] for rec in group]),
+                                     device=self.device)
+                parts = (self._level_stats(r[a : a + rows], yy[a : a + rows], ss[a : a + rows])
+                         for a in range(0, len(r), rows))
+            else:
+                parts = (self._intervals(r[a : a + rows], yy[a : a + rows]) for a in range(0, len(r), rows))
             here = [torch.cat(z).cpu().numpy() for z in zip(*parts)]
             at = np.concatenate([[0], np.cumsum(lengths[group])])
             for j, rec in enumerate(group):
@@ -468,7 +472,8 @@ class TorchIntModel:
                 except IndexError:  # empty
                     break
                 fresh[j] = 1
-                match_model.reset(ht, ms, j)
+                if self.matched:
+                    match_model.reset(ht, ms, j)
             slots = np.flatnonzero(record >= 0)
             if len(slots) == 0:
                 break

@@ -135,8 +135,6 @@ def assert_device_matches_kernel(codec, items, tokens: int = 300, slots: int = 3
     tokens and status per record."""
     import numpy as np
 
-    from nbmf.runtime.torch_int import TorchIntModel
-
     dev = load_codec(codec.path, device=DEVICE, threads=1)
     dev.runtime.tokens, dev.runtime.slots, dev.runtime.host_threads = tokens, slots, host_threads
     bodies = codec.encode_many(items)
@@ -158,7 +156,6 @@ def assert_device_matches_kernel(codec, items, tokens: int = 300, slots: int = 3
     first = np.array([codec.cfg.special_token(int(kind), 0) for _, kind in items])
     lengths = np.array([len(raw) + 5 for raw in raws])
     want_tokens, want_status = codec.model.decode(first, damaged, lengths, codec._piece_len)
-    got_tokens, got_status = TorchIntModel(codec.model, DEVICE, slots=slots, host_threads=host_threads).decode(
-        first, damaged, lengths, codec._piece_len)
+    got_tokens, got_status = dev.runtime.decode(first, damaged, lengths, codec._piece_len)
     assert np.array_equal(got_status, want_status) and (want_status != 0).sum() >= len(items) // 3
     assert all(np.array_equal(a, b) for a, b in zip(got_tokens, want_tokens))
