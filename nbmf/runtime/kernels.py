@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 from nbmf.runtime import coder, match
 from nbmf.runtime.gemm import KG, OB, gemm, gemm2_narrow, gemm_at, narrow_width
-from nbmf.runtime.lookup import BYTES, LANES, lookup16, lookup16_bytes, lookup64_bytes
+from nbmf.runtime.lookup import BYTES, LANES, lookup16, lookup16_bytes, lookup16_gaps, lookup64_bytes
 
 ATTN, CONV, RECURRENT = 0, 1, 2
 CHUNK = 64  # positions of one record per encode pass: the head's [64, vocab] int32 scratch stays in L2
@@ -344,7 +344,7 @@ def table(m, s, lut, acc, j, freq, blocks):
     reference counts. The lookups go 16 at a time through ``lookup16``; in the scalar tail the index is cast
     to unsigned, as it is known to be >= 0, so numba skips its negative-index wraparound.)
     """
-    return lookup_table(lut, freq, logits(m, s, acc, j, freq), blocks)
+    return lookup_table(lut, freq, logits(m, s, acc, j, freq), blocks, False)[0]
 
 
 @njit(nogil=True, cache=True)
@@ -360,24 +360,37 @@ def logits(m, s, acc, j, freq):
 
 
 @njit(nogil=True, cache=True)
-def lookup_table(lut, freq, best, blocks):
-    """Logits freq[v] (``logits``) -> frequencies lut[min(best - logit, last)] in place, their BLOCK sums; the total."""
+def lookup_table(lut, freq, best, blocks, gapped):
+    """Logits freq[v] (``logits``) -> frequencies lut[min(best - logit, last)] in place, their BLOCK sums; returns
+    (total, e): e is the sum of f_v * min(best - logit_v, last) when ``gapped`` (a temperature's update,
+    match.temper, in the same pass), else 0. ``gapped`` is a compile-time constant: each value compiles its own
+    loop (``literally``), so the plain table pays nothing for the other."""
+    literally(gapped)
     vocab = freq.shape[0]
     last = lut.shape[0] - 1
     total = np.int64(0)
+    e = np.int64(0)  # f <= 2**20, gap <= last < 2**18, vocab < 2**17: < 2**55
     for b in range(blocks.shape[0]):
         sb = np.int64(0)
         v, end = b * BLOCK, min((b + 1) * BLOCK, vocab)
         while v + LANES <= end:
-            sb += lookup16(lut, freq, v, best, last)  # freq[v] = lut[min(best - logit, last)]: gap >= 0
+            if gapped:
+                f, g = lookup16_gaps(lut, freq, v, best, last)
+                sb += f
+                e += g
+            else:
+                sb += lookup16(lut, freq, v, best, last)  # freq[v] = lut[min(best - logit, last)]: gap >= 0
             v += LANES
         for v in range(v, end):
-            f = np.int64(lut[min(np.uint64(best - freq[v]), np.uint64(last))])
+            g = min(np.uint64(best - freq[v]), np.uint64(last))
+            f = np.int64(lut[g])
             freq[v] = f
             sb += f
+            if gapped:
+                e += f * np.int64(g)
         blocks[b] = sb
         total += sb  # <= vocab * 2**20 < 2**53: exact as float64 in the coder
-    return total
+    return total, e
 
 
 @njit(nogil=True, cache=True)
@@ -407,29 +420,27 @@ def reset_slot(st, b):
 
 # -- coder loops ---------------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def neural_table(P, M, ms, r, acc, j, freq, blocks, gaps):
+def neural_table(P, M, ms, r, acc, j, freq, blocks):
     """Row j's neural table for record r: (total, best logit, sum of f_v * gap_v). Without a temperature
     (M.temp[0] == 0) it is ``table`` and the other two are 0; with one, the gaps are looked up in the record's
-    tempered lut row (nbmf.runtime.match) and gaps[v] keeps each token's logit for ``after_token``."""
+    tempered lut row (nbmf.runtime.match), which gives the gap sum in the same pass."""
     hm, hs = P.head.m[0], P.head.s[0]
     if M.temp[0] == 0:
         return table(hm, hs, P.head_lut, acc, j, freq, blocks), np.int64(0), np.int64(0)
-    lut = M.luts[match.level(M.temp, ms, r)]
     best = logits(hm, hs, acc, j, freq)
-    gaps[:] = freq
-    total = lookup_table(lut, freq, best, blocks)
-    cap = lut.shape[0] - 1
-    e = np.int64(0)
-    for v in range(freq.shape[0]):  # f <= 2**20, gap <= cap < 2**18, vocab < 2**17: < 2**55
-        e += freq[v] * min(best - gaps[v], cap)
+    total, e = lookup_table(M.luts[match.level(M.temp, ms, r)], freq, best, blocks, True)
     return total, best, e
 
 
 @njit(nogil=True, cache=True)
-def after_token(M, ms, r, s, y, best, e, total, gaps):
-    """Record r's adaptive state after token y was coded: the match model's (``s``: its prediction, or -1) and,
-    with a temperature, theta by the neural table's (total, best, e) of ``neural_table``."""
-    after_gap(M, ms, r, s, y, e, total, min(best - gaps[y], M.luts.shape[1] - 1) if M.temp[0] != 0 else 0)
+def after_token(head, M, ms, r, s, y, best, e, total, acc, j):
+    """Record r's adaptive state after token y was coded from row j's head products acc[j] (``head``: P.head): the
+    match model's (``s``: its prediction, or -1) and, with a temperature, theta by the neural table's (total, best,
+    e) of ``neural_table`` and y's gap (its logit requantized as ``logits`` does)."""
+    gap = np.int64(0)
+    if M.temp[0] != 0:
+        gap = min(best - _requant(np.int64(acc[j, y]), head.m[0, y], head.s[0, y]), M.luts.shape[1] - 1)
+    after_gap(M, ms, r, s, y, e, total, gap)
 
 
 @njit(nogil=True, cache=True)
@@ -471,7 +482,6 @@ def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, le
     slots = np.zeros(wk.r.shape[0], np.int64)
     es = np.zeros(4, np.uint64)
     acc, freq, blocks = wk.acc, wk.freq, wk.blocks
-    gaps = np.zeros(freq.shape[0] * M.temp[0], np.int64)
     ht, ms = match.state(M.conf, 1)
     for rec in range(n_rec):
         a, b = starts[rec], starts[rec + 1]
@@ -486,12 +496,12 @@ def encode_records(P, M, st, wk, inputs, targets, starts, words, word_starts, le
             m = min(wk.r.shape[0], b - c0)
             forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
             for j in range(m):
-                tn, best, e = neural_table(P, M, ms, 0, acc, j, freq, blocks, gaps)
+                tn, best, e = neural_table(P, M, ms, 0, acc, j, freq, blocks)
                 s, total = mix_match(M.conf, M.hit, ht, ms, 0, targets, a, c0 + j - a, freq, blocks, tn)
                 k, left, prob = coder.encode_with_table(es, freq, total, targets[c0 + j], out, k)
                 lefts[c0 + j] = left
                 probs[c0 + j] = prob
-                after_token(M, ms, 0, s, targets[c0 + j], best, e, tn, gaps)
+                after_token(P.head, M, ms, 0, s, targets[c0 + j], best, e, tn, acc, j)
         n_words[rec] = coder.encoder_finish(es, out, k, shortest)
     return n_words
 
@@ -501,7 +511,6 @@ def coded_tables(P, M, st, wk, inputs, targets, out):
     """out[t] = the table token targets[t] of one record is coded with (float64 holding exact integers), inputs
     being [cond token, targets[:-1]]: ``encode_records``' steps without the coder (tests, cross-entropy)."""
     acc, freq, blocks = wk.acc, wk.freq, wk.blocks
-    gaps = np.zeros(freq.shape[0] * M.temp[0], np.int64)
     ht, ms = match.state(M.conf, 1)
     slots = np.zeros(wk.r.shape[0], np.int64)
     reset_slot(st, 0)
@@ -511,11 +520,11 @@ def coded_tables(P, M, st, wk, inputs, targets, out):
         m = min(wk.r.shape[0], n - c0)
         forward(P, st, inputs[c0 : c0 + m], slots, m, wk)
         for j in range(m):
-            tn, best, e = neural_table(P, M, ms, 0, acc, j, freq, blocks, gaps)
+            tn, best, e = neural_table(P, M, ms, 0, acc, j, freq, blocks)
             s, _ = mix_match(M.conf, M.hit, ht, ms, 0, targets, 0, c0 + j, freq, blocks, tn)
             for v in range(out.shape[1]):
                 out[c0 + j, v] = np.float64(freq[v])
-            after_token(M, ms, 0, s, targets[c0 + j], best, e, tn, gaps)
+            after_token(P.head, M, ms, 0, s, targets[c0 + j], best, e, tn, acc, j)
 
 
 @njit(nogil=True, cache=True)
@@ -583,7 +592,6 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
     n = first.shape[0]
     acc, freq, blocks = wk.acc, wk.freq, wk.blocks
     vocab = freq.shape[0]
-    gaps = np.zeros(vocab * M.temp[0], np.int64)
     ds = np.zeros((n, 4), np.uint64)
     remaining = lengths.copy()
     tokens = first.copy()
@@ -609,7 +617,7 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
             forward(P, st, step_tokens, active[j0 : j0 + m], m, wk)
             for j in range(m):
                 r = active[j0 + j]
-                tn, best, e = neural_table(P, M, ms, r, acc, j, freq, blocks, gaps)
+                tn, best, e = neural_table(P, M, ms, r, acc, j, freq, blocks)
                 s, total = mix_match(M.conf, M.hit, ht, ms, r, out, out_starts[r], n_out[r], freq, blocks, tn)
                 scale = coder.quant_scale(total, vocab)
                 q = coder.decoder_quantile(ds[r])
@@ -620,7 +628,7 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
                 sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
                 take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
                             remaining, status)
-                after_token(M, ms, r, s, sym, best, e, tn, gaps)
+                after_token(P.head, M, ms, r, s, sym, best, e, tn, acc, j)
         kept = 0
         for j in range(n_active):
             if remaining[active[j]] > 0:

@@ -36,7 +36,8 @@ def _splat(builder, x, vt):
 
 
 def _gathered(context, builder, tys, args):
-    """(lut, vals, off, best, last) -> (<16 x i32> lut[min(best - vals[off + i], last)], vals pointer at off)."""
+    """(lut, vals, off, best, last) -> (<16 x i32> lut[min(best - vals[off + i], last)], vals pointer at off,
+    <16 x i64> the indices min(best - vals[off + i], last))."""
     lut_a, vals_a, off, best, last = args[:5]
     off, best, last = (context.cast(builder, args[i], tys[i], types.int64) for i in (2, 3, 4))
     lut_p = context.make_array(tys[0])(context, builder, lut_a).data
@@ -51,7 +52,7 @@ def _gathered(context, builder, tys, args):
                                         "llvm.masked.gather.v16i32.v16p0")
     got = builder.call(fn, [builder.inttoptr(addr, ptrs_t), ir.IntType(32)(4), ir.Constant(_MASK, [1] * LANES),
                             ir.Constant(_V32, None)])
-    return got, at
+    return got, at, idx
 
 
 def _typed(lut, vals, out=None) -> bool:
@@ -74,10 +75,28 @@ def lookup16(typingctx, lut, vals, off, best, last):
     sig = types.int64(lut, vals, off, best, last)
 
     def codegen(context, builder, signature, args):
-        got, at = _gathered(context, builder, signature.args, args)
+        got, at, _ = _gathered(context, builder, signature.args, args)
         wide = builder.sext(got, _V64)
         builder.store(wide, at, align=8)
         return _sum(builder, wide)
+
+    return sig, codegen
+
+
+@intrinsic
+def lookup16_gaps(typingctx, lut, vals, off, best, last):
+    """``lookup16`` that also returns the sum of f * min(best - v, last) over the 16 (a tempered table's gap sum,
+    nbmf.runtime.match.temper): (sum f, sum f * gap). The caller bounds them: f * gap < 2**20 * 2**18."""
+    if not _typed(lut, vals):
+        return None
+    sig = types.UniTuple(types.int64, 2)(lut, vals, off, best, last)
+
+    def codegen(context, builder, signature, args):
+        got, at, idx = _gathered(context, builder, signature.args, args)
+        wide = builder.sext(got, _V64)
+        builder.store(wide, at, align=8)
+        return context.make_tuple(builder, signature.return_type,
+                                  [_sum(builder, wide), _sum(builder, builder.mul(wide, idx))])
 
     return sig, codegen
 
@@ -92,7 +111,7 @@ def lookup16_bytes(typingctx, lut, vals, off, best, last, out, lo_off, hi_off):
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        got, _ = _gathered(context, builder, tys, args)
+        got, _, _ = _gathered(context, builder, tys, args)
         dst = context.make_array(tys[5])(context, builder, args[5]).data
         for i, shift in ((6, 0), (7, 8)):
             at = context.cast(builder, args[i], tys[i], types.int64)
@@ -149,6 +168,12 @@ if config.DISABLE_JIT:  # the same lookups in numpy
         e = _plain(lut, vals, off, best, last)
         vals[off : off + LANES] = e
         return int(e.sum())
+
+    def lookup16_gaps(lut, vals, off, best, last):  # noqa: F811
+        gap = np.minimum((best - vals[off : off + LANES]).astype(np.uint64), np.uint64(last)).astype(np.int64)
+        e = lut[gap].astype(np.int64)
+        vals[off : off + LANES] = e
+        return int(e.sum()), int((e * gap).sum())
 
     def lookup16_bytes(lut, vals, off, best, last, out, lo_off, hi_off):  # noqa: F811
         e = _plain(lut, vals, off, best, last)

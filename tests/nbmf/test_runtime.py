@@ -73,6 +73,27 @@ def test_byte_table_lookup_is_the_table():
     assert (out[:3] == 7).all() and (out[3 + idx.size :] == 7).all()  # nothing outside its 64 bytes
 
 
+@pytest.mark.parametrize("vocab", [16, 70, 2048])
+def test_table_pass_gives_frequencies_and_their_gap_sum(vocab):
+    """The head's table pass (kernels.lookup_table): frequencies lut[min(best - logit, last)] in place, their block
+    sums and total, and with ``gapped`` the sum of f * gap a temperature moves by, in the same pass (16 lanes at a
+    time and a scalar tail), as plain numpy computes them; without it the same table and e = 0."""
+    rng = np.random.default_rng(vocab)
+    lut = np.sort(rng.integers(1, 2**20, 300))[::-1].astype(np.int32)
+    logits = rng.integers(-1000, 200, vocab).astype(np.int64)  # gaps past the lut's end are capped at its last entry
+    best = int(logits.max())
+    gap = np.minimum(best - logits, len(lut) - 1)
+    f = lut[gap].astype(np.int64)
+    for gapped in (True, False):
+        freq = logits.copy()
+        blocks = np.zeros(-(-vocab // kernels.BLOCK), np.int64)
+        total, e = kernels.lookup_table(lut, freq, best, blocks, gapped)
+        assert np.array_equal(freq, f)
+        assert np.array_equal(blocks, np.add.reduceat(f, np.arange(0, vocab, kernels.BLOCK)))
+        assert total == f.sum()
+        assert e == ((f * gap).sum() if gapped else 0)
+
+
 def test_pack_refuses_what_the_kernel_cannot_carry():
     with pytest.raises(ValueError, match="-127, 127"):
         pack(np.full((2, 2), -128, np.int8))
