@@ -44,6 +44,7 @@ class MigrateConfig:
     dry_run: bool = False  # encode and verify, write nothing, report the projected savings
     limit: int | None = None  # stop after examining this many rows not yet at the target (bad rows count)
     progress: bool = True
+    threads: int | None = None  # codec worker threads; None: $NBMF_THREADS, else every CPU (same bytes at any count)
 
 
 def _same(a, b) -> bool:
@@ -93,12 +94,13 @@ def one_by_one_on_failure(once, part: list, failed) -> list:
 
 
 def migrate(cfg: MigrateConfig, registry=None) -> dict:
+    from nbmf.codecs.neural import default_threads
     from nbmf.data.store import SQLiteL2Store, blob_version
     from nbmf.registry import Registry, default_model_dir
 
     tqdm = require("tqdm").tqdm
 
-    reg = registry or Registry(cfg.model_dir or default_model_dir())
+    reg = registry or Registry(cfg.model_dir or default_model_dir(), threads=cfg.threads or default_threads(bulk=True))
     target = cfg.version or reg.current
     reg.codec(target)  # fail now, not mid-store, if the target cannot load
     if not Path(cfg.store).is_file():  # opening a missing path would create an empty store and "migrate" it
@@ -178,7 +180,8 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
         bar.close()
         store.close()
     out = dict(stats)
-    out.update(target=target, dry_run=cfg.dry_run, seconds=round(time.time() - t0, 1))
+    out.update(target=target, dry_run=cfg.dry_run, seconds=round(time.time() - t0, 1),
+               threads=reg.threads or default_threads())
     if stats["bytes_after"]:
         out["ratio_before_after"] = round(stats["bytes_before"] / stats["bytes_after"], 3)
     return out
@@ -191,6 +194,8 @@ def run(args) -> int:
 
     to_service = args.into is not None or args.service or service.is_store(Path(args.store))
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         if to_service:
             summary = _run_service(args)
         else:
@@ -199,7 +204,7 @@ def run(args) -> int:
             summary = migrate(MigrateConfig(store=Path(args.store), version=args.version,
                                             model_dir=Path(args.model_dir) if args.model_dir else None,
                                             batch_size=args.batch_size, dry_run=args.dry_run, limit=args.limit,
-                                            progress=not args.no_progress))
+                                            progress=not args.no_progress, threads=args.threads))
     except (FileNotFoundError, ValueError) as e:
         print(f"nbmf migrate: error: {e}", file=sys.stderr)
         return 2
@@ -228,7 +233,7 @@ def _run_service(args) -> dict:
         source=Path(args.store), dest=Path(args.into), version=args.version,
         model_dir=Path(args.model_dir) if args.model_dir else None,
         class_fidelity=parse_class_fidelity(args.class_fidelity), batch_size=args.batch_size, dry_run=args.dry_run,
-        progress=not args.no_progress))
+        progress=not args.no_progress, threads=args.threads))
 
 
 EPILOG = """examples:
@@ -262,6 +267,8 @@ def register(sub) -> None:
                                      "stores: each domain's version)")
     p.add_argument("--model-dir", help="model registry directory (default: $NBMF_MODEL_DIR or models/)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="codec worker threads (default: $NBMF_THREADS, else every CPU this "
+                                               "process may use); the blobs are the same at any count")
     p.add_argument("--dry-run", action="store_true", help="encode and verify only; report projected savings")
     p.add_argument("--limit", type=int, help="examine at most this many rows not yet at the target")
     p.add_argument("--no-progress", action="store_true")

@@ -49,6 +49,7 @@ class ServiceMigrateConfig:
     batch_size: int = 64  # files per batch: one encode call per (version, fidelity), one transaction
     dry_run: bool = False  # encode and verify, write nothing
     progress: bool = True
+    threads: int | None = None  # codec worker threads; None: $NBMF_THREADS, else every CPU (same bytes at any count)
 
 
 def row_id(path: Path) -> str:
@@ -79,6 +80,7 @@ def holds(reg, row, entry, target: str) -> bool:
 
 
 def migrate_service(cfg: ServiceMigrateConfig, registry=None, environ=os.environ) -> dict:
+    from nbmf.codecs.neural import default_threads
     from nbmf.data.store import SQLiteL2Store
     from nbmf.registry import Registry, default_model_dir
 
@@ -89,7 +91,7 @@ def migrate_service(cfg: ServiceMigrateConfig, registry=None, environ=os.environ
     if dest.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"the L2 store {dest} lies inside the source {source}, which migration never writes: "
                          "put it elsewhere")
-    reg = registry or Registry(cfg.model_dir or default_model_dir())
+    reg = registry or Registry(cfg.model_dir or default_model_dir(), threads=cfg.threads or default_threads(bulk=True))
     targets = {cfg.version} if cfg.version else {reg.current, *reg.domains.values()}
     for version in sorted(targets):
         reg.codec(version)  # fail now, not mid-store, if a version records would be written with cannot load
@@ -168,7 +170,7 @@ def migrate_service(cfg: ServiceMigrateConfig, registry=None, environ=os.environ
     out = {"source": str(source), "dest": str(dest), "files": len(files), **stats,
            "by_domain": {d: dict(c) for d, c in sorted(by_domain.items())}, "by_writer": dict(by_writer),
            "blobs_not_migrated": len(list((source / "blobs").glob("*.json"))) if (source / "blobs").is_dir() else 0,
-           "dry_run": cfg.dry_run, "seconds": round(time.time() - t0, 1)}
+           "dry_run": cfg.dry_run, "seconds": round(time.time() - t0, 1), "threads": reg.threads or default_threads()}
     if stats["bytes_after"]:
         out["ratio_before_after"] = round(stats["bytes_before"] / stats["bytes_after"], 3)
         out["ratio_payload_after"] = round(stats["payload_bytes"] / stats["bytes_after"], 3)

@@ -65,16 +65,21 @@ class Stats:
 
 class Registry:
     def __init__(self, model_dir: str | Path | None = None, current: str | None = None, verify: str = "codec",
-                 neural_max_bytes: int = NEURAL_MAX_BYTES, domains: dict[str, str] | None = None):
+                 neural_max_bytes: int = NEURAL_MAX_BYTES, domains: dict[str, str] | None = None,
+                 threads: int | None = None):
         """``verify``: "codec" trusts the encode-time check of codecs that declare ``self_verifying`` (the
         neural codec decodes every body with the range decoder against its tables) and fully decodes the
         bodies of every other codec; "full" fully decodes every non-stub body (about twice the encode time).
         ``neural_max_bytes``: larger records skip the model for the classical codecs (counted as "vN:large").
         ``current`` / ``domains``: the default version and domain -> version; None: the model directory's
-        CURRENT / DOMAINS.json (read once, here)."""
+        CURRENT / DOMAINS.json (read once, here). ``threads``: worker threads of each neural codec it loads
+        (None: ``nbmf.codecs.neural.default_threads``); the bytes are the same at any count."""
         if verify not in ("codec", "full"):
             raise ValueError(f"verify is 'codec' or 'full', not {verify!r}")
         self.verify = verify
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
         self.neural_max_bytes = int(neural_max_bytes)
         self.stub = StubCodec()
         self._codecs: dict[int, object] = {0: self.stub}
@@ -140,7 +145,7 @@ class Registry:
             if i not in self._codecs:
                 from nbmf.codecs.neural import load_codec
 
-                codec = load_codec(self._paths[i])
+                codec = load_codec(self._paths[i], threads=self.threads)
                 if codec.encoder_id != i:  # a codec names itself from its manifest: it must be the one asked for
                     raise ArtifactError(f"{self._paths[i]} holds an artifact of version {codec.name}, not "
                                         f"{version_name(i)}: put each version in its own vN directory")

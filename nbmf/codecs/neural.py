@@ -24,8 +24,11 @@ from nbmf.errors import CorruptBlobError
 from nbmf.runtime import coder, kernels, layouts, match
 
 
-def default_threads() -> int:
-    """Threads a codec uses unless told: $NBMF_THREADS, else 1 (a Serve replica sets it to its CPUs)."""
+def default_threads(bulk: bool = False) -> int:
+    """Threads a codec uses unless told: $NBMF_THREADS, else 1 (a Serve replica sets it to its CPUs), or with
+    ``bulk`` (a migration: throughput over one call's latency) every CPU this process may run on."""
+    if "NBMF_THREADS" not in os.environ and bulk:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         return max(1, int(os.environ.get("NBMF_THREADS", "1")))
     except ValueError:

@@ -99,6 +99,35 @@ def test_a_verification_failure_keeps_the_old_blob(tmp_path, model_dir, monkeypa
     assert "v1" not in check_all(db, model_dir, expected)
 
 
+def test_threads_change_nothing_but_the_time(tmp_path, model_dir, monkeypatch):
+    """A migration splits each batch over codec worker threads (``threads``; default $NBMF_THREADS, else every
+    CPU): the store ends byte for byte as with one thread."""
+    stores = {}
+    for threads in (1, 2):
+        db = tmp_path / f"l2_{threads}.sqlite"
+        seed(db, 24)
+        out = migrate(MigrateConfig(store=db, model_dir=model_dir, batch_size=12, progress=False, threads=threads))
+        assert out["threads"] == threads and out["migrated"] > 10
+        stores[threads] = {r.id: r.blob for r in SQLiteL2Store(db).iter()}
+    assert stores[1] == stores[2]
+    assert Registry(model_dir, threads=2).codec("v1").threads == 2  # the registry hands them to each codec it loads
+    db = tmp_path / "l2_default.sqlite"
+    seed(db, 4)
+    monkeypatch.delenv("NBMF_THREADS", raising=False)
+    out = migrate(MigrateConfig(store=db, model_dir=model_dir, dry_run=True, progress=False))
+    assert out["threads"] == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("NBMF_THREADS", "1")
+    assert migrate(MigrateConfig(store=db, model_dir=model_dir, dry_run=True, progress=False))["threads"] == 1
+
+
+def test_cli_refuses_zero_threads(tmp_path, model_dir):
+    db = tmp_path / "l2.sqlite"
+    seed(db, 2)
+    done = subprocess.run([sys.executable, "-m", "nbmf", "migrate", str(db), "--model-dir", str(model_dir),
+                           "--threads", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--threads must be >= 1" in done.stderr
+
+
 def test_kill_minus_9_at_any_moment_loses_nothing(tmp_path, model_dir):
     db = tmp_path / "l2.sqlite"
     expected = seed(db, 120)
