@@ -100,7 +100,10 @@ class CodecModel:
 
     def _load_sync(self, version: str) -> VersionModel:
         model = VersionModel(version, self.loader(str(self.model_dir), version))
-        model.encode(WARM_UP)  # first call compiles kernels: pay it here, not in a request
+        model.encode(WARM_UP)  # first calls compile kernels: pay them here, not in a request (the registry's path)
+        warm_up = getattr(model.codec, "warm_up", None)  # and every neural kernel, decode's included (an injected
+        if warm_up is not None:  # loader's codec may have none)
+            warm_up()
         return model
 
     async def ping(self) -> str:

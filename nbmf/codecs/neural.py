@@ -204,6 +204,19 @@ class NeuralCodec:
 
         return self._map(run, [int(n) for n in lengths])
 
+    def warm_up(self) -> None:
+        """Compile, or load from numba's cache, every kernel a call can reach (the device path: its first steps),
+        by encoding one record and decoding it back. A cold cache compiles for seconds (decode alone ~4 s on this
+        2-core box): a server pays it here, before its first request, not inside one. ArtifactError if the record
+        does not come back."""
+        from nbmf.blob import Kind
+        from nbmf.errors import ArtifactError
+
+        raw = 'warm-up record: numba compiles on first use. {"json": [1, 2.5, true]}'.encode()
+        (body,) = self.encode_many([(raw, Kind.TEXT)])
+        if body is None or self.decode_many([(body, Kind.TEXT, len(raw))]) != [raw]:
+            raise ArtifactError(f"{self.name}: a warm-up record did not decode back to itself")
+
     # -- measurement ----------------------------------------------------------------------------
     def cross_entropy_bits(self, raw: bytes, kind, fidelity=0) -> float:
         """The model's code length for ``raw`` in bits (what the coder should come within ~1% of)."""

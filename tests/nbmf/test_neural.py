@@ -190,6 +190,17 @@ def test_blobs_decode_in_another_process_with_other_batch_and_threads(codec, enc
     assert cross_process(codec.path, VAL, "decode", *dec, limit=40, stdin=bodies).startswith("ok 40")
 
 
+def test_warm_up_compiles_every_kernel_a_call_reaches(codec):
+    """A server calls warm_up before its first request: in a fresh process it leaves the encode and the decode
+    kernels compiled (or loaded from numba's cache), so no request pays seconds of compiling."""
+    script = ("import sys; from nbmf.codecs.neural import load_codec; from nbmf.runtime import kernels; "
+              "c = load_codec(sys.argv[1]); k = (kernels.encode_records, kernels.decode_records); "
+              "print([len(f.signatures) for f in k]); c.warm_up(); print([len(f.signatures) for f in k])")
+    p = subprocess.run([sys.executable, "-c", script, str(codec.path)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["[0, 0]", "[1, 1]"]
+
+
 def test_reference_interpreter_matches_compiled_kernel(codec):
     """NUMBA_DISABLE_JIT runs the same kernel as plain Python: the integers must agree exactly."""
     seq = np.array([codec.cfg.special_token(0, 0)] + list(codec.tokenizer.encode(b"Hello, memory!")), np.int64)
