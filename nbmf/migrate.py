@@ -100,7 +100,8 @@ def migrate(cfg: MigrateConfig, registry=None) -> dict:
 
     tqdm = require("tqdm").tqdm
 
-    reg = registry or Registry(cfg.model_dir or default_model_dir(), threads=cfg.threads or default_threads(bulk=True))
+    threads = default_threads(bulk=True) if cfg.threads is None else cfg.threads
+    reg = registry or Registry(cfg.model_dir or default_model_dir(), threads=threads)
     target = cfg.version or reg.current
     reg.codec(target)  # fail now, not mid-store, if the target cannot load
     if not Path(cfg.store).is_file():  # opening a missing path would create an empty store and "migrate" it

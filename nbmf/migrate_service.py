@@ -91,7 +91,8 @@ def migrate_service(cfg: ServiceMigrateConfig, registry=None, environ=os.environ
     if dest.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"the L2 store {dest} lies inside the source {source}, which migration never writes: "
                          "put it elsewhere")
-    reg = registry or Registry(cfg.model_dir or default_model_dir(), threads=cfg.threads or default_threads(bulk=True))
+    threads = default_threads(bulk=True) if cfg.threads is None else cfg.threads
+    reg = registry or Registry(cfg.model_dir or default_model_dir(), threads=threads)
     targets = {cfg.version} if cfg.version else {reg.current, *reg.domains.values()}
     for version in sorted(targets):
         reg.codec(version)  # fail now, not mid-store, if a version records would be written with cannot load
