@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nbmf.errors import CorruptBlobError
+from nbmf.blob import Kind
+from nbmf.errors import ArtifactError, CorruptBlobError
 from nbmf.runtime import coder, kernels, layouts, match
 
 
@@ -209,9 +210,6 @@ class NeuralCodec:
         by encoding one record and decoding it back. A cold cache compiles for seconds (decode alone ~4 s on this
         2-core box): a server pays it here, before its first request, not inside one. ArtifactError if the record
         does not come back."""
-        from nbmf.blob import Kind
-        from nbmf.errors import ArtifactError
-
         raw = 'warm-up record: numba compiles on first use. {"json": [1, 2.5, true]}'.encode()
         (body,) = self.encode_many([(raw, Kind.TEXT)])
         if body is None or self.decode_many([(body, Kind.TEXT, len(raw))]) != [raw]:

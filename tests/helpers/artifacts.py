@@ -135,6 +135,8 @@ def assert_device_matches_kernel(codec, items, tokens: int = 300, slots: int = 3
     tokens and status per record."""
     import numpy as np
 
+    from nbmf.runtime import layouts
+
     dev = load_codec(codec.path, device=DEVICE, threads=1)
     dev.runtime.tokens, dev.runtime.slots, dev.runtime.host_threads = tokens, slots, host_threads
     bodies = codec.encode_many(items)
@@ -152,7 +154,7 @@ def assert_device_matches_kernel(codec, items, tokens: int = 300, slots: int = 3
             b = b[: len(b) // 2]
         else:
             b += bytes(rng.integers(0, 256, 9, dtype=np.uint8))
-        damaged.append(np.frombuffer(bytes(b) + b"\0" * (-len(b) % 4), "<u4").astype(np.uint32))
+        damaged.append(layouts.words_of_body(bytes(b), codec.model.body_layout))
     first = np.array([codec.cfg.special_token(int(kind), 0) for _, kind in items])
     lengths = np.array([len(raw) + 5 for raw in raws])
     want_tokens, want_status = codec.model.decode(first, damaged, lengths, codec._piece_len)
