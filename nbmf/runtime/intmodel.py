@@ -27,11 +27,11 @@ PARAMS = (
     "zc", "zc_m", "zc_s", "sig_lut",
     "wh", "wh_m", "wh_s", "head_lut",
 )
-DECODE_ROWS = 256  # records per lockstep forward: bounds the scratch, not the batch
-KEEP_SLOTS = 64  # decode caches up to this many slots are kept per thread for the next call (64 KB per slot for v1)
+DECODE_SLOTS = 64  # records in flight in a CPU decode (64 KB of caches each for v1; a finished one's slot is refilled)
+KEEP_SLOTS = DECODE_SLOTS  # decode caches up to this many slots are kept per thread for the next call
 WEIGHTS = ("wo", "w1", "w2", "qkv", "taps", "zc", "wh")  # int8 in the artifact and in memory
 MAX_LUT = 1 << 16  # entries of attn_lut and head_lut (export writes 3,072 and 1,536): lookups clamp to the last
-MAX_SLOT_BYTES = 1 << 26  # decode state per record (v1: 68 KB): decode holds one slot per record of a batch
+MAX_SLOT_BYTES = 1 << 26  # decode state per slot (v1: 68 KB): decode holds up to DECODE_SLOTS (a device, its slots)
 
 # Inclusive value bounds and what the values are, each with the kernel argument that needs it (kernels.py, gemm.py).
 _I8 = (-127, 127)  # gemm: activations and weights are int8 in [-127, 127]; the GELU tables feed the next gemm
@@ -351,8 +351,9 @@ class IntModel:
         n = len(bodies)
         words, word_starts, lengths, out, out_starts, n_out, status = decode_buffers(bodies, lengths, max_tokens)
         if n:
-            state, work = self._scratch("decode", n, min(n, DECODE_ROWS))
-            kernels.decode_records(self.kernel_params, self.match, state, work, np.asarray(first, np.int64),
+            slots = min(n, DECODE_SLOTS)
+            state, work = self._scratch("decode", slots, slots)
+            kernels.decode_records(self.kernel_params, self.match, state, work, slots, np.asarray(first, np.int64),
                                    words, word_starts, lengths, np.asarray(piece_len, np.int64), out, out_starts,
                                    n_out, status)
         return [out[out_starts[r] : out_starts[r] + n_out[r]] for r in range(n)], status

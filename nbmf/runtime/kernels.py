@@ -580,45 +580,62 @@ def take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_
 
 
 @njit(nogil=True, cache=True)
-def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, out, out_starts, n_out, status):
+def decode_records(P, M, st, wk, slots, first, words, word_starts, lengths, piece_len, out, out_starts, n_out,
+                   status):
     """Decode records in lockstep: record r starts from token first[r], reads words[word_starts[r]:word_starts[r+1]]
     and stops when its tokens' pieces add up to lengths[r] bytes. Tokens -> out[out_starts[r]:out_starts[r + 1]],
     counts -> n_out. The match model M reads a record's tokens so far from out, as encode read them from its ids.
 
     status[r]: OK, BAD_QUANTILE (the body is no encoding under this model), PAST_LENGTH (the tokens overrun the
     length or the room in ``out``) or PAST_BODY (the decoder read more than coder.BODY_SLACK words past the body:
-    it is damaged or forged). A failed record stops; the others go on. Slot r of st is record r.
+    it is damaged or forged). A failed record stops; the others go on.
+
+    At most ``slots`` records are in flight (st has at least that many): records take slots in order and a finished
+    record's slot, reset, goes to the next one. So a call of any size keeps its steps full until its last records,
+    and its caches are the slots', not the call's. A record's tokens depend only on its body and its slot's state,
+    so which slot it gets and which records share its steps change nothing.
     """
     n = first.shape[0]
+    n_slots = min(slots, n)
     acc, freq, blocks = wk.acc, wk.freq, wk.blocks
     vocab = freq.shape[0]
     ds = np.zeros((n, 4), np.uint64)
     remaining = lengths.copy()
     tokens = first.copy()
-    active = np.empty(n, np.int64)
-    n_active = 0
-    ht, ms = match.state(M.conf, n)
-    for r in range(n):
-        reset_slot(st, r)
-        match.reset(ht, ms, r)
-        n_out[r] = 0
-        status[r] = OK
-        coder.decoder_init(ds[r], words, word_starts[r], word_starts[r + 1])
-        if remaining[r] > 0:
-            active[n_active] = r
-            n_active += 1
+    act_rec = np.empty(n_slots, np.int64)  # records in flight, and their slots
+    act_slot = np.empty(n_slots, np.int64)
+    free = np.arange(n_slots)[::-1].copy()  # slots free for the next records (a stack)
+    n_free, n_active, next_r = n_slots, 0, 0
+    ht, ms = match.state(M.conf, n_slots)
     rows = wk.r.shape[0]
     step_tokens = np.empty(rows, np.int64)
-    while n_active > 0:
+    while True:
+        while n_free > 0 and next_r < n:  # admit the next records into free slots
+            r = next_r
+            next_r += 1
+            n_out[r] = 0
+            status[r] = OK
+            if remaining[r] <= 0:
+                continue
+            n_free -= 1
+            b = free[n_free]
+            reset_slot(st, b)
+            match.reset(ht, ms, b)
+            coder.decoder_init(ds[r], words, word_starts[r], word_starts[r + 1])
+            act_rec[n_active] = r
+            act_slot[n_active] = b
+            n_active += 1
+        if n_active == 0:
+            break
         for j0 in range(0, n_active, rows):
             m = min(rows, n_active - j0)
             for j in range(m):
-                step_tokens[j] = tokens[active[j0 + j]]
-            forward(P, st, step_tokens, active[j0 : j0 + m], m, wk)
+                step_tokens[j] = tokens[act_rec[j0 + j]]
+            forward(P, st, step_tokens, act_slot[j0 : j0 + m], m, wk)
             for j in range(m):
-                r = active[j0 + j]
-                tn, best, e = neural_table(P, M, ms, r, acc, j, freq, blocks)
-                s, total = mix_match(M.conf, M.hit, ht, ms, r, out, out_starts[r], n_out[r], freq, blocks, tn)
+                r, b = act_rec[j0 + j], act_slot[j0 + j]
+                tn, best, e = neural_table(P, M, ms, b, acc, j, freq, blocks)
+                s, total = mix_match(M.conf, M.hit, ht, ms, b, out, out_starts[r], n_out[r], freq, blocks, tn)
                 scale = coder.quant_scale(total, vocab)
                 q = coder.decoder_quantile(ds[r])
                 if q >= 1 << coder.PRECISION:
@@ -628,12 +645,15 @@ def decode_records(P, M, st, wk, first, words, word_starts, lengths, piece_len, 
                 sym, left, prob = coder.find_symbol(freq, blocks, BLOCK, q, scale)
                 take_symbol(r, sym, left, prob, ds, words, word_starts, piece_len, out, out_starts, n_out, tokens,
                             remaining, status)
-                after_token(P.head, M, ms, r, s, sym, best, e, tn, acc, j)
+                after_token(P.head, M, ms, b, s, sym, best, e, tn, acc, j)
         kept = 0
-        for j in range(n_active):
-            if remaining[active[j]] > 0:
-                active[kept] = active[j]
+        for j in range(n_active):  # finished records give their slots back
+            if remaining[act_rec[j]] > 0:
+                act_rec[kept], act_slot[kept] = act_rec[j], act_slot[j]
                 kept += 1
+            else:
+                free[n_free] = act_slot[j]
+                n_free += 1
         n_active = kept
 
 

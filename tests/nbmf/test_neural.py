@@ -62,6 +62,18 @@ def test_scratch_kept_between_calls_never_leaks_into_results(family_codec, val_i
     assert family_codec.decode_many(jobs[2:]) == [raw for raw, _ in items[2:]]  # fewer slots than kept
 
 
+
+def test_decode_with_fewer_slots_than_records_refills_them(family_codec, val_items, monkeypatch):
+    """A decode keeps at most DECODE_SLOTS records in flight and gives a finished record's slot to the next: with 2
+    slots, 24 records of mixed lengths pass through each slot many times and come back whole."""
+    from nbmf.runtime import intmodel
+
+    items = val_items[:24]
+    bodies = family_codec.encode_many(items)
+    jobs = [(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)]
+    monkeypatch.setattr(intmodel, "DECODE_SLOTS", 2)
+    assert family_codec.decode_many(jobs) == [raw for raw, _ in items]
+
 @pytest.fixture(scope="session")
 def codec(tmp_path_factory):
     from helpers.artifacts import tiny_artifact
