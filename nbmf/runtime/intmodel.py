@@ -28,7 +28,6 @@ PARAMS = (
     "wh", "wh_m", "wh_s", "head_lut",
 )
 DECODE_SLOTS = 64  # records in flight in a CPU decode (64 KB of caches each for v1; a finished one's slot is refilled)
-KEEP_SLOTS = DECODE_SLOTS  # decode caches up to this many slots are kept per thread for the next call
 WEIGHTS = ("wo", "w1", "w2", "qkv", "taps", "zc", "wh")  # int8 in the artifact and in memory
 MAX_LUT = 1 << 16  # entries of attn_lut and head_lut (export writes 3,072 and 1,536): lookups clamp to the last
 MAX_SLOT_BYTES = 1 << 26  # decode state per slot (v1: 68 KB): decode holds up to DECODE_SLOTS (a device, its slots)
@@ -247,12 +246,11 @@ class IntModel:
         self._kept = threading.local()  # per thread: (state, work) of the last encode and decode calls
 
     def _scratch(self, what: str, slots: int, rows: int) -> tuple[kernels.State, kernels.Work]:
-        """State for ``slots`` and work for ``rows``, kept per thread and reused by the next call of this thread
-        (fresh buffers cost page faults: ~0.03 ms a call, half of a 1-token encode call). Reuse is safe:
-        the kernels reset every slot they use, and no result reads scratch it did not write this call, apart from
-        the constants new_work sets and nothing writes (offsets, the zero bias, the queries' padding; tested)."""
-        if slots > KEEP_SLOTS:
-            return self.new_state(slots), self.new_work(rows)
+        """State for ``slots`` (at most DECODE_SLOTS) and work for ``rows``, kept per thread and reused by the next
+        call of this thread (fresh buffers cost page faults: ~0.03 ms a call, half of a 1-token encode call). Reuse
+        is safe: the kernels reset every slot they use, and no result reads scratch it did not write this call,
+        apart from the constants new_work sets and nothing writes (offsets, the zero bias, the queries' padding;
+        tested)."""
         kept = getattr(self._kept, what, None)
         if kept is None or kept[0].pos.shape[0] < slots or kept[1].r.shape[0] < rows:
             kept = (self.new_state(max(slots, 1)), self.new_work(max(rows, 1)))

@@ -421,9 +421,9 @@ def reset_slot(st, b):
 # -- coder loops ---------------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
 def neural_table(P, M, ms, r, acc, j, freq, blocks):
-    """Row j's neural table for record r: (total, best logit, sum of f_v * gap_v). Without a temperature
-    (M.temp[0] == 0) it is ``table`` and the other two are 0; with one, the gaps are looked up in the record's
-    tempered lut row (nbmf.runtime.match), which gives the gap sum in the same pass."""
+    """Row j's neural table for the record in slot r: (total, best logit, sum of f_v * gap_v). Without a
+    temperature (M.temp[0] == 0) it is ``table`` and the other two are 0; with one, the gaps are looked up in the
+    record's tempered lut row (nbmf.runtime.match), which gives the gap sum in the same pass."""
     hm, hs = P.head.m[0], P.head.s[0]
     if M.temp[0] == 0:
         return table(hm, hs, P.head_lut, acc, j, freq, blocks), np.int64(0), np.int64(0)
@@ -434,9 +434,9 @@ def neural_table(P, M, ms, r, acc, j, freq, blocks):
 
 @njit(nogil=True, cache=True)
 def after_token(head, M, ms, r, s, y, best, e, total, acc, j):
-    """Record r's adaptive state after token y was coded from row j's head products acc[j] (``head``: P.head): the
-    match model's (``s``: its prediction, or -1) and, with a temperature, theta by the neural table's (total, best,
-    e) of ``neural_table`` and y's gap (its logit requantized as ``logits`` does)."""
+    """The adaptive state of the record in slot r after token y was coded from row j's head products acc[j]
+    (``head``: P.head): the match model's (``s``: its prediction, or -1) and, with a temperature, theta by the neural
+    table's (total, best, e) of ``neural_table`` and y's gap (its logit requantized as ``logits`` does)."""
     gap = np.int64(0)
     if M.temp[0] != 0:
         gap = min(best - _requant(np.int64(acc[j, y]), head.m[0, y], head.s[0, y]), M.luts.shape[1] - 1)

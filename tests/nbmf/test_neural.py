@@ -62,7 +62,6 @@ def test_scratch_kept_between_calls_never_leaks_into_results(family_codec, val_i
     assert family_codec.decode_many(jobs[2:]) == [raw for raw, _ in items[2:]]  # fewer slots than kept
 
 
-
 def test_decode_with_fewer_slots_than_records_refills_them(family_codec, val_items, monkeypatch):
     """A decode keeps at most DECODE_SLOTS records in flight and gives a finished record's slot to the next: with 2
     slots, 24 records of mixed lengths pass through each slot many times and come back whole."""
@@ -73,6 +72,7 @@ def test_decode_with_fewer_slots_than_records_refills_them(family_codec, val_ite
     jobs = [(b, kind, len(raw)) for b, (raw, kind) in zip(bodies, items)]
     monkeypatch.setattr(intmodel, "DECODE_SLOTS", 2)
     assert family_codec.decode_many(jobs) == [raw for raw, _ in items]
+
 
 @pytest.fixture(scope="session")
 def codec(tmp_path_factory):

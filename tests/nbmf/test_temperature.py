@@ -113,7 +113,6 @@ def test_round_trips_identically_in_batch_one_by_one_and_threads(models_dir, tco
     assert [tcodec.decode_raw(*j) for j in jobs[-4:]] == want[-4:]
 
 
-
 def test_refilled_decode_slots_start_with_fresh_match_and_temperature_state(tcodec, monkeypatch):
     """Slots handed from a finished record to the next (intmodel.DECODE_SLOTS) start with a reset match table and
     theta: the surprising records move theta far from 1, and the records after them still decode."""
@@ -123,6 +122,7 @@ def test_refilled_decode_slots_start_with_fresh_match_and_temperature_state(tcod
     jobs = [(b, k, len(r)) for b, (r, k) in zip(tcodec.encode_many(items), items)]
     monkeypatch.setattr(intmodel, "DECODE_SLOTS", 2)
     assert tcodec.decode_many(jobs) == [r for r, _ in items]
+
 
 def test_bodies_decode_in_another_process_with_other_batch_and_threads(models_dir):
     bodies = cross_process(models_dir / "v3", VAL, "encode", 16, 2, limit=30)
